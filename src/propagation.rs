@@ -1,0 +1,360 @@
+//! W3C trace-context handling: strict `traceparent` validation (SEMCONV §5.1), a
+//! [`HeaderMap`] extractor that only ever hands a propagator validated trace context, an
+//! injector for outgoing requests, and the built-in W3C extraction used when no global
+//! propagator is installed.
+
+use std::str::FromStr;
+
+use http::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+
+/// The `traceparent` header name.
+pub const TRACEPARENT: &str = "traceparent";
+/// The `tracestate` header name.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Most `tracestate` list members kept (W3C: 32).
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// The trace-flags bits this crate keeps when continuing a trace: sampled (bit 0) and
+/// random-trace-id (bit 1, W3C Trace Context level 2).
+const KEPT_FLAGS: u8 = 0b11;
+
+/// A `traceparent` that passed the strict checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traceparent {
+    /// The trace id (never all-zero).
+    pub trace_id: TraceId,
+    /// The parent span id (never all-zero).
+    pub span_id: SpanId,
+    /// The trace flags as sent.
+    pub flags: u8,
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Lowercase hex only: no uppercase, no signs, no whitespace.
+fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Parse a `traceparent` value strictly per W3C Trace Context:
+/// `00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>`.
+///
+/// Rejected: all-zero ids, version `ff`, wrong lengths, uppercase, signs, whitespace, extra
+/// fields on version `00`. For higher versions the first four fields are parsed and anything
+/// after a `-` following them is ignored.
+///
+/// ```
+/// use tower_otel_http::propagation::parse_traceparent;
+/// assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+/// assert!(parse_traceparent("00-1-2-01").is_none());
+/// ```
+#[must_use]
+pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
+    let b = value.as_bytes();
+    if b.len() < 55 {
+        return None;
+    }
+    let version = parse_hex::<1>(&b[0..2])?[0];
+    if version == 0xff {
+        return None;
+    }
+    if version == 0 && b.len() != 55 {
+        return None;
+    }
+    if b.len() > 55 && b[55] != b'-' {
+        return None;
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let trace_id = parse_hex::<16>(&b[3..35])?;
+    let span_id = parse_hex::<8>(&b[36..52])?;
+    let flags = parse_hex::<1>(&b[53..55])?[0];
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    Some(Traceparent {
+        trace_id: TraceId::from_bytes(trace_id),
+        span_id: SpanId::from_bytes(span_id),
+        flags,
+    })
+}
+
+/// Keep at most the first 32 `tracestate` members (whole members, never a cut one).
+fn truncate_tracestate(value: &str) -> &str {
+    match value.match_indices(',').nth(MAX_TRACESTATE_MEMBERS - 1) {
+        Some((i, _)) => &value[..i],
+        None => value,
+    }
+}
+
+/// An [`Extractor`] over a [`HeaderMap`] that only yields validated trace context:
+/// `traceparent` when it passes [`parse_traceparent`] (normalised to its first four fields),
+/// `tracestate` only alongside a valid `traceparent` and at most 32 members, and other headers
+/// as-is when they are valid UTF-8.
+#[derive(Debug)]
+pub struct StrictHeaderExtractor<'a> {
+    headers: &'a HeaderMap,
+    traceparent: Option<(&'a str, Traceparent)>,
+}
+
+impl<'a> StrictHeaderExtractor<'a> {
+    /// Validate the trace-context headers of `headers`.
+    #[must_use]
+    pub fn new(headers: &'a HeaderMap) -> Self {
+        let mut values = headers.get_all(TRACEPARENT).iter();
+        // W3C: more than one traceparent is invalid.
+        let traceparent = match (values.next(), values.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .and_then(|s| parse_traceparent(s).map(|tp| (&s[..55], tp))),
+            _ => None,
+        };
+        Self {
+            headers,
+            traceparent,
+        }
+    }
+
+    /// The validated `traceparent`, if any.
+    #[must_use]
+    pub fn traceparent(&self) -> Option<Traceparent> {
+        self.traceparent.map(|(_, tp)| tp)
+    }
+}
+
+impl Extractor for StrictHeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key.eq_ignore_ascii_case(TRACEPARENT) {
+            return self.traceparent.map(|(s, _)| s);
+        }
+        if key.eq_ignore_ascii_case(TRACESTATE) {
+            self.traceparent?;
+            return self
+                .headers
+                .get(TRACESTATE)
+                .and_then(|v| v.to_str().ok())
+                .map(truncate_tracestate);
+        }
+        self.headers.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.headers.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// An [`Injector`] into a [`HeaderMap`]; values that are not valid header values are skipped.
+#[derive(Debug)]
+pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The built-in W3C Trace Context extraction: `traceparent` + `tracestate` on top of `base`.
+pub(crate) fn extract_w3c(extractor: &StrictHeaderExtractor<'_>, base: Context) -> Context {
+    let Some(tp) = extractor.traceparent() else {
+        return base;
+    };
+    let state = extractor
+        .get(TRACESTATE)
+        .and_then(|s| TraceState::from_str(s).ok())
+        .unwrap_or_default();
+    let sc = SpanContext::new(
+        tp.trace_id,
+        tp.span_id,
+        TraceFlags::new(tp.flags & KEPT_FLAGS),
+        true,
+        state,
+    );
+    base.with_remote_span_context(sc)
+}
+
+/// Extract with `propagator`, then restore the random-trace-id flag that propagators built for
+/// Trace Context level 1 clear.
+pub(crate) fn extract_with(
+    propagator: &dyn TextMapPropagator,
+    extractor: &StrictHeaderExtractor<'_>,
+) -> Context {
+    let cx = propagator.extract(extractor);
+    if let Some(tp) = extractor.traceparent() {
+        let sc = cx.span().span_context().clone();
+        let want = TraceFlags::new(tp.flags & KEPT_FLAGS);
+        if sc.is_remote()
+            && sc.trace_id() == tp.trace_id
+            && sc.span_id() == tp.span_id
+            && sc.trace_flags() != want
+            && sc.trace_flags().is_sampled() == want.is_sampled()
+        {
+            let fixed = SpanContext::new(
+                sc.trace_id(),
+                sc.span_id(),
+                want,
+                true,
+                sc.trace_state().clone(),
+            );
+            return cx.with_remote_span_context(fixed);
+        }
+    }
+    cx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn accepts_valid() {
+        let tp = parse_traceparent(VALID).unwrap();
+        assert_eq!(
+            tp.trace_id,
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(tp.span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        assert_eq!(tp.flags, 1);
+        // higher version with extra fields: first four parsed
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .is_some()
+        );
+        assert!(
+            parse_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some()
+        );
+    }
+
+    #[test]
+    fn rejects_invalid() {
+        for bad in [
+            "00-1-2-01",
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47366-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn extractor_drops_tracestate_with_invalid_traceparent() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, "00-1-2-01".parse().unwrap());
+        h.insert(TRACESTATE, "a=b".parse().unwrap());
+        let e = StrictHeaderExtractor::new(&h);
+        assert_eq!(e.get(TRACEPARENT), None);
+        assert_eq!(e.get(TRACESTATE), None);
+        assert!(!extract_w3c(&e, Context::new()).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn extractor_rejects_duplicate_traceparent() {
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, VALID.parse().unwrap());
+        h.append(TRACEPARENT, VALID.parse().unwrap());
+        assert!(StrictHeaderExtractor::new(&h).traceparent().is_none());
+    }
+
+    #[test]
+    fn higher_version_normalised_to_four_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever"
+                .parse()
+                .unwrap(),
+        );
+        let e = StrictHeaderExtractor::new(&h);
+        assert_eq!(
+            e.get(TRACEPARENT),
+            Some("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+    }
+
+    #[test]
+    fn tracestate_truncated_to_32_whole_members() {
+        let members: Vec<String> = (0..40).map(|i| format!("k{i}=v{i}")).collect();
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, VALID.parse().unwrap());
+        h.insert(TRACESTATE, members.join(",").parse().unwrap());
+        let e = StrictHeaderExtractor::new(&h);
+        let ts = e.get(TRACESTATE).unwrap();
+        assert_eq!(ts.split(',').count(), 32);
+        assert!(ts.ends_with("k31=v31"));
+        let cx = extract_w3c(&e, Context::new());
+        let state = cx.span().span_context().trace_state().clone();
+        assert_eq!(state.get("k0"), Some("v0"));
+        assert_eq!(state.get("k31"), Some("v31"));
+        assert_eq!(state.get("k32"), None);
+    }
+
+    #[test]
+    fn random_flag_kept_unknown_flags_cleared() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff"
+                .parse()
+                .unwrap(),
+        );
+        let cx = extract_w3c(&StrictHeaderExtractor::new(&h), Context::new());
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_remote());
+        assert_eq!(sc.trace_flags().to_u8(), 0b11);
+    }
+
+    #[test]
+    fn non_utf8_headers_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            http::HeaderValue::from_bytes(b"00-\xff\xfe").unwrap(),
+        );
+        h.insert("baggage", http::HeaderValue::from_bytes(b"k=\xff").unwrap());
+        let e = StrictHeaderExtractor::new(&h);
+        assert_eq!(e.get(TRACEPARENT), None);
+        assert_eq!(e.get("baggage"), None);
+    }
+}

@@ -1,0 +1,239 @@
+//! Route sources and the route slot.
+//!
+//! With `Router::layer` the request already carries axum's
+//! [`MatchedPath`](axum::extract::MatchedPath) (the full template, nest prefixes included) when
+//! the layer sees it. Wrapped around the whole `Router`, the layer runs *before* routing: it then
+//! puts a shared *route slot* into the request extensions, and a route-recording layer placed
+//! inside the router ([`RecordRouteLayer`], or a second instance of the server layer) fills it
+//! after routing. The span name and `http.route` are settled when the response comes back.
+//!
+//! Route templates and span names are interned (`&'static str`) so that the hot path neither
+//! formats nor allocates them; the interner is bounded (see [`MAX_INTERNED_ROUTES`]) and falls
+//! back to per-request allocation beyond that bound.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+/// How many distinct route templates are interned for the whole process. Route templates come
+/// from the application's router, never from traffic, so real applications stay far below it;
+/// beyond it names are allocated per request instead.
+pub const MAX_INTERNED_ROUTES: usize = 4096;
+
+#[derive(Default)]
+struct Interner {
+    routes: HashMap<Box<str>, RouteEntry>,
+    labels: HashMap<Box<str>, &'static str>,
+}
+
+struct RouteEntry {
+    route: &'static str,
+    names: Vec<(&'static str, &'static str)>,
+}
+
+fn interner() -> &'static RwLock<Interner> {
+    static I: OnceLock<RwLock<Interner>> = OnceLock::new();
+    I.get_or_init(Default::default)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Intern a configuration string (method labels). Bounded by configuration, not by traffic.
+pub(crate) fn intern(s: &str) -> &'static str {
+    if let Some(v) = interner().read().ok().and_then(|i| i.labels.get(s).copied()) {
+        return v;
+    }
+    let Ok(mut i) = interner().write() else {
+        return leak(s.to_owned());
+    };
+    if let Some(v) = i.labels.get(s) {
+        return v;
+    }
+    let v = leak(s.to_owned());
+    i.labels.insert(s.into(), v);
+    v
+}
+
+/// The route template and the span name `"{label} {route}"`, both `'static` when interned.
+pub(crate) fn route_and_name(
+    label: &'static str,
+    route: &str,
+) -> (Cow<'static, str>, Cow<'static, str>) {
+    if let Ok(i) = interner().read() {
+        if let Some(e) = i.routes.get(route) {
+            if let Some((_, name)) = e.names.iter().find(|(l, _)| *l == label) {
+                return (Cow::Borrowed(e.route), Cow::Borrowed(name));
+            }
+        }
+    }
+    let Ok(mut i) = interner().write() else {
+        return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+    };
+    if !i.routes.contains_key(route) {
+        if i.routes.len() >= MAX_INTERNED_ROUTES {
+            return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+        }
+        let r = leak(route.to_owned());
+        i.routes.insert(
+            route.into(),
+            RouteEntry {
+                route: r,
+                names: Vec::new(),
+            },
+        );
+    }
+    let Some(e) = i.routes.get_mut(route) else {
+        return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+    };
+    if let Some((_, name)) = e.names.iter().find(|(l, _)| *l == label) {
+        return (Cow::Borrowed(e.route), Cow::Borrowed(name));
+    }
+    let name = leak(format!("{label} {route}"));
+    e.names.push((label, name));
+    (Cow::Borrowed(e.route), Cow::Borrowed(name))
+}
+
+/// The route template the framework matched for this request, when it is known.
+#[cfg(feature = "axum")]
+pub(crate) fn matched_route(ext: &http::Extensions) -> Option<&str> {
+    ext.get::<axum::extract::MatchedPath>().map(|m| m.as_str())
+}
+
+/// The route template the framework matched for this request, when it is known.
+#[cfg(not(feature = "axum"))]
+pub(crate) fn matched_route(_ext: &http::Extensions) -> Option<&str> {
+    None
+}
+
+/// What the outermost instrumenting layer leaves in the request extensions: the mark that makes
+/// inner instances pass the request through, and the route slot when the route was not known.
+#[derive(Clone, Debug)]
+pub(crate) struct Marker {
+    #[cfg(feature = "axum")]
+    pub(crate) slot: Option<std::sync::Arc<RouteSlot>>,
+}
+
+impl Marker {
+    /// Fill the slot from the request's matched route, if both exist (inner layers call this
+    /// after routing).
+    pub(crate) fn record(&self, _ext: &http::Extensions) {
+        #[cfg(feature = "axum")]
+        if let (Some(slot), Some(m)) = (&self.slot, _ext.get::<axum::extract::MatchedPath>()) {
+            let _ = slot.0.set(m.clone());
+        }
+    }
+}
+
+/// A route filled in after routing.
+#[cfg(feature = "axum")]
+#[derive(Debug, Default)]
+pub(crate) struct RouteSlot(OnceLock<axum::extract::MatchedPath>);
+
+#[cfg(feature = "axum")]
+impl RouteSlot {
+    pub(crate) fn get(&self) -> Option<&str> {
+        self.0.get().map(|m| m.as_str())
+    }
+}
+
+#[cfg(feature = "axum")]
+pub use record::{RecordRoute, RecordRouteLayer};
+
+#[cfg(feature = "axum")]
+mod record {
+    use std::task::{Context, Poll};
+
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use super::Marker;
+
+    /// Records axum's `MatchedPath` into the route slot of an outer
+    /// [`OtelServerLayer`](crate::server::OtelServerLayer) that wraps the whole `Router`.
+    ///
+    /// Add it with `Router::layer` (or `route_layer`) when the server layer is applied outside
+    /// the router, e.g. around `Router` with `ServiceBuilder`, so that spans still get the full
+    /// route template:
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_otel_http::{route::RecordRouteLayer, server::OtelServerLayer};
+    /// use tower_layer::Layer;
+    ///
+    /// let router: Router = Router::new()
+    ///     .route("/users/{id}", get(|| async { "user" }))
+    ///     .layer(RecordRouteLayer::new());
+    /// let service = OtelServerLayer::new().layer(router);
+    /// # let _ = service;
+    /// ```
+    ///
+    /// It costs one extension lookup per request and passes the inner future through unchanged.
+    #[derive(Clone, Copy, Debug, Default)]
+    #[must_use]
+    pub struct RecordRouteLayer {
+        _p: (),
+    }
+
+    impl RecordRouteLayer {
+        /// A new route recorder.
+        pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    impl<S> Layer<S> for RecordRouteLayer {
+        type Service = RecordRoute<S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            RecordRoute { inner }
+        }
+    }
+
+    /// The service built by [`RecordRouteLayer`].
+    #[derive(Clone, Debug)]
+    pub struct RecordRoute<S> {
+        inner: S,
+    }
+
+    impl<S, B> Service<http::Request<B>> for RecordRoute<S>
+    where
+        S: Service<http::Request<B>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            if let Some(marker) = req.extensions().get::<Marker>() {
+                marker.record(req.extensions());
+            }
+            self.inner.call(req)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_interned_once() {
+        let (r1, n1) = route_and_name("GET", "/interned/{id}");
+        let (r2, n2) = route_and_name("GET", "/interned/{id}");
+        assert_eq!(n1, "GET /interned/{id}");
+        assert_eq!(r1, "/interned/{id}");
+        match (n1, n2, r1, r2) {
+            (Cow::Borrowed(a), Cow::Borrowed(b), Cow::Borrowed(c), Cow::Borrowed(d)) => {
+                assert!(std::ptr::eq(a, b));
+                assert!(std::ptr::eq(c, d));
+            }
+            _ => panic!("expected interned names"),
+        }
+        assert_eq!(route_and_name("POST", "/interned/{id}").1, "POST /interned/{id}");
+    }
+}

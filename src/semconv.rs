@@ -1,0 +1,501 @@
+//! Semantic-convention helpers shared by the server and (later) the client side:
+//! method normalisation, status and `error.type` rules, span names, pre-built attribute values,
+//! `url.query` redaction and `Host` / `:authority` parsing.
+//!
+//! Everything here is allocation-free on the common path: known methods, schemes, protocol
+//! versions and status codes map to `&'static str` or pre-built [`KeyValue`]s.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{Method, StatusCode, Version};
+use opentelemetry::{Key, KeyValue, StringValue, Value};
+use opentelemetry_semantic_conventions::attribute as attr;
+
+/// `error.type` when the response future was dropped before the inner service produced a
+/// response (the client went away, or an outer timeout cancelled the request).
+pub const ERROR_TYPE_CANCELLED: &str = "cancelled";
+/// `error.type` when the response body was dropped before its end (the client went away while the
+/// body was being sent). The status code that was sent is kept.
+pub const ERROR_TYPE_BODY_DROPPED: &str = "response_body_dropped";
+/// `error.type` when the response body returned an error while it was being sent.
+pub const ERROR_TYPE_BODY_ERROR: &str = "response_body_error";
+/// `error.type` for a status code outside `100..=599`.
+pub const ERROR_TYPE_OTHER: &str = "_OTHER";
+
+/// The methods the HTTP semantic conventions know by default (case-sensitive).
+pub const DEFAULT_KNOWN_METHODS: [&str; 10] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY",
+];
+
+/// Environment variable that overrides the known-methods list (comma separated).
+pub const KNOWN_METHODS_ENV: &str = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS";
+
+/// The query keys whose values are redacted by default (SEMCONV §3.2).
+pub const DEFAULT_REDACTED_QUERY_KEYS: [&str; 7] = [
+    "AWSAccessKeyId",
+    "Signature",
+    "sig",
+    "X-Goog-Signature",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "X-Amz-Security-Token",
+];
+
+const REDACTED: &str = "REDACTED";
+
+/// One known method: its token, the `http.request.method` attribute and the span-name label.
+#[derive(Clone, Debug)]
+struct KnownMethod {
+    method: Method,
+    attribute: KeyValue,
+    label: &'static str,
+}
+
+/// The set of methods recorded as themselves; every other method becomes `_OTHER`.
+#[derive(Clone, Debug)]
+pub(crate) struct KnownMethods {
+    methods: Vec<KnownMethod>,
+    other: KeyValue,
+}
+
+/// The normalised method of one request.
+#[derive(Debug, Clone)]
+pub(crate) struct MethodInfo {
+    /// `http.request.method` (pre-built).
+    pub attribute: KeyValue,
+    /// Label used in span names (`GET`, or `HTTP` for `_OTHER`).
+    pub label: &'static str,
+    /// Whether the method is `_OTHER` (then `http.request.method_original` is recorded).
+    pub is_other: bool,
+}
+
+fn leak_label(s: &str) -> &'static str {
+    match DEFAULT_KNOWN_METHODS.iter().find(|m| **m == s) {
+        Some(m) => m,
+        // A user-configured extra method: interned once per configuration (bounded by the
+        // configuration, never by traffic).
+        None => crate::route::intern(s),
+    }
+}
+
+impl KnownMethods {
+    /// The default list, or the list in `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` when set.
+    pub(crate) fn from_env_or_default() -> Self {
+        match std::env::var(KNOWN_METHODS_ENV) {
+            Ok(v) if !v.trim().is_empty() => Self::new(v.split(',')),
+            _ => Self::new(DEFAULT_KNOWN_METHODS),
+        }
+    }
+
+    /// A list of method tokens; invalid tokens are ignored.
+    pub(crate) fn new<I, S>(methods: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out: Vec<KnownMethod> = Vec::new();
+        for m in methods {
+            let m = m.as_ref().trim();
+            let Ok(method) = Method::from_bytes(m.as_bytes()) else {
+                continue;
+            };
+            if out.iter().any(|k| k.method == method) {
+                continue;
+            }
+            let label = leak_label(method.as_str());
+            out.push(KnownMethod {
+                attribute: KeyValue::new(attr::HTTP_REQUEST_METHOD, label),
+                label,
+                method,
+            });
+        }
+        KnownMethods {
+            methods: out,
+            other: KeyValue::new(attr::HTTP_REQUEST_METHOD, "_OTHER"),
+        }
+    }
+
+    /// Normalise a request method.
+    pub(crate) fn get(&self, method: &Method) -> MethodInfo {
+        // Standard methods compare as a tag; extension methods compare as bytes.
+        for k in &self.methods {
+            if k.method == *method {
+                return MethodInfo {
+                    attribute: k.attribute.clone(),
+                    label: k.label,
+                    is_other: false,
+                };
+            }
+        }
+        MethodInfo {
+            attribute: self.other.clone(),
+            label: "HTTP",
+            is_other: true,
+        }
+    }
+}
+
+/// `network.protocol.version` for an HTTP version.
+pub(crate) fn protocol_version(v: Version) -> Option<&'static str> {
+    Some(match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// All three-digit codes, so that any status code has a `&'static str` form.
+static STATUS_DIGITS: &str = {
+    const LEN: usize = 900 * 3;
+    const BYTES: [u8; LEN] = {
+        let mut b = [0u8; LEN];
+        let mut i = 0;
+        while i < 900 {
+            let code = 100 + i;
+            b[i * 3] = b'0' + (code / 100) as u8;
+            b[i * 3 + 1] = b'0' + ((code / 10) % 10) as u8;
+            b[i * 3 + 2] = b'0' + (code % 10) as u8;
+            i += 1;
+        }
+        b
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => panic!("status digits are ASCII"),
+    }
+};
+
+/// The status code as a `&'static str` (`"500"`), for `error.type`.
+pub(crate) fn status_str(code: StatusCode) -> &'static str {
+    let i = (code.as_u16() as usize).saturating_sub(100).min(899);
+    &STATUS_DIGITS[i * 3..i * 3 + 3]
+}
+
+/// `error.type` for a server response status (SEMCONV §1.8–1.9): the code for 5xx, `_OTHER`
+/// for codes outside `100..=599`, none otherwise.
+pub(crate) fn server_status_error(code: StatusCode) -> Option<&'static str> {
+    match code.as_u16() {
+        500..=599 => Some(status_str(code)),
+        100..=499 => None,
+        _ => Some(ERROR_TYPE_OTHER),
+    }
+}
+
+/// A pre-built `url.scheme` attribute.
+pub(crate) fn scheme_attribute(https: bool) -> KeyValue {
+    KeyValue::new(attr::URL_SCHEME, if https { "https" } else { "http" })
+}
+
+/// Redact the values of sensitive query keys (SEMCONV §3.2). Returns the input untouched (no
+/// allocation beyond the caller's) when nothing needs redacting.
+pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str> {
+    if keys.is_empty() {
+        return Cow::Borrowed(query);
+    }
+    let needs = query.split('&').any(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        keys.iter().any(|k| **k == *key) && pair.contains('=')
+    });
+    if !needs {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _)) if keys.iter().any(|key| **key == *k) => {
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Split a `Host` / `:authority` value into address and port. Returns `None` for values that are
+/// not a plausible host (empty, whitespace, control characters, bad port, unbalanced brackets).
+pub(crate) fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
+    if value.is_empty()
+        || value.len() > 255 + 8
+        || value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/' || b == b'@')
+    {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            Some(_) => return None, // bare IPv6 without brackets is not a valid Host
+            None => (value, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// Header-capture key: `http.request.header.<lowercase name>`.
+pub(crate) fn header_key(prefix: &str, name: &http::HeaderName) -> Key {
+    Key::from(Arc::<str>::from(format!("{prefix}.{}", name.as_str())))
+}
+
+/// A string attribute value from a header, lossily decoded if it is not UTF-8.
+pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
+    match v.to_str() {
+        Ok(s) => StringValue::from(s.to_owned()),
+        Err(_) => StringValue::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    }
+}
+
+/// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
+pub(crate) fn capture_headers(
+    headers: &http::HeaderMap,
+    names: &[(http::HeaderName, Key)],
+    out: &mut Vec<KeyValue>,
+) {
+    for (name, key) in names {
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            continue;
+        }
+        let values: Vec<StringValue> = values.map(header_value_string).collect();
+        out.push(KeyValue::new(
+            key.clone(),
+            Value::Array(opentelemetry::Array::String(values)),
+        ));
+    }
+}
+
+/// The first element of `Forwarded` (RFC 7239), or `X-Forwarded-*` when there is none.
+/// Only consulted when the user trusts proxy headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ForwardedInfo<'a> {
+    /// `for=` / `X-Forwarded-For`: the original client's address (no port, no brackets).
+    pub client: Option<&'a str>,
+    /// The original client's port, when the proxy sent one.
+    pub client_port: Option<u16>,
+    /// `proto=` / `X-Forwarded-Proto`: `Some(true)` for https, `Some(false)` for http.
+    pub https: Option<bool>,
+}
+
+fn unquote(v: &str) -> &str {
+    let v = v.trim();
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+fn parse_proto(v: &str) -> Option<bool> {
+    let v = unquote(v);
+    if v.eq_ignore_ascii_case("https") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("http") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `for=` node: `192.0.2.60`, `"[2001:db8::17]:4711"`, `unknown`, `_hidden` (obfuscated ids
+/// are not addresses and are ignored).
+fn parse_node(v: &str) -> (Option<&str>, Option<u16>) {
+    let v = unquote(v);
+    if v.is_empty() || v.eq_ignore_ascii_case("unknown") || v.starts_with('_') {
+        return (None, None);
+    }
+    match split_host(v) {
+        Some((h, p)) if h.parse::<std::net::IpAddr>().is_ok() => (Some(h), p),
+        _ => (None, None),
+    }
+}
+
+pub(crate) fn forwarded(headers: &http::HeaderMap) -> ForwardedInfo<'_> {
+    let mut out = ForwardedInfo::default();
+    if let Some(first) = headers
+        .get(http::header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+    {
+        for pair in first.split(';') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            let k = k.trim();
+            if k.eq_ignore_ascii_case("for") {
+                (out.client, out.client_port) = parse_node(v);
+            } else if k.eq_ignore_ascii_case("proto") {
+                out.https = parse_proto(v);
+            }
+        }
+    }
+    if out.client.is_none() {
+        if let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            (out.client, out.client_port) = parse_node(first);
+            if out.client.is_none() {
+                // a bare IPv6 address is common in X-Forwarded-For
+                let v = first.trim();
+                if v.parse::<std::net::Ipv6Addr>().is_ok() {
+                    out.client = Some(v);
+                }
+            }
+        }
+    }
+    if out.https.is_none() {
+        out.https = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(parse_proto);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<Box<str>> {
+        DEFAULT_REDACTED_QUERY_KEYS
+            .iter()
+            .map(|s| Box::<str>::from(*s))
+            .collect()
+    }
+
+    #[test]
+    fn known_methods_exact_and_case_sensitive() {
+        let m = KnownMethods::new(DEFAULT_KNOWN_METHODS);
+        for name in DEFAULT_KNOWN_METHODS {
+            let info = m.get(&Method::from_bytes(name.as_bytes()).unwrap());
+            assert!(!info.is_other, "{name}");
+            assert_eq!(info.label, name);
+            assert_eq!(info.attribute.value.as_str(), name);
+        }
+        for name in ["get", "Get", "PURGE", "FOO"] {
+            let info = m.get(&Method::from_bytes(name.as_bytes()).unwrap());
+            assert!(info.is_other, "{name}");
+            assert_eq!(info.attribute.value.as_str(), "_OTHER");
+            assert_eq!(info.label, "HTTP");
+        }
+    }
+
+    #[test]
+    fn known_methods_override() {
+        let m = KnownMethods::new(["GET", " PURGE ", "bad token", ""]);
+        assert!(!m.get(&Method::GET).is_other);
+        let purge = m.get(&Method::from_bytes(b"PURGE").unwrap());
+        assert!(!purge.is_other);
+        assert_eq!(purge.label, "PURGE");
+        assert!(m.get(&Method::POST).is_other);
+    }
+
+    #[test]
+    fn status_strings_and_errors() {
+        assert_eq!(status_str(StatusCode::OK), "200");
+        assert_eq!(status_str(StatusCode::from_u16(999).unwrap()), "999");
+        assert_eq!(status_str(StatusCode::CONTINUE), "100");
+        assert_eq!(
+            server_status_error(StatusCode::INTERNAL_SERVER_ERROR),
+            Some("500")
+        );
+        assert_eq!(
+            server_status_error(StatusCode::from_u16(599).unwrap()),
+            Some("599")
+        );
+        assert_eq!(server_status_error(StatusCode::NOT_FOUND), None);
+        assert_eq!(server_status_error(StatusCode::SWITCHING_PROTOCOLS), None);
+        assert_eq!(
+            server_status_error(StatusCode::from_u16(600).unwrap()),
+            Some("_OTHER")
+        );
+    }
+
+    #[test]
+    fn redaction_keeps_keys_and_other_values() {
+        let k = keys();
+        assert!(matches!(redact_query("a=1&b=2", &k), Cow::Borrowed("a=1&b=2")));
+        assert_eq!(
+            redact_query("sig=abc&x=1&X-Amz-Signature=zz&Signature", &k),
+            "sig=REDACTED&x=1&X-Amz-Signature=REDACTED&Signature"
+        );
+        // case-sensitive
+        assert_eq!(redact_query("SIG=abc", &k), "SIG=abc");
+        assert_eq!(
+            redact_query("AWSAccessKeyId=A&X-Goog-Signature=B&X-Amz-Credential=C&X-Amz-Security-Token=D", &k),
+            "AWSAccessKeyId=REDACTED&X-Goog-Signature=REDACTED&X-Amz-Credential=REDACTED&X-Amz-Security-Token=REDACTED"
+        );
+        let custom = vec![Box::<str>::from("token")];
+        assert_eq!(redact_query("token=1&sig=2", &custom), "token=REDACTED&sig=2");
+    }
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(split_host("example.com"), Some(("example.com", None)));
+        assert_eq!(
+            split_host("example.com:8080"),
+            Some(("example.com", Some(8080)))
+        );
+        assert_eq!(split_host("[::1]:3000"), Some(("::1", Some(3000))));
+        assert_eq!(split_host("[::1]"), Some(("::1", None)));
+        for bad in [
+            "", ":80", "a b", "host:port", "host:99999", "[::1", "::1", "a/b", "u@h", "[::1]x",
+        ] {
+            assert_eq!(split_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "forwarded",
+            "for=\"[2001:db8:cafe::17]:4711\";proto=HTTPS;by=x, for=10.0.0.1"
+                .parse()
+                .unwrap(),
+        );
+        let f = forwarded(&h);
+        assert_eq!(f.client, Some("2001:db8:cafe::17"));
+        assert_eq!(f.client_port, Some(4711));
+        assert_eq!(f.https, Some(true));
+
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        let f = forwarded(&h);
+        assert_eq!(f.client, Some("203.0.113.7"));
+        assert_eq!(f.https, Some(false));
+
+        let mut h = http::HeaderMap::new();
+        h.insert("forwarded", "for=_hidden;proto=gopher".parse().unwrap());
+        h.insert("x-forwarded-for", "not an ip".parse().unwrap());
+        assert_eq!(forwarded(&h), ForwardedInfo::default());
+
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "2001:db8::1".parse().unwrap());
+        assert_eq!(forwarded(&h).client, Some("2001:db8::1"));
+    }
+}

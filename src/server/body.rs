@@ -1,0 +1,82 @@
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::state::RequestState;
+use crate::semconv;
+
+pin_project! {
+    /// Response body of [`OtelServer`](super::OtelServer).
+    ///
+    /// The span ends when the body reaches its end (a frame after which
+    /// [`is_end_stream`](Body::is_end_stream) is true, or `None`), fails
+    /// (`error.type = "response_body_error"`), or is dropped before its end
+    /// (`error.type = "response_body_dropped"`). The span's context is current while the body is
+    /// polled.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        state: Option<RequestState>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn untraced(inner: B) -> Self {
+        Self { inner, state: None }
+    }
+
+    pub(crate) fn traced(inner: B, state: RequestState) -> Self {
+        Self {
+            inner,
+            state: Some(state),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("instrumented", &self.state.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(state) = this.state.as_mut() else {
+            return this.inner.poll_frame(cx);
+        };
+        let guard = state.cx.clone().attach();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let end = match &frame {
+            None => Some(None),
+            Some(Err(_)) => Some(Some(semconv::ERROR_TYPE_BODY_ERROR)),
+            Some(Ok(_)) if this.inner.is_end_stream() => Some(None),
+            Some(Ok(_)) => None,
+        };
+        if let Some(error) = end {
+            if let Some(mut state) = this.state.take() {
+                state.end(error);
+            }
+        }
+        drop(guard);
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

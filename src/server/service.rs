@@ -1,0 +1,249 @@
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::SystemTime;
+
+use http::{Request, Response};
+use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::attribute as attr;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::layer::{Config, PublicEndpoint};
+use super::state::{NewState, RequestState};
+use crate::propagation::StrictHeaderExtractor;
+use crate::route::{self, Marker};
+use crate::semconv;
+
+/// The service built by [`OtelServerLayer`](super::OtelServerLayer).
+#[derive(Clone, Debug)]
+pub struct OtelServer<S> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config>,
+}
+
+impl<S> OtelServer<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OtelServer<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // An outer instance already instruments this request: record the route for it (we may
+        // run after routing) and pass through.
+        if let Some(marker) = req.extensions().get::<Marker>() {
+            marker.record(req.extensions());
+            return ResponseFuture::new(self.inner.call(req), None);
+        }
+        let (mut parts, body) = req.into_parts();
+        if let Some(filter) = &self.config.filter {
+            if !filter(&parts) {
+                parts.extensions.insert(Marker {
+                    #[cfg(feature = "axum")]
+                    slot: None,
+                });
+                return ResponseFuture::new(
+                    self.inner.call(Request::from_parts(parts, body)),
+                    None,
+                );
+            }
+        }
+        let (cx, new_state) = start_span(&self.config, &mut parts);
+        let req = Request::from_parts(parts, body);
+        let future = {
+            let _guard = cx.attach();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(future, Some(RequestState::new(new_state)))
+    }
+}
+
+/// Build the attributes known at start, extract the parent, start the span and mark the request.
+fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Context, NewState) {
+    let method = config.methods.get(&parts.method);
+    let matched = route::matched_route(&parts.extensions);
+    let route_known = matched.is_some();
+    let (route_value, name) = match matched {
+        Some(r) => {
+            let (rv, name) = route::route_and_name(method.label, r);
+            (Some(rv), name)
+        }
+        None => (None, Cow::Borrowed(method.label)),
+    };
+    let name = match &config.span_name {
+        Some(f) => Cow::Owned(f(&parts.method, matched)),
+        None => name,
+    };
+
+    let mut attrs: Vec<KeyValue> = Vec::with_capacity(
+        16 + config.request_headers.len() + config.response_headers.len(),
+    );
+    attrs.push(method.attribute);
+    if method.is_other {
+        attrs.push(KeyValue::new(
+            attr::HTTP_REQUEST_METHOD_ORIGINAL,
+            parts.method.as_str().to_owned(),
+        ));
+    }
+    attrs.push(KeyValue::new(attr::URL_PATH, parts.uri.path().to_owned()));
+    if let Some(q) = parts.uri.query() {
+        attrs.push(KeyValue::new(
+            attr::URL_QUERY,
+            semconv::redact_query(q, &config.redacted_query_keys).into_owned(),
+        ));
+    }
+    let forwarded = if config.trust_proxy_headers {
+        semconv::forwarded(&parts.headers)
+    } else {
+        semconv::ForwardedInfo::default()
+    };
+    let https = forwarded
+        .https
+        .or_else(|| {
+            parts
+                .uri
+                .scheme()
+                .map(|s| *s == http::uri::Scheme::HTTPS)
+        })
+        .unwrap_or(config.https);
+    attrs.push(config.scheme_attrs[usize::from(https)].clone());
+    if let Some(v) = semconv::protocol_version(parts.version) {
+        attrs.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
+    }
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    };
+    if let Some((address, port)) = host.and_then(semconv::split_host) {
+        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.to_owned()));
+        let port = port.unwrap_or(if https { 443 } else { 80 });
+        attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+    }
+    peer_attributes(config, parts, &forwarded, &mut attrs);
+    if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
+        attrs.push(KeyValue::new(
+            attr::USER_AGENT_ORIGINAL,
+            semconv::header_value_string(ua),
+        ));
+    }
+    if let Some(rv) = route_value {
+        attrs.push(KeyValue::new(attr::HTTP_ROUTE, rv));
+    }
+    semconv::capture_headers(&parts.headers, &config.request_headers, &mut attrs);
+    if let Some(hook) = &config.request_hook {
+        hook(parts, &mut attrs);
+    }
+
+    let extractor = StrictHeaderExtractor::new(&parts.headers);
+    let public = match &config.public_endpoint {
+        PublicEndpoint::No => false,
+        PublicEndpoint::Yes => true,
+        PublicEndpoint::When(f) => f(parts),
+    };
+    let start = SystemTime::now();
+    let mut builder = SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Server)
+        .with_start_time(start);
+    builder.attributes = Some(attrs);
+    let cx = if public {
+        let remote = config.propagator.extract(&extractor);
+        let sc = remote.span().span_context().clone();
+        if sc.is_valid() {
+            builder.links = Some(vec![Link::with_context(sc)]);
+        }
+        config.tracer.start(builder, &Context::new())
+    } else {
+        let parent = config.propagator.extract(&extractor);
+        config.tracer.start(builder, &parent)
+    };
+
+    #[cfg(feature = "axum")]
+    let slot = (!route_known).then(|| Arc::new(route::RouteSlot::default()));
+    parts.extensions.insert(Marker {
+        #[cfg(feature = "axum")]
+        slot: slot.clone(),
+    });
+    let state = NewState {
+        cx: cx.clone(),
+        start,
+        method: parts.method.clone(),
+        label: method.label,
+        route_known,
+        #[cfg(feature = "axum")]
+        slot,
+        config: config.clone(),
+    };
+    (cx, state)
+}
+
+/// `client.address`, `network.peer.address`/`.port` (axum's `ConnectInfo`), `client.port` when
+/// opted in; `client.address` from `Forwarded`/`X-Forwarded-For` when proxies are trusted.
+fn peer_attributes(
+    config: &Config,
+    parts: &http::request::Parts,
+    forwarded: &semconv::ForwardedInfo<'_>,
+    attrs: &mut Vec<KeyValue>,
+) {
+    #[cfg(feature = "axum")]
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    #[cfg(not(feature = "axum"))]
+    let peer: Option<std::net::SocketAddr> = None;
+    let _ = parts;
+
+    let peer_ip: Option<opentelemetry::StringValue> =
+        peer.map(|p| Arc::<str>::from(p.ip().to_string()).into());
+    if let (Some(p), Some(ip)) = (peer, &peer_ip) {
+        attrs.push(KeyValue::new(attr::NETWORK_PEER_ADDRESS, ip.clone()));
+        attrs.push(KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(p.port())));
+    }
+    match forwarded.client {
+        Some(client) => {
+            attrs.push(KeyValue::new(attr::CLIENT_ADDRESS, client.to_owned()));
+            if config.client_port {
+                if let Some(port) = forwarded.client_port {
+                    attrs.push(KeyValue::new(attr::CLIENT_PORT, i64::from(port)));
+                }
+            }
+        }
+        None => {
+            if let (Some(p), Some(ip)) = (peer, peer_ip) {
+                attrs.push(KeyValue::new(attr::CLIENT_ADDRESS, ip));
+                if config.client_port {
+                    attrs.push(KeyValue::new(attr::CLIENT_PORT, i64::from(p.port())));
+                }
+            }
+        }
+    }
+}
