@@ -1,1 +1,202 @@
-fn main(){}
+//! Per-request overhead of the server layer against bare axum, measured in the same process.
+//!
+//! Every variant serves `GET /api/users/{id}` from a router nested under `/api`, called with
+//! `oneshot` and a sampled `traceparent`, and reads the whole response body.
+//!
+//! ```text
+//! cargo bench --bench server
+//! ```
+//!
+//! After criterion's own output a table prints each variant's mean time, its ratio to bare axum
+//! and the heap allocations per request made on the calling thread (a counting allocator).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use criterion::{criterion_group, Criterion};
+use http::Request;
+use http_body_util::BodyExt;
+use opentelemetry::trace::noop::NoopTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tower::ServiceExt;
+use tower_otel_http::OtelLayer;
+
+// ---- allocation counting (calling thread only: the batch exporter thread is not counted) ----
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+// ---- the application ----
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn app() -> Router {
+    let users = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route("/users", get(|| async { "users" }));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .nest("/api", users)
+}
+
+fn request() -> Request<Body> {
+    Request::get("/api/users/42")
+        .header("host", "api.example.com")
+        .header("user-agent", "bench/1.0")
+        .header("traceparent", TRACEPARENT)
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn call(router: &Router) {
+    let resp = router.clone().oneshot(request()).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"user");
+}
+
+/// Exports nothing, as fast as possible: what is measured is the instrumentation.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+fn sdk_provider() -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build()
+}
+
+struct Variant {
+    name: &'static str,
+    router: Router,
+}
+
+fn variants() -> Vec<Variant> {
+    let sdk = sdk_provider();
+    vec![
+        Variant {
+            name: "bare",
+            router: app(),
+        },
+        Variant {
+            name: "spans_noop_provider",
+            router: app()
+                .layer(OtelLayer::server().with_tracer_provider(&NoopTracerProvider::new())),
+        },
+        Variant {
+            name: "spans_sdk",
+            router: app().layer(OtelLayer::server().with_tracer_provider(&sdk)),
+        },
+        Variant {
+            // the zero-configuration default: global provider (the SDK, installed in main)
+            name: "spans_sdk_global",
+            router: app().layer(OtelLayer::server()),
+        },
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("server");
+    for v in variants() {
+        group.bench_function(v.name, |b| b.iter(|| rt.block_on(call(&v.router))));
+    }
+    group.finish();
+}
+
+/// Allocations per request on the calling thread, averaged over many requests.
+fn allocations(rt: &tokio::runtime::Runtime, router: &Router) -> f64 {
+    const N: u64 = 2000;
+    for _ in 0..200 {
+        rt.block_on(call(router));
+    }
+    let before = allocs();
+    for _ in 0..N {
+        rt.block_on(call(router));
+    }
+    (allocs() - before) as f64 / N as f64
+}
+
+fn mean_ns(name: &str) -> Option<f64> {
+    let path = format!("target/criterion/server/{name}/new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn summary() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows: Vec<(&str, Option<f64>, f64)> = variants()
+        .iter()
+        .map(|v| (v.name, mean_ns(v.name), allocations(&rt, &v.router)))
+        .collect();
+    let bare_ns = rows[0].1;
+    let bare_allocs = rows[0].2;
+    println!();
+    println!("| variant | ns/request | × bare | allocations/request | over bare |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, ns, a) in rows {
+        let (ns_s, ratio) = match (ns, bare_ns) {
+            (Some(ns), Some(b)) => (format!("{ns:.0}"), format!("{:.2}", ns / b)),
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {name} | {ns_s} | {ratio} | {a:.1} | {:+.1} |",
+            a - bare_allocs
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+
+fn main() {
+    opentelemetry::global::set_tracer_provider(sdk_provider());
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    summary();
+}

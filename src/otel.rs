@@ -2,15 +2,24 @@
 //! when requests arrive* (so a layer built before the SDK is installed still traces), resolved
 //! through a cached handle.
 
+use std::any::TypeId;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::noop::NoopTracer;
 use opentelemetry::trace::{SpanBuilder, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, InstrumentationScope};
 
 use crate::propagation::{self, StrictHeaderExtractor};
+
+/// While the global tracer provider is the no-op one, one request in this interval takes the
+/// full path and so finds out whether an SDK has been installed since; the others skip span
+/// work entirely.
+pub(crate) const GLOBAL_RECHECK: Duration = Duration::from_millis(50);
 
 pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
@@ -36,12 +45,32 @@ where
     }
 }
 
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+#[derive(Default)]
+pub(crate) struct GlobalCache {
+    tracer: RwLock<Option<Arc<BoxedTracer>>>,
+    /// Nanoseconds since [`epoch`] (+1) of the last full-path check while no-op; 0 = never.
+    last_check: AtomicU64,
+}
+
 #[derive(Clone)]
 pub(crate) enum TracerSource {
-    /// The global tracer provider, cached once it yields real spans and re-resolved while it
-    /// yields no-op (or shut-down) spans.
-    Global(Arc<RwLock<Option<Arc<BoxedTracer>>>>),
+    /// The global tracer provider, cached once it yields real spans.
+    Global(Arc<GlobalCache>),
+    /// A user-supplied provider's tracer.
     Fixed(Arc<dyn StartSpan>),
+    /// A user-supplied no-op provider: no span work at all.
+    Noop,
+}
+
+/// A tracer resolved for one request.
+pub(crate) enum Resolved<'a> {
+    Fixed(&'a dyn StartSpan),
+    Global(Arc<BoxedTracer>, bool, &'a GlobalCache),
 }
 
 impl fmt::Debug for TracerSource {
@@ -49,6 +78,7 @@ impl fmt::Debug for TracerSource {
         f.write_str(match self {
             TracerSource::Global(_) => "TracerSource::Global",
             TracerSource::Fixed(_) => "TracerSource::Fixed",
+            TracerSource::Noop => "TracerSource::Noop",
         })
     }
 }
@@ -64,32 +94,63 @@ impl TracerSource {
         P::Tracer: Send + Sync + 'static,
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
+        if TypeId::of::<P::Tracer>() == TypeId::of::<NoopTracer>() {
+            return TracerSource::Noop;
+        }
         TracerSource::Fixed(Arc::new(provider.tracer_with_scope(scope())))
     }
 
-    /// Start a span as a child of `parent`.
-    pub(crate) fn start(&self, builder: SpanBuilder, parent: &Context) -> Context {
+    /// The tracer for this request, or `None` when spans would be no-ops.
+    pub(crate) fn resolve(&self) -> Option<Resolved<'_>> {
         match self {
-            TracerSource::Fixed(t) => t.start_span(builder, parent),
+            TracerSource::Noop => None,
+            TracerSource::Fixed(t) => Some(Resolved::Fixed(t.as_ref())),
             TracerSource::Global(cache) => {
-                let cached = cache.read().ok().and_then(|c| c.clone());
-                let (tracer, fresh) = match cached {
-                    Some(t) => (t, false),
-                    None => (Arc::new(global::tracer_with_scope(scope())), true),
-                };
+                if let Some(t) = cache.tracer.read().ok().and_then(|c| c.clone()) {
+                    return Some(Resolved::Global(t, false, cache));
+                }
+                let now = epoch().elapsed().as_nanos() as u64 + 1;
+                let last = cache.last_check.load(Ordering::Relaxed);
+                if last != 0 && now.saturating_sub(last) < GLOBAL_RECHECK.as_nanos() as u64 {
+                    return None;
+                }
+                if cache
+                    .last_check
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return None; // another request is checking right now
+                }
+                Some(Resolved::Global(
+                    Arc::new(global::tracer_with_scope(scope())),
+                    true,
+                    cache,
+                ))
+            }
+        }
+    }
+}
+
+impl Resolved<'_> {
+    /// Start a span as a child of `parent`.
+    pub(crate) fn start(self, builder: SpanBuilder, parent: &Context) -> Context {
+        match self {
+            Resolved::Fixed(t) => t.start_span(builder, parent),
+            Resolved::Global(tracer, fresh, cache) => {
                 let cx = StartSpan::start_span(&*tracer, builder, parent);
                 let sc = cx.span().span_context().clone();
                 // A no-op tracer hands back the parent's span context (or an invalid one); a
                 // shut-down SDK hands back an invalid one. Real spans have their own id.
                 let real = sc.is_valid() && sc.span_id() != parent.span().span_context().span_id();
                 if fresh && real {
-                    if let Ok(mut c) = cache.write() {
+                    if let Ok(mut c) = cache.tracer.write() {
                         *c = Some(tracer);
                     }
-                } else if !fresh && !sc.is_valid() {
-                    if let Ok(mut c) = cache.write() {
+                } else if !fresh && !real {
+                    if let Ok(mut c) = cache.tracer.write() {
                         *c = None;
                     }
+                    cache.last_check.store(0, Ordering::Relaxed);
                 }
                 cx
             }

@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
@@ -32,13 +32,24 @@ pub struct Traceparent {
     pub flags: u8,
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
+
+/// Lowercase hex digit values; `0xff` for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Lowercase hex only: no uppercase, no signs, no whitespace.
 fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
@@ -46,10 +57,13 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -118,7 +132,7 @@ impl<'a> StrictHeaderExtractor<'a> {
     /// Validate the trace-context headers of `headers`.
     #[must_use]
     pub fn new(headers: &'a HeaderMap) -> Self {
-        let mut values = headers.get_all(TRACEPARENT).iter();
+        let mut values = headers.get_all(&TRACEPARENT_NAME).iter();
         // W3C: more than one traceparent is invalid.
         let traceparent = match (values.next(), values.next()) {
             (Some(v), None) => v
@@ -149,7 +163,7 @@ impl Extractor for StrictHeaderExtractor<'_> {
             self.traceparent?;
             return self
                 .headers
-                .get(TRACESTATE)
+                .get(&TRACESTATE_NAME)
                 .and_then(|v| v.to_str().ok())
                 .map(truncate_tracestate);
         }
@@ -286,7 +300,10 @@ mod tests {
         let e = StrictHeaderExtractor::new(&h);
         assert_eq!(e.get(TRACEPARENT), None);
         assert_eq!(e.get(TRACESTATE), None);
-        assert!(!extract_w3c(&e, Context::new()).span().span_context().is_valid());
+        assert!(!extract_w3c(&e, Context::new())
+            .span()
+            .span_context()
+            .is_valid());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{OnceLock, RwLock};
 
 /// How many distinct route templates are interned for the whole process. Route templates come
@@ -20,10 +21,35 @@ use std::sync::{OnceLock, RwLock};
 /// beyond it names are allocated per request instead.
 pub const MAX_INTERNED_ROUTES: usize = 4096;
 
+/// FNV-1a: the keys are route templates from the application, not attacker-controlled input,
+/// so a fast non-keyed hash is fine here.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
 #[derive(Default)]
 struct Interner {
-    routes: HashMap<Box<str>, RouteEntry>,
-    labels: HashMap<Box<str>, &'static str>,
+    routes: FnvMap<Box<str>, RouteEntry>,
+    labels: FnvMap<Box<str>, &'static str>,
 }
 
 struct RouteEntry {
@@ -42,7 +68,11 @@ fn leak(s: String) -> &'static str {
 
 /// Intern a configuration string (method labels). Bounded by configuration, not by traffic.
 pub(crate) fn intern(s: &str) -> &'static str {
-    if let Some(v) = interner().read().ok().and_then(|i| i.labels.get(s).copied()) {
+    if let Some(v) = interner()
+        .read()
+        .ok()
+        .and_then(|i| i.labels.get(s).copied())
+    {
         return v;
     }
     let Ok(mut i) = interner().write() else {
@@ -69,11 +99,17 @@ pub(crate) fn route_and_name(
         }
     }
     let Ok(mut i) = interner().write() else {
-        return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+        return (
+            Cow::Owned(route.to_owned()),
+            Cow::Owned(format!("{label} {route}")),
+        );
     };
     if !i.routes.contains_key(route) {
         if i.routes.len() >= MAX_INTERNED_ROUTES {
-            return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+            return (
+                Cow::Owned(route.to_owned()),
+                Cow::Owned(format!("{label} {route}")),
+            );
         }
         let r = leak(route.to_owned());
         i.routes.insert(
@@ -85,7 +121,10 @@ pub(crate) fn route_and_name(
         );
     }
     let Some(e) = i.routes.get_mut(route) else {
-        return (Cow::Owned(route.to_owned()), Cow::Owned(format!("{label} {route}")));
+        return (
+            Cow::Owned(route.to_owned()),
+            Cow::Owned(format!("{label} {route}")),
+        );
     };
     if let Some((_, name)) = e.names.iter().find(|(l, _)| *l == label) {
         return (Cow::Borrowed(e.route), Cow::Borrowed(name));
@@ -107,24 +146,41 @@ pub(crate) fn matched_route(_ext: &http::Extensions) -> Option<&str> {
     None
 }
 
-/// What the outermost instrumenting layer leaves in the request extensions: the mark that makes
-/// inner instances pass the request through, and the route slot when the route was not known.
-#[derive(Clone, Debug)]
-pub(crate) struct Marker {
+/// The mark the outermost instrumenting layer leaves in the request extensions: inner
+/// instances pass a marked request through. Zero-sized, so inserting it does not allocate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Marker;
+
+/// Whether an outer instance already handles this request; if so, fill its route slot from the
+/// matched route (inner layers run after routing).
+pub(crate) fn is_marked_and_record(ext: &http::Extensions) -> bool {
     #[cfg(feature = "axum")]
-    pub(crate) slot: Option<std::sync::Arc<RouteSlot>>,
+    if let Some(slot) = ext.get::<SlotExt>() {
+        if let Some(m) = ext.get::<axum::extract::MatchedPath>() {
+            let _ = slot.0 .0.set(m.clone());
+        }
+        return true;
+    }
+    ext.get::<Marker>().is_some()
 }
 
-impl Marker {
-    /// Fill the slot from the request's matched route, if both exist (inner layers call this
-    /// after routing).
-    pub(crate) fn record(&self, _ext: &http::Extensions) {
-        #[cfg(feature = "axum")]
-        if let (Some(slot), Some(m)) = (&self.slot, _ext.get::<axum::extract::MatchedPath>()) {
-            let _ = slot.0.set(m.clone());
-        }
+/// Mark the request; with a route slot when the route is not known yet.
+pub(crate) fn mark(
+    ext: &mut http::Extensions,
+    #[cfg(feature = "axum")] slot: Option<&std::sync::Arc<RouteSlot>>,
+) {
+    #[cfg(feature = "axum")]
+    if let Some(slot) = slot {
+        ext.insert(SlotExt(slot.clone()));
+        return;
     }
+    ext.insert(Marker);
 }
+
+/// The mark with a route slot.
+#[cfg(feature = "axum")]
+#[derive(Clone, Debug)]
+struct SlotExt(std::sync::Arc<RouteSlot>);
 
 /// A route filled in after routing.
 #[cfg(feature = "axum")]
@@ -147,8 +203,6 @@ mod record {
 
     use tower_layer::Layer;
     use tower_service::Service;
-
-    use super::Marker;
 
     /// Records axum's `MatchedPath` into the route slot of an outer
     /// [`OtelServerLayer`](crate::server::OtelServerLayer) that wraps the whole `Router`.
@@ -209,9 +263,7 @@ mod record {
         }
 
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            if let Some(marker) = req.extensions().get::<Marker>() {
-                marker.record(req.extensions());
-            }
+            super::is_marked_and_record(req.extensions());
             self.inner.call(req)
         }
     }
@@ -234,6 +286,9 @@ mod tests {
             }
             _ => panic!("expected interned names"),
         }
-        assert_eq!(route_and_name("POST", "/interned/{id}").1, "POST /interned/{id}");
+        assert_eq!(
+            route_and_name("POST", "/interned/{id}").1,
+            "POST /interned/{id}"
+        );
     }
 }

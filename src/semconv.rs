@@ -437,7 +437,10 @@ mod tests {
     #[test]
     fn redaction_keeps_keys_and_other_values() {
         let k = keys();
-        assert!(matches!(redact_query("a=1&b=2", &k), Cow::Borrowed("a=1&b=2")));
+        assert!(matches!(
+            redact_query("a=1&b=2", &k),
+            Cow::Borrowed("a=1&b=2")
+        ));
         assert_eq!(
             redact_query("sig=abc&x=1&X-Amz-Signature=zz&Signature", &k),
             "sig=REDACTED&x=1&X-Amz-Signature=REDACTED&Signature"
@@ -449,7 +452,10 @@ mod tests {
             "AWSAccessKeyId=REDACTED&X-Goog-Signature=REDACTED&X-Amz-Credential=REDACTED&X-Amz-Security-Token=REDACTED"
         );
         let custom = vec![Box::<str>::from("token")];
-        assert_eq!(redact_query("token=1&sig=2", &custom), "token=REDACTED&sig=2");
+        assert_eq!(
+            redact_query("token=1&sig=2", &custom),
+            "token=REDACTED&sig=2"
+        );
     }
 
     #[test]
@@ -462,7 +468,16 @@ mod tests {
         assert_eq!(split_host("[::1]:3000"), Some(("::1", Some(3000))));
         assert_eq!(split_host("[::1]"), Some(("::1", None)));
         for bad in [
-            "", ":80", "a b", "host:port", "host:99999", "[::1", "::1", "a/b", "u@h", "[::1]x",
+            "",
+            ":80",
+            "a b",
+            "host:port",
+            "host:99999",
+            "[::1",
+            "::1",
+            "a/b",
+            "u@h",
+            "[::1]x",
         ] {
             assert_eq!(split_host(bad), None, "{bad:?}");
         }

@@ -127,7 +127,9 @@ async fn body_error_ends_span_with_error_type() {
         .layer(t.layer());
     let resp = app.oneshot(get_req("/stream")).await.unwrap();
     let mut body = resp.into_body();
-    tx.send(Err(std::io::Error::other("disk on fire"))).await.unwrap();
+    tx.send(Err(std::io::Error::other("disk on fire")))
+        .await
+        .unwrap();
     assert!(body.frame().await.unwrap().is_err());
     let span = t.one();
     assert_eq!(
@@ -180,7 +182,11 @@ async fn dropped_future_on_nested_route_keeps_the_route() {
             ),
         )
         .layer(t.layer());
-    let r = tokio::time::timeout(Duration::from_millis(20), app.oneshot(get_req("/api/slow/1"))).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(20),
+        app.oneshot(get_req("/api/slow/1")),
+    )
+    .await;
     assert!(r.is_err());
     let span = t.one();
     assert_eq!(span.name, "GET /api/slow/{id}");
@@ -233,7 +239,9 @@ async fn event_stream_ends_at_last_byte_by_default() {
         .await
         .unwrap();
     assert!(t.spans().is_empty());
-    tx.send(Ok(Bytes::from_static(b"data: 1\n\n"))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"data: 1\n\n")))
+        .await
+        .unwrap();
     drop(tx);
     let collected = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(collected, "data: 1\n\n");
@@ -253,7 +261,9 @@ async fn event_stream_can_end_at_head() {
     assert_eq!(span.name, "GET /events");
     assert!(attr(&span, "error.type").is_none());
     // the stream goes on, unobserved, and dropping it records nothing more
-    tx.send(Ok(Bytes::from_static(b"data: 1\n\n"))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"data: 1\n\n")))
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);
@@ -326,11 +336,23 @@ async fn real_server_continues_callers_trace() {
     assert_eq!(span.span_context.trace_id().to_string(), caller_trace);
     assert_eq!(span.parent_span_id.to_string(), caller_span);
     assert!(span.parent_span_is_remote);
-    assert_eq!(attr_str(span, "network.peer.address").as_deref(), Some("127.0.0.1"));
-    assert_eq!(attr_str(span, "client.address").as_deref(), Some("127.0.0.1"));
-    assert_eq!(attr_str(span, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attr_str(span, "network.peer.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attr_str(span, "client.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attr_str(span, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
     assert_eq!(attr_i64(span, "server.port"), Some(i64::from(addr.port())));
-    assert_eq!(attr_str(span, "network.protocol.version").as_deref(), Some("1.1"));
+    assert_eq!(
+        attr_str(span, "network.protocol.version").as_deref(),
+        Some("1.1")
+    );
 }
 
 #[tokio::test]

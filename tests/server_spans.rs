@@ -28,17 +28,11 @@ fn app() -> Router {
         .route("/users/{id}", get(|| async { "user" }))
         .route("/users", post(|| async { StatusCode::CREATED }))
         .nest("/deep", deep);
-    let admin = Router::new().route(
-        "/boom",
-        get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
-    );
+    let admin = Router::new().route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
-        .route(
-            "/odd",
-            get(|| async { StatusCode::from_u16(600).unwrap() }),
-        )
+        .route("/odd", get(|| async { StatusCode::from_u16(600).unwrap() }))
         .nest("/api", Router::new().nest("/v1", v1))
         .nest("/admin", admin)
 }
@@ -54,13 +48,25 @@ async fn nested_route_with_router_layer_on_root() {
     let span = t.one();
     assert_eq!(span.name, "GET /api/v1/users/{id}");
     assert_eq!(span.span_kind, SpanKind::Server);
-    assert_eq!(attr_str(&span, "http.route").as_deref(), Some("/api/v1/users/{id}"));
-    assert_eq!(attr_str(&span, "url.path").as_deref(), Some("/api/v1/users/42"));
+    assert_eq!(
+        attr_str(&span, "http.route").as_deref(),
+        Some("/api/v1/users/{id}")
+    );
+    assert_eq!(
+        attr_str(&span, "url.path").as_deref(),
+        Some("/api/v1/users/42")
+    );
     assert_eq!(attr_str(&span, "url.query").as_deref(), Some("x=1"));
-    assert_eq!(attr_str(&span, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        attr_str(&span, "http.request.method").as_deref(),
+        Some("GET")
+    );
     assert_eq!(attr_str(&span, "url.scheme").as_deref(), Some("http"));
     assert_eq!(attr_i64(&span, "http.response.status_code"), Some(200));
-    assert_eq!(attr_str(&span, "network.protocol.version").as_deref(), Some("1.1"));
+    assert_eq!(
+        attr_str(&span, "network.protocol.version").as_deref(),
+        Some("1.1")
+    );
     assert!(attr(&span, "network.protocol.name").is_none());
     assert!(attr(&span, "error.type").is_none());
     assert!(attr(&span, "http.request.method_original").is_none());
@@ -97,7 +103,10 @@ async fn layer_around_whole_router_with_route_recorder() {
     send(svc, get_req("/api/v1/users/7")).await;
     let span = t.one();
     assert_eq!(span.name, "GET /api/v1/users/{id}");
-    assert_eq!(attr_str(&span, "http.route").as_deref(), Some("/api/v1/users/{id}"));
+    assert_eq!(
+        attr_str(&span, "http.route").as_deref(),
+        Some("/api/v1/users/{id}")
+    );
 }
 
 #[tokio::test]
@@ -108,7 +117,10 @@ async fn layer_around_whole_router_with_inner_instance() {
     send(svc, get_req("/api/v1/users/7")).await;
     let span = t.one();
     assert_eq!(span.name, "GET /api/v1/users/{id}");
-    assert_eq!(attr_str(&span, "http.route").as_deref(), Some("/api/v1/users/{id}"));
+    assert_eq!(
+        attr_str(&span, "http.route").as_deref(),
+        Some("/api/v1/users/{id}")
+    );
 }
 
 #[tokio::test]
@@ -119,7 +131,10 @@ async fn layer_around_whole_router_without_recorder_has_no_route() {
     let span = t.one();
     assert_eq!(span.name, "GET");
     assert!(attr(&span, "http.route").is_none());
-    assert_eq!(attr_str(&span, "url.path").as_deref(), Some("/api/v1/users/7"));
+    assert_eq!(
+        attr_str(&span, "url.path").as_deref(),
+        Some("/api/v1/users/7")
+    );
 }
 
 #[tokio::test]
@@ -185,7 +200,11 @@ async fn five_hundred_is_error_with_error_type() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let span = t.one();
     assert!(is_error(&span));
-    assert_eq!(span.status, Status::error(""), "no description when the code says it all");
+    assert_eq!(
+        span.status,
+        Status::error(""),
+        "no description when the code says it all"
+    );
     assert_eq!(attr_str(&span, "error.type").as_deref(), Some("500"));
     assert_eq!(attr_i64(&span, "http.response.status_code"), Some(500));
 }
@@ -217,9 +236,11 @@ struct MyError;
 #[tokio::test]
 async fn inner_service_error_sets_error_type() {
     let t = Telemetry::new();
-    let svc = t.layer().layer(tower::service_fn(|_req: Request<Body>| async {
-        Err::<http::Response<Body>, _>(MyError)
-    }));
+    let svc = t
+        .layer()
+        .layer(tower::service_fn(|_req: Request<Body>| async {
+            Err::<http::Response<Body>, _>(MyError)
+        }));
     let err = svc.oneshot(get_req("/x")).await.unwrap_err();
     assert!(matches!(err, MyError), "the error is passed through");
     let span = t.one();
@@ -246,7 +267,10 @@ async fn unknown_method_is_other() {
         send(app.clone(), req).await;
         let span = t.one();
         assert_eq!(span.name, "HTTP /x");
-        assert_eq!(attr_str(&span, "http.request.method").as_deref(), Some("_OTHER"));
+        assert_eq!(
+            attr_str(&span, "http.request.method").as_deref(),
+            Some("_OTHER")
+        );
         assert_eq!(
             attr_str(&span, "http.request.method_original").as_deref(),
             Some(original)
@@ -269,7 +293,10 @@ async fn known_methods_override() {
     send(app.clone(), req).await;
     let span = t.one();
     assert_eq!(span.name, "PURGE /x");
-    assert_eq!(attr_str(&span, "http.request.method").as_deref(), Some("PURGE"));
+    assert_eq!(
+        attr_str(&span, "http.request.method").as_deref(),
+        Some("PURGE")
+    );
     assert!(attr(&span, "http.request.method_original").is_none());
     t.reset();
     let req = Request::post("/x").body(Body::empty()).unwrap();
@@ -290,7 +317,10 @@ async fn continues_valid_traceparent() {
         .unwrap();
     send(app().layer(t.layer()), req).await;
     let span = t.one();
-    assert_eq!(span.span_context.trace_id(), TraceId::from_hex(TRACE_ID).unwrap());
+    assert_eq!(
+        span.span_context.trace_id(),
+        TraceId::from_hex(TRACE_ID).unwrap()
+    );
     assert_eq!(span.parent_span_id.to_string(), PARENT);
     assert!(span.parent_span_is_remote);
     assert_eq!(span.span_context.trace_state().get("vendor"), Some("abc"));
@@ -352,7 +382,11 @@ async fn sdk_propagator_also_gets_strict_validation_and_keeps_random_flag() {
     send(app, req).await;
     let span = t.one();
     assert_eq!(span.parent_span_id.to_string(), PARENT);
-    assert_eq!(span.span_context.trace_flags().to_u8(), 0b11, "random flag kept");
+    assert_eq!(
+        span.span_context.trace_flags().to_u8(),
+        0b11,
+        "random flag kept"
+    );
 }
 
 #[tokio::test]
@@ -414,7 +448,11 @@ async fn context_is_current_in_handler() {
     let span = t.one();
     assert_eq!(
         body,
-        format!("{}-{}", span.span_context.trace_id(), span.span_context.span_id())
+        format!(
+            "{}-{}",
+            span.span_context.trace_id(),
+            span.span_context.span_id()
+        )
     );
 }
 
@@ -471,7 +509,10 @@ async fn headers_only_when_allow_listed() {
         None => None,
         other => panic!("{k}: {other:?}"),
     };
-    assert_eq!(arr("http.request.header.x-request-id"), Some(vec!["abc".into()]));
+    assert_eq!(
+        arr("http.request.header.x-request-id"),
+        Some(vec!["abc".into()])
+    );
     assert_eq!(
         arr("http.request.header.x-multi"),
         Some(vec!["1".into(), "2".into()])
@@ -479,7 +520,10 @@ async fn headers_only_when_allow_listed() {
     assert_eq!(arr("http.response.header.x-resp"), Some(vec!["r1".into()]));
     for kv in &span.attributes {
         let k = kv.key.as_str();
-        assert!(!k.contains("authorization") && !k.contains("secret"), "{k} recorded");
+        assert!(
+            !k.contains("authorization") && !k.contains("secret"),
+            "{k} recorded"
+        );
     }
 }
 
@@ -496,12 +540,24 @@ async fn peer_server_and_user_agent_attributes() {
     req.extensions_mut().insert(ConnectInfo(peer));
     send(app, req).await;
     let span = t.one();
-    assert_eq!(attr_str(&span, "server.address").as_deref(), Some("example.com"));
+    assert_eq!(
+        attr_str(&span, "server.address").as_deref(),
+        Some("example.com")
+    );
     assert_eq!(attr_i64(&span, "server.port"), Some(8080));
-    assert_eq!(attr_str(&span, "user_agent.original").as_deref(), Some("curl/8.0"));
-    assert_eq!(attr_str(&span, "client.address").as_deref(), Some("10.1.2.3"));
+    assert_eq!(
+        attr_str(&span, "user_agent.original").as_deref(),
+        Some("curl/8.0")
+    );
+    assert_eq!(
+        attr_str(&span, "client.address").as_deref(),
+        Some("10.1.2.3")
+    );
     assert_eq!(attr_i64(&span, "client.port"), Some(5555));
-    assert_eq!(attr_str(&span, "network.peer.address").as_deref(), Some("10.1.2.3"));
+    assert_eq!(
+        attr_str(&span, "network.peer.address").as_deref(),
+        Some("10.1.2.3")
+    );
     assert_eq!(attr_i64(&span, "network.peer.port"), Some(5555));
 }
 
@@ -527,7 +583,10 @@ async fn default_port_and_no_opt_in_client_port() {
         .unwrap();
     send(app().layer(t.layer()), req).await;
     let span = t.one();
-    assert_eq!(attr_str(&span, "server.address").as_deref(), Some("api.example.org"));
+    assert_eq!(
+        attr_str(&span, "server.address").as_deref(),
+        Some("api.example.org")
+    );
     assert_eq!(attr_i64(&span, "server.port"), Some(443));
     assert_eq!(attr_str(&span, "url.scheme").as_deref(), Some("https"));
 }
@@ -547,14 +606,27 @@ async fn proxy_headers_only_when_trusted() {
     };
     send(app().layer(t.layer()), req()).await;
     let span = t.one();
-    assert_eq!(attr_str(&span, "client.address").as_deref(), Some("10.0.0.2"));
+    assert_eq!(
+        attr_str(&span, "client.address").as_deref(),
+        Some("10.0.0.2")
+    );
     assert_eq!(attr_str(&span, "url.scheme").as_deref(), Some("http"));
     t.reset();
 
-    send(app().layer(t.layer().with_trusted_proxy_headers(true)), req()).await;
+    send(
+        app().layer(t.layer().with_trusted_proxy_headers(true)),
+        req(),
+    )
+    .await;
     let span = t.one();
-    assert_eq!(attr_str(&span, "client.address").as_deref(), Some("203.0.113.9"));
-    assert_eq!(attr_str(&span, "network.peer.address").as_deref(), Some("10.0.0.2"));
+    assert_eq!(
+        attr_str(&span, "client.address").as_deref(),
+        Some("203.0.113.9")
+    );
+    assert_eq!(
+        attr_str(&span, "network.peer.address").as_deref(),
+        Some("10.0.0.2")
+    );
     assert_eq!(attr_str(&span, "url.scheme").as_deref(), Some("https"));
 }
 
@@ -572,7 +644,10 @@ async fn http2_and_http10_versions() {
         (http::Version::HTTP_2, "2"),
         (http::Version::HTTP_10, "1.0"),
     ] {
-        let req = Request::get("/health").version(v).body(Body::empty()).unwrap();
+        let req = Request::get("/health")
+            .version(v)
+            .body(Body::empty())
+            .unwrap();
         send(app().layer(t.layer()), req).await;
         assert_eq!(
             attr_str(&t.one(), "network.protocol.version").as_deref(),
@@ -609,7 +684,10 @@ async fn hooks_and_span_name_override() {
             }
         })
         .with_response_attributes(|parts, attrs| {
-            attrs.push(KeyValue::new("resp.has_body_type", parts.headers.contains_key("content-type")));
+            attrs.push(KeyValue::new(
+                "resp.has_body_type",
+                parts.headers.contains_key("content-type"),
+            ));
         })
         .with_span_name(|method, route| format!("handle {method} {}", route.unwrap_or("-")));
     let req = Request::get("/api/v1/users/3")
@@ -631,8 +709,8 @@ async fn hooks_and_span_name_override() {
 #[tokio::test]
 async fn sampler_sees_start_attributes() {
     use opentelemetry::trace::{Link, SpanKind, TraceId};
-    use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, ShouldSample};
+    use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult};
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Debug, Default)]
@@ -682,7 +760,10 @@ async fn sampler_sees_start_attributes() {
         "user_agent.original",
         "network.protocol.version",
     ] {
-        assert!(seen.iter().any(|s| s == key), "sampler did not see {key}: {seen:?}");
+        assert!(
+            seen.iter().any(|s| s == key),
+            "sampler did not see {key}: {seen:?}"
+        );
     }
 }
 
@@ -721,7 +802,10 @@ async fn malformed_headers_never_panic_or_change_the_response() {
     t.reset();
 
     for host in ["[::1", "a b", "host:99999", ""] {
-        let req = Request::get("/health").header("host", host).body(Body::empty()).unwrap();
+        let req = Request::get("/health")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap();
         let (status, _, _) = send(app.clone(), req).await;
         assert_eq!(status, StatusCode::OK);
         assert!(attr(&t.one(), "server.address").is_none(), "{host:?}");
@@ -736,4 +820,29 @@ async fn infallible_router_type_is_kept() {
     let svc = t.layer().layer(app());
     let resp: Result<_, Infallible> = svc.oneshot(get_req("/health")).await;
     assert!(resp.is_ok());
+}
+
+#[tokio::test]
+async fn noop_provider_records_nothing_but_passes_the_callers_context_on() {
+    let app = Router::new()
+        .route(
+            "/ctx",
+            get(|| async {
+                let cx = opentelemetry::Context::current();
+                cx.span().span_context().trace_id().to_string()
+            }),
+        )
+        .layer(
+            OtelServerLayer::new()
+                .with_tracer_provider(&opentelemetry::trace::noop::NoopTracerProvider::new()),
+        );
+    let req = Request::get("/ctx")
+        .header("traceparent", TRACEPARENT)
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(app.clone(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, TRACE_ID);
+    let (_, _, body) = send(app, get_req("/ctx")).await;
+    assert_eq!(body, TraceId::INVALID.to_string());
 }

@@ -18,12 +18,22 @@ pin_project! {
         #[pin]
         inner: F,
         state: Option<RequestState>,
+        // the caller's context, made current while polling when no span is recorded
+        propagated: Option<opentelemetry::Context>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, state: Option<RequestState>) -> Self {
-        Self { inner, state }
+    pub(crate) fn new(
+        inner: F,
+        state: Option<RequestState>,
+        propagated: Option<opentelemetry::Context>,
+    ) -> Self {
+        Self {
+            inner,
+            state,
+            propagated,
+        }
     }
 }
 
@@ -44,7 +54,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let guard = this.state.as_ref().map(|s| s.cx.clone().attach());
+        let guard = match (this.state.as_ref(), this.propagated.as_ref()) {
+            (Some(s), _) => Some(s.cx.clone().attach()),
+            (None, Some(cx)) => Some(cx.clone().attach()),
+            (None, None) => None,
+        };
         let result = ready!(this.inner.poll(cx));
         drop(guard);
         let Some(mut state) = this.state.take() else {

@@ -4,6 +4,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
 
 use http::{Request, Response};
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::attribute as attr;
@@ -13,8 +14,9 @@ use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::layer::{Config, PublicEndpoint};
 use super::state::{NewState, RequestState};
+use crate::otel::Resolved;
 use crate::propagation::StrictHeaderExtractor;
-use crate::route::{self, Marker};
+use crate::route;
 use crate::semconv;
 
 /// The service built by [`OtelServerLayer`](super::OtelServerLayer).
@@ -57,35 +59,53 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // An outer instance already instruments this request: record the route for it (we may
         // run after routing) and pass through.
-        if let Some(marker) = req.extensions().get::<Marker>() {
-            marker.record(req.extensions());
-            return ResponseFuture::new(self.inner.call(req), None);
+        if route::is_marked_and_record(req.extensions()) {
+            return ResponseFuture::new(self.inner.call(req), None, None);
         }
         let (mut parts, body) = req.into_parts();
         if let Some(filter) = &self.config.filter {
             if !filter(&parts) {
-                parts.extensions.insert(Marker {
+                route::mark(
+                    &mut parts.extensions,
                     #[cfg(feature = "axum")]
-                    slot: None,
-                });
-                return ResponseFuture::new(
-                    self.inner.call(Request::from_parts(parts, body)),
                     None,
                 );
+                let req = Request::from_parts(parts, body);
+                return ResponseFuture::new(self.inner.call(req), None, None);
             }
         }
-        let (cx, new_state) = start_span(&self.config, &mut parts);
+        let Some(tracer) = self.config.tracer.resolve() else {
+            // No-op tracing: no span, but the caller's context still flows through.
+            let cx = self
+                .config
+                .propagator
+                .extract(&StrictHeaderExtractor::new(&parts.headers));
+            let req = Request::from_parts(parts, body);
+            if !cx.span().span_context().is_valid() && cx.baggage().is_empty() {
+                return ResponseFuture::new(self.inner.call(req), None, None);
+            }
+            let future = {
+                let _guard = cx.clone().attach();
+                self.inner.call(req)
+            };
+            return ResponseFuture::new(future, None, Some(cx));
+        };
+        let state = start_span(&self.config, tracer, &mut parts);
         let req = Request::from_parts(parts, body);
         let future = {
-            let _guard = cx.attach();
+            let _guard = state.cx.clone().attach();
             self.inner.call(req)
         };
-        ResponseFuture::new(future, Some(RequestState::new(new_state)))
+        ResponseFuture::new(future, Some(state), None)
     }
 }
 
 /// Build the attributes known at start, extract the parent, start the span and mark the request.
-fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Context, NewState) {
+fn start_span(
+    config: &Arc<Config>,
+    tracer: Resolved<'_>,
+    parts: &mut http::request::Parts,
+) -> RequestState {
     let method = config.methods.get(&parts.method);
     let matched = route::matched_route(&parts.extensions);
     let route_known = matched.is_some();
@@ -101,9 +121,8 @@ fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Contex
         None => name,
     };
 
-    let mut attrs: Vec<KeyValue> = Vec::with_capacity(
-        16 + config.request_headers.len() + config.response_headers.len(),
-    );
+    let mut attrs: Vec<KeyValue> =
+        Vec::with_capacity(16 + config.request_headers.len() + config.response_headers.len());
     attrs.push(method.attribute);
     if method.is_other {
         attrs.push(KeyValue::new(
@@ -125,12 +144,7 @@ fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Contex
     };
     let https = forwarded
         .https
-        .or_else(|| {
-            parts
-                .uri
-                .scheme()
-                .map(|s| *s == http::uri::Scheme::HTTPS)
-        })
+        .or_else(|| parts.uri.scheme().map(|s| *s == http::uri::Scheme::HTTPS))
         .unwrap_or(config.https);
     attrs.push(config.scheme_attrs[usize::from(https)].clone());
     if let Some(v) = semconv::protocol_version(parts.version) {
@@ -180,20 +194,21 @@ fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Contex
         if sc.is_valid() {
             builder.links = Some(vec![Link::with_context(sc)]);
         }
-        config.tracer.start(builder, &Context::new())
+        tracer.start(builder, &Context::new())
     } else {
         let parent = config.propagator.extract(&extractor);
-        config.tracer.start(builder, &parent)
+        tracer.start(builder, &parent)
     };
 
     #[cfg(feature = "axum")]
     let slot = (!route_known).then(|| Arc::new(route::RouteSlot::default()));
-    parts.extensions.insert(Marker {
+    route::mark(
+        &mut parts.extensions,
         #[cfg(feature = "axum")]
-        slot: slot.clone(),
-    });
-    let state = NewState {
-        cx: cx.clone(),
+        slot.as_ref(),
+    );
+    RequestState::new(NewState {
+        cx,
         start,
         method: parts.method.clone(),
         label: method.label,
@@ -201,8 +216,7 @@ fn start_span(config: &Arc<Config>, parts: &mut http::request::Parts) -> (Contex
         #[cfg(feature = "axum")]
         slot,
         config: config.clone(),
-    };
-    (cx, state)
+    })
 }
 
 /// `client.address`, `network.peer.address`/`.port` (axum's `ConnectInfo`), `client.port` when

@@ -73,18 +73,23 @@ impl RequestState {
         if !self.recording {
             return (response, end_now);
         }
-        let mut attrs: Vec<KeyValue> = Vec::new();
-        attrs.push(KeyValue::new(
-            attr::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status.as_u16()),
-        ));
+        let status_attr =
+            KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
+        let config = self.config.clone();
+        if config.response_headers.is_empty() && config.response_hook.is_none() {
+            // common case: no allocation
+            self.cx.span().set_attribute(status_attr);
+            let mut route = Vec::new();
+            self.settle_route(&mut route);
+            if !route.is_empty() {
+                self.cx.span().set_attributes(route);
+            }
+            return (response, end_now);
+        }
+        let mut attrs: Vec<KeyValue> = vec![status_attr];
         self.settle_route(&mut attrs);
-        semconv::capture_headers(
-            response.headers(),
-            &self.config.response_headers,
-            &mut attrs,
-        );
-        let response = match &self.config.response_hook {
+        semconv::capture_headers(response.headers(), &config.response_headers, &mut attrs);
+        let response = match &config.response_hook {
             Some(hook) => {
                 let (parts, body) = response.into_parts();
                 hook(&parts, &mut attrs);

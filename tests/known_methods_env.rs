@@ -1,0 +1,39 @@
+//! `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` overrides the known methods. Own test binary
+//! (own process), single test: it sets an environment variable before any layer is built.
+
+mod common;
+
+use axum::body::Body;
+use axum::routing::any;
+use axum::Router;
+use common::*;
+use http::Request;
+
+#[tokio::test]
+async fn env_overrides_known_methods() {
+    // Set before any layer is built; this binary runs no other test.
+    std::env::set_var("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET,PURGE");
+    let t = Telemetry::new();
+    let app = Router::new()
+        .route("/x", any(|| async { "x" }))
+        .layer(t.layer());
+    for (method, recorded, name) in [
+        ("PURGE", "PURGE", "PURGE /x"),
+        ("GET", "GET", "GET /x"),
+        ("POST", "_OTHER", "HTTP /x"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/x")
+            .body(Body::empty())
+            .unwrap();
+        send(app.clone(), req).await;
+        let span = t.one();
+        assert_eq!(span.name, name);
+        assert_eq!(
+            attr_str(&span, "http.request.method").as_deref(),
+            Some(recorded)
+        );
+        t.reset();
+    }
+}
