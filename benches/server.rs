@@ -24,7 +24,8 @@ use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tower::ServiceExt;
-use tower_otel_http::OtelLayer;
+use tower::Layer;
+use tower_otel_http::{OtelLayer, OtelServer};
 
 // ---- allocation counting (calling thread only: the batch exporter thread is not counted) ----
 
@@ -77,10 +78,30 @@ fn request() -> Request<Body> {
         .unwrap()
 }
 
-async fn call(router: &Router) {
-    let resp = router.clone().oneshot(request()).await.unwrap();
+async fn call_svc<S, B>(svc: &S)
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let resp = svc.clone().oneshot(request()).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"user");
+}
+
+/// A service under test: a router (layers added with `Router::layer`), or the layer wrapped
+/// around the whole router from outside.
+enum Svc {
+    Router(Router),
+    Outside(OtelServer<Router>),
+}
+
+async fn call(svc: &Svc) {
+    match svc {
+        Svc::Router(r) => call_svc(r).await,
+        Svc::Outside(s) => call_svc(s).await,
+    }
 }
 
 /// Exports nothing, as fast as possible: what is measured is the instrumentation.
@@ -101,29 +122,38 @@ fn sdk_provider() -> SdkTracerProvider {
 
 struct Variant {
     name: &'static str,
-    router: Router,
+    router: Svc,
 }
 
 fn variants() -> Vec<Variant> {
     let sdk = sdk_provider();
+    let noop = || OtelLayer::server().with_tracer_provider(&NoopTracerProvider::new());
     vec![
         Variant {
             name: "bare",
-            router: app(),
+            router: Svc::Router(app()),
+        },
+        Variant {
+            // what any `Router::layer` costs: axum boxes the layered route
+            name: "identity_router_layer",
+            router: Svc::Router(app().layer(tower::layer::util::Identity::new())),
         },
         Variant {
             name: "spans_noop_provider",
-            router: app()
-                .layer(OtelLayer::server().with_tracer_provider(&NoopTracerProvider::new())),
+            router: Svc::Router(app().layer(noop())),
+        },
+        Variant {
+            name: "spans_noop_provider_outside",
+            router: Svc::Outside(noop().layer(app())),
         },
         Variant {
             name: "spans_sdk",
-            router: app().layer(OtelLayer::server().with_tracer_provider(&sdk)),
+            router: Svc::Router(app().layer(OtelLayer::server().with_tracer_provider(&sdk))),
         },
         Variant {
             // the zero-configuration default: global provider (the SDK, installed in main)
             name: "spans_sdk_global",
-            router: app().layer(OtelLayer::server()),
+            router: Svc::Router(app().layer(OtelLayer::server())),
         },
     ]
 }
@@ -141,7 +171,7 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Allocations per request on the calling thread, averaged over many requests.
-fn allocations(rt: &tokio::runtime::Runtime, router: &Router) -> f64 {
+fn allocations(rt: &tokio::runtime::Runtime, router: &Svc) -> f64 {
     const N: u64 = 2000;
     for _ in 0..200 {
         rt.block_on(call(router));

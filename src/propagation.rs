@@ -81,20 +81,13 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 #[must_use]
 pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     let b = value.as_bytes();
-    if b.len() < 55 {
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
     let version = parse_hex::<1>(&b[0..2])?[0];
-    if version == 0xff {
-        return None;
-    }
-    if version == 0 && b.len() != 55 {
-        return None;
-    }
-    if b.len() > 55 && b[55] != b'-' {
-        return None;
-    }
-    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+    // version ff is invalid; version 00 has exactly four fields; higher versions may append
+    // fields after a '-'
+    if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return None;
     }
     let trace_id = parse_hex::<16>(&b[3..35])?;

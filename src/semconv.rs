@@ -223,34 +223,51 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
 /// Split a `Host` / `:authority` value into address and port. Returns `None` for values that are
 /// not a plausible host (empty, whitespace, control characters, bad port, unbalanced brackets).
 pub(crate) fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
-    if value.is_empty()
-        || value.len() > 255 + 8
-        || value
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/' || b == b'@')
-    {
+    let b = value.as_bytes();
+    if b.is_empty() || b.len() > 255 + 8 {
         return None;
     }
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        match after {
+    // one pass: reject whitespace, controls, '/' and '@'; find the colons
+    let (mut colons, mut last_colon) = (0usize, 0usize);
+    for (i, &c) in b.iter().enumerate() {
+        if c <= b' ' || c == 0x7f || c == b'/' || c == b'@' {
+            return None;
+        }
+        if c == b':' {
+            colons += 1;
+            last_colon = i;
+        }
+    }
+    let (host, port) = if b[0] == b'[' {
+        let close = value.find(']')?;
+        let host = &value[1..close];
+        match &value[close + 1..] {
             "" => (host, None),
             p => (host, Some(p.strip_prefix(':')?)),
         }
     } else {
-        match value.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => return None, // bare IPv6 without brackets is not a valid Host
-            None => (value, None),
+        match colons {
+            0 => (value, None),
+            1 => (&value[..last_colon], Some(&value[last_colon + 1..])),
+            _ => return None, // bare IPv6 without brackets is not a valid Host
         }
     };
     if host.is_empty() {
         return None;
     }
     let port = match port {
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
-        Some(_) => return None,
         None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 => {
+            let mut n: u32 = 0;
+            for &d in p.as_bytes() {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + u32::from(d - b'0');
+            }
+            Some(u16::try_from(n).ok()?)
+        }
+        Some(_) => return None,
     };
     Some((host, port))
 }

@@ -130,7 +130,13 @@ fn start_span(
             parts.method.as_str().to_owned(),
         ));
     }
-    attrs.push(KeyValue::new(attr::URL_PATH, parts.uri.path().to_owned()));
+    let path = parts.uri.path();
+    let path_value: opentelemetry::StringValue = match &route_value {
+        // a route without parameters is its own path: reuse the interned template
+        Some(Cow::Borrowed(r)) if *r == path => (*r).into(),
+        _ => path.to_owned().into(),
+    };
+    attrs.push(KeyValue::new(attr::URL_PATH, path_value));
     if let Some(q) = parts.uri.query() {
         attrs.push(KeyValue::new(
             attr::URL_QUERY,
@@ -170,7 +176,7 @@ fn start_span(
         ));
     }
     if let Some(rv) = route_value {
-        attrs.push(KeyValue::new(attr::HTTP_ROUTE, rv));
+        attrs.push(KeyValue::new(attr::HTTP_ROUTE, opentelemetry::StringValue::from(rv)));
     }
     semconv::capture_headers(&parts.headers, &config.request_headers, &mut attrs);
     if let Some(hook) = &config.request_hook {

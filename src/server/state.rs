@@ -1,7 +1,6 @@
 //! Per-request state: the span's context and what is needed to end it exactly once, on every
 //! path (response head, last body byte, body error, dropped future, dropped body).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,7 +15,9 @@ use crate::semconv;
 pub(crate) struct RequestState {
     pub(crate) cx: Context,
     start: SystemTime,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     method: http::Method,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     label: &'static str,
     route_known: bool,
     #[cfg(feature = "axum")]
@@ -113,7 +114,7 @@ impl RequestState {
             let (route_value, name) = crate::route::route_and_name(self.label, route);
             _attrs.push(KeyValue::new(attr::HTTP_ROUTE, route_value));
             let name = match &self.config.span_name {
-                Some(f) => Cow::Owned(f(&self.method, Some(route))),
+                Some(f) => std::borrow::Cow::Owned(f(&self.method, Some(route))),
                 None => name,
             };
             self.cx.span().update_name(name);
