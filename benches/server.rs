@@ -23,8 +23,8 @@ use http_body_util::BodyExt;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use tower::ServiceExt;
 use tower::Layer;
+use tower::ServiceExt;
 use tower_otel_http::{OtelLayer, OtelServer};
 
 // ---- allocation counting (calling thread only: the batch exporter thread is not counted) ----

@@ -176,7 +176,10 @@ fn start_span(
         ));
     }
     if let Some(rv) = route_value {
-        attrs.push(KeyValue::new(attr::HTTP_ROUTE, opentelemetry::StringValue::from(rv)));
+        attrs.push(KeyValue::new(
+            attr::HTTP_ROUTE,
+            opentelemetry::StringValue::from(rv),
+        ));
     }
     semconv::capture_headers(&parts.headers, &config.request_headers, &mut attrs);
     if let Some(hook) = &config.request_hook {
