@@ -22,6 +22,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tower::Layer;
 use tower::ServiceExt;
@@ -125,9 +126,34 @@ struct Variant {
     router: Svc,
 }
 
+fn meter_provider() -> SdkMeterProvider {
+    // the periodic reader's default interval (60 s) is longer than a bench: what is measured is
+    // the recording path
+    SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(InMemoryMetricExporter::default()).build())
+        .build()
+}
+
+/// One SDK tracer provider and one meter provider for every variant (also installed as the
+/// globals), so that every variant runs with the same background threads.
+fn providers() -> &'static (SdkTracerProvider, SdkMeterProvider) {
+    static P: std::sync::OnceLock<(SdkTracerProvider, SdkMeterProvider)> =
+        std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let p = (sdk_provider(), meter_provider());
+        opentelemetry::global::set_tracer_provider(p.0.clone());
+        opentelemetry::global::set_meter_provider(p.1.clone());
+        p
+    })
+}
+
 fn variants() -> Vec<Variant> {
-    let sdk = sdk_provider();
-    let noop = || OtelLayer::server().with_tracer_provider(&NoopTracerProvider::new());
+    let (sdk, meters) = providers();
+    let noop = || {
+        OtelLayer::server()
+            .with_tracer_provider(&NoopTracerProvider::new())
+            .with_metrics(false)
+    };
     vec![
         Variant {
             name: "bare",
@@ -148,11 +174,50 @@ fn variants() -> Vec<Variant> {
         },
         Variant {
             name: "spans_sdk",
-            router: Svc::Router(app().layer(OtelLayer::server().with_tracer_provider(&sdk))),
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(sdk)
+                        .with_metrics(false),
+                ),
+            ),
+        },
+        Variant {
+            name: "metrics_sdk",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_spans(false)
+                        .with_meter_provider(meters),
+                ),
+            ),
+        },
+        Variant {
+            // the default one-liner: spans + duration metric
+            name: "spans_metrics_sdk",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(sdk)
+                        .with_meter_provider(meters),
+                ),
+            ),
+        },
+        Variant {
+            // everything: active requests, both body sizes (the request body is wrapped)
+            name: "spans_all_metrics_sdk",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(sdk)
+                        .with_meter_provider(meters)
+                        .with_all_metrics(),
+                ),
+            ),
         },
         Variant {
             // the zero-configuration default: global provider (the SDK, installed in main)
-            name: "spans_sdk_global",
+            name: "spans_metrics_sdk_global",
             router: Svc::Router(app().layer(OtelLayer::server())),
         },
     ]
@@ -225,7 +290,7 @@ criterion_group! {
 }
 
 fn main() {
-    opentelemetry::global::set_tracer_provider(sdk_provider());
+    providers();
     benches();
     Criterion::default().configure_from_args().final_summary();
     summary();

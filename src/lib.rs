@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod metrics;
 mod otel;
 pub mod propagation;
 pub mod route;

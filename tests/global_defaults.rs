@@ -45,7 +45,9 @@ async fn layer_built_before_the_sdk_still_traces() {
     assert_eq!(status, http::StatusCode::OK);
 
     // 2. The SDK is installed afterwards (no global propagator yet: the built-in W3C
-    //    extraction continues the caller's trace).
+    //    extraction continues the caller's trace), tracing and metrics.
+    let metrics = Metrics::new();
+    global::set_meter_provider(metrics.provider.clone());
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -65,6 +67,14 @@ async fn layer_built_before_the_sdk_still_traces() {
         "spans carry this crate's scope"
     );
     exporter.reset();
+    let points = metrics.points(DURATION);
+    assert_eq!(
+        points.len(),
+        1,
+        "the global meter provider installed later is used"
+    );
+    assert_eq!(points[0].count, 1);
+    assert_eq!(points[0].attr("http.route"), Some("/x"));
 
     // 3. A global propagator installed later is used (here with baggage).
     global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(

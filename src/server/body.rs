@@ -55,13 +55,17 @@ impl<B: Body> Body for ResponseBody<B> {
         let Some(state) = this.state.as_mut() else {
             return this.inner.poll_frame(cx);
         };
-        let guard = state.cx.clone().attach();
+        let guard = state.cx.as_ref().map(|c| c.clone().attach());
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let end = match &frame {
             None => Some(None),
             Some(Err(_)) => Some(Some(semconv::ERROR_TYPE_BODY_ERROR)),
-            Some(Ok(_)) if this.inner.is_end_stream() => Some(None),
-            Some(Ok(_)) => None,
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    state.add_response_bytes(bytes::Buf::remaining(data));
+                }
+                this.inner.is_end_stream().then_some(None)
+            }
         };
         if let Some(error) = end {
             if let Some(mut state) = this.state.take() {

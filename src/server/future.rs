@@ -54,11 +54,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let guard = match (this.state.as_ref(), this.propagated.as_ref()) {
-            (Some(s), _) => Some(s.cx.clone().attach()),
-            (None, Some(cx)) => Some(cx.clone().attach()),
-            (None, None) => None,
-        };
+        let guard = this
+            .state
+            .as_ref()
+            .and_then(|s| s.cx.as_ref())
+            .or(this.propagated.as_ref())
+            .map(|cx| cx.clone().attach());
         let result = ready!(this.inner.poll(cx));
         drop(guard);
         let Some(mut state) = this.state.take() else {

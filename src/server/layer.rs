@@ -8,7 +8,13 @@ use opentelemetry::{Key, KeyValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 use tower_layer::Layer;
 
+use std::marker::PhantomData;
+
+use opentelemetry::metrics::MeterProvider;
+
+use super::request_body::{Counted, Uncounted};
 use super::OtelServer;
+use crate::metrics::{MeterSource, MetricsOptions};
 use crate::otel::{PropagatorSource, TracerSource};
 use crate::semconv::{self, KnownMethods};
 
@@ -53,6 +59,11 @@ pub(crate) struct Config {
     pub(crate) scheme_attrs: [KeyValue; 2],
     pub(crate) event_stream_end: SpanEnd,
     pub(crate) client_port: bool,
+    pub(crate) spans: bool,
+    pub(crate) meter: MeterSource,
+    pub(crate) metrics_options: MetricsOptions,
+    pub(crate) metrics_server_address: bool,
+    pub(crate) labeler: bool,
 }
 
 impl Default for Config {
@@ -80,6 +91,11 @@ impl Default for Config {
             ],
             event_stream_end: SpanEnd::LastByte,
             client_port: false,
+            spans: true,
+            meter: MeterSource::global(),
+            metrics_options: MetricsOptions::default(),
+            metrics_server_address: false,
+            labeler: false,
         }
     }
 }
@@ -109,6 +125,11 @@ impl fmt::Debug for Config {
             .field("https", &self.https)
             .field("event_stream_end", &self.event_stream_end)
             .field("client_port", &self.client_port)
+            .field("spans", &self.spans)
+            .field("meter", &self.meter)
+            .field("metrics_options", &self.metrics_options)
+            .field("metrics_server_address", &self.metrics_server_address)
+            .field("labeler", &self.labeler)
             .finish()
     }
 }
@@ -133,23 +154,137 @@ impl fmt::Debug for Config {
 ///
 /// Cloning the layer (as `Router::layer` does for every route) clones one [`Arc`].
 /// See the [module docs](crate::server) for what is recorded and when.
-#[derive(Clone, Debug, Default)]
 #[must_use]
-pub struct OtelServerLayer {
+pub struct OtelServerLayer<M = Uncounted> {
     pub(crate) config: Arc<Config>,
+    _mode: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for OtelServerLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for OtelServerLayer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelServerLayer")
+            .field("config", &self.config)
+            .field("request_body_mode", &std::any::type_name::<M>())
+            .finish()
+    }
+}
+
+impl Default for OtelServerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl OtelServerLayer {
-    /// A layer with the defaults: global tracer provider and propagator (resolved when requests
-    /// arrive), the semantic conventions' known methods (or
-    /// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`), default query redaction, no header capture,
-    /// proxy headers not trusted.
+    /// A layer with the defaults: spans and the request-duration metric, global tracer and
+    /// meter providers and propagator (resolved when requests arrive), the semantic
+    /// conventions' known methods (or `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`), default query
+    /// redaction, no header capture, proxy headers not trusted.
     pub fn new() -> Self {
-        Self::default()
+        OtelServerLayer {
+            config: Arc::new(Config::default()),
+            _mode: PhantomData,
+        }
     }
 
+    /// Also record `http.server.request.body.size`: the request body is wrapped in a
+    /// [`RequestBody`](super::RequestBody) that counts the bytes read (this changes the body type
+    /// the inner service sees, hence a method of its own).
+    pub fn with_request_body_size(mut self) -> OtelServerLayer<Counted> {
+        self.config().metrics_options.request_body_size = true;
+        self.reset_instruments();
+        OtelServerLayer {
+            config: self.config,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Every metric: duration, active requests, request and response body sizes.
+    pub fn with_all_metrics(self) -> OtelServerLayer<Counted> {
+        self.with_metrics(true)
+            .with_active_requests(true)
+            .with_response_body_size(true)
+            .with_request_body_size()
+    }
+}
+
+impl<M> OtelServerLayer<M> {
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
+    }
+
+    /// Instruments are created once per layer value: a changed metrics option gets new ones.
+    fn reset_instruments(&mut self) {
+        let c = self.config();
+        c.meter = c.meter.reset();
+    }
+
+    /// Use this meter provider instead of the global one.
+    pub fn with_meter_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: MeterProvider + ?Sized,
+    {
+        let on = !matches!(self.config.meter, MeterSource::Off);
+        self.config().meter = MeterSource::fixed(provider);
+        if !on {
+            self.config().meter = MeterSource::Off;
+        }
+        self
+    }
+
+    /// Record spans (default `true`). `false` gives a metrics-only layer.
+    pub fn with_spans(mut self, spans: bool) -> Self {
+        self.config().spans = spans;
+        self
+    }
+
+    /// Record metrics (default `true`). `false` gives a spans-only layer.
+    pub fn with_metrics(mut self, metrics: bool) -> Self {
+        let c = self.config();
+        c.meter = match (metrics, &c.meter) {
+            (false, _) => MeterSource::Off,
+            (true, MeterSource::Off) => MeterSource::global(),
+            (true, m) => m.reset(),
+        };
+        self
+    }
+
+    /// Record `http.server.active_requests` (opt-in).
+    pub fn with_active_requests(mut self, record: bool) -> Self {
+        self.config().metrics_options.active_requests = record;
+        self.reset_instruments();
+        self
+    }
+
+    /// Record `http.server.response.body.size`: the bytes actually sent (opt-in).
+    pub fn with_response_body_size(mut self, record: bool) -> Self {
+        self.config().metrics_options.response_body_size = record;
+        self.reset_instruments();
+        self
+    }
+
+    /// Put `server.address` / `server.port` on the metrics (opt-in in the conventions). Their
+    /// values come from the request's `Host`: only enable this when something in front of the
+    /// server restricts it to known hosts, or the number of series is up to the callers.
+    pub fn with_metrics_server_address(mut self, record: bool) -> Self {
+        self.config().metrics_server_address = record;
+        self
+    }
+
+    /// Put a [`Labeler`](crate::metrics::Labeler) into every instrumented request's
+    /// extensions; its attributes are added to the request's measurements.
+    pub fn with_labeler(mut self, labeler: bool) -> Self {
+        self.config().labeler = labeler;
+        self
     }
 
     /// Use this tracer provider instead of the global one. A concrete provider (such as the
@@ -327,13 +462,12 @@ where
     out
 }
 
-impl<S> Layer<S> for OtelServerLayer {
-    type Service = OtelServer<S>;
+impl<S, M> Layer<S> for OtelServerLayer<M> {
+    type Service = OtelServer<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        OtelServer {
-            inner,
-            config: self.config.clone(),
-        }
+        // instruments are created here, once per layer value, not on the first request
+        self.config.meter.init(self.config.metrics_options);
+        OtelServer::new(inner, self.config.clone())
     }
 }

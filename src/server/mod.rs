@@ -53,10 +53,12 @@
 mod body;
 mod future;
 mod layer;
+mod request_body;
 mod service;
 mod state;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::{OtelServerLayer, SpanEnd};
+pub use request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
 pub use service::OtelServer;

@@ -1,4 +1,6 @@
 use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
@@ -6,27 +8,59 @@ use std::time::SystemTime;
 use http::{Request, Response};
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 use tower_service::Service;
 
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::layer::{Config, PublicEndpoint};
-use super::state::{NewState, RequestState};
+use super::request_body::{RequestBodyMode, Uncounted};
+use super::state::{MetricsState, NewState, RequestState};
+use crate::metrics::Labeler;
 use crate::otel::Resolved;
 use crate::propagation::StrictHeaderExtractor;
 use crate::route;
 use crate::semconv;
 
 /// The service built by [`OtelServerLayer`](super::OtelServerLayer).
-#[derive(Clone, Debug)]
-pub struct OtelServer<S> {
+///
+/// `M` says whether request bodies are counted ([`Uncounted`] by default); see
+/// [`RequestBodyMode`].
+pub struct OtelServer<S, M = Uncounted> {
     pub(crate) inner: S,
     pub(crate) config: Arc<Config>,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl<S> OtelServer<S> {
+impl<S: Clone, M> Clone for OtelServer<S, M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, M> std::fmt::Debug for OtelServer<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtelServer")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, M> OtelServer<S, M> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        OtelServer {
+            inner,
+            config,
+            _mode: PhantomData,
+        }
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -43,9 +77,10 @@ impl<S> OtelServer<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OtelServer<S>
+impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for OtelServer<S, M>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    M: RequestBodyMode,
+    S: Service<Request<M::Body<ReqBody>>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -60,7 +95,7 @@ where
         // An outer instance already instruments this request: record the route for it (we may
         // run after routing) and pass through.
         if route::is_marked_and_record(req.extensions()) {
-            return ResponseFuture::new(self.inner.call(req), None, None);
+            return ResponseFuture::new(self.inner.call(req.map(|b| M::wrap(b, None))), None, None);
         }
         let (mut parts, body) = req.into_parts();
         if let Some(filter) = &self.config.filter {
@@ -70,17 +105,36 @@ where
                     #[cfg(feature = "axum")]
                     None,
                 );
-                let req = Request::from_parts(parts, body);
+                let req = Request::from_parts(parts, M::wrap(body, None));
                 return ResponseFuture::new(self.inner.call(req), None, None);
             }
         }
-        let Some(tracer) = self.config.tracer.resolve() else {
-            // No-op tracing: no span, but the caller's context still flows through.
+        let tracer = if self.config.spans {
+            self.config.tracer.resolve()
+        } else {
+            None
+        };
+        let metrics_on = !matches!(self.config.meter, crate::metrics::MeterSource::Off);
+        let (start, instruments) = if tracer.is_none() && !metrics_on {
+            (SystemTime::UNIX_EPOCH, None)
+        } else {
+            let start = SystemTime::now();
+            let now_nanos = start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            let instruments = self
+                .config
+                .meter
+                .get(self.config.metrics_options, Some(now_nanos));
+            (start, instruments)
+        };
+        if tracer.is_none() && instruments.is_none() {
+            // Nothing to record: no span, but the caller's context still flows through.
             let cx = self
                 .config
                 .propagator
                 .extract(&StrictHeaderExtractor::new(&parts.headers));
-            let req = Request::from_parts(parts, body);
+            let req = Request::from_parts(parts, M::wrap(body, None));
             if !cx.span().span_context().is_valid() && cx.baggage().is_empty() {
                 return ResponseFuture::new(self.inner.call(req), None, None);
             }
@@ -89,26 +143,40 @@ where
                 self.inner.call(req)
             };
             return ResponseFuture::new(future, None, Some(cx));
-        };
-        let state = start_span(&self.config, tracer, &mut parts);
-        let req = Request::from_parts(parts, body);
-        let future = {
-            let _guard = state.cx.clone().attach();
-            self.inner.call(req)
+        }
+        let request_bytes = (M::COUNTS && instruments.is_some()).then(Arc::<AtomicU64>::default);
+        let state = start_request(
+            &self.config,
+            tracer,
+            instruments,
+            start,
+            request_bytes.clone(),
+            &mut parts,
+        );
+        let req = Request::from_parts(parts, M::wrap(body, request_bytes));
+        let future = match &state.cx {
+            Some(cx) => {
+                let _guard = cx.clone().attach();
+                self.inner.call(req)
+            }
+            None => self.inner.call(req),
         };
         ResponseFuture::new(future, Some(state), None)
     }
 }
 
-/// Build the attributes known at start, extract the parent, start the span and mark the request.
-fn start_span(
+/// Build the attributes known at start, extract the parent, start the span (when spans are
+/// recorded), prepare the metrics and mark the request.
+fn start_request(
     config: &Arc<Config>,
-    tracer: Resolved<'_>,
+    tracer: Option<Resolved<'_>>,
+    instruments: Option<Arc<crate::metrics::ServerInstruments>>,
+    start: SystemTime,
+    request_bytes: Option<Arc<AtomicU64>>,
     parts: &mut http::request::Parts,
 ) -> RequestState {
     let method = config.methods.get(&parts.method);
     let matched = route::matched_route(&parts.extensions);
-    let route_known = matched.is_some();
     let (route_value, name) = match matched {
         Some(r) => {
             let (rv, name) = route::route_and_name(method.label, r);
@@ -116,33 +184,6 @@ fn start_span(
         }
         None => (None, Cow::Borrowed(method.label)),
     };
-    let name = match &config.span_name {
-        Some(f) => Cow::Owned(f(&parts.method, matched)),
-        None => name,
-    };
-
-    let mut attrs: Vec<KeyValue> =
-        Vec::with_capacity(16 + config.request_headers.len() + config.response_headers.len());
-    attrs.push(method.attribute);
-    if method.is_other {
-        attrs.push(KeyValue::new(
-            attr::HTTP_REQUEST_METHOD_ORIGINAL,
-            parts.method.as_str().to_owned(),
-        ));
-    }
-    let path = parts.uri.path();
-    let path_value: opentelemetry::StringValue = match &route_value {
-        // a route without parameters is its own path: reuse the interned template
-        Some(Cow::Borrowed(r)) if *r == path => (*r).into(),
-        _ => path.to_owned().into(),
-    };
-    attrs.push(KeyValue::new(attr::URL_PATH, path_value));
-    if let Some(q) = parts.uri.query() {
-        attrs.push(KeyValue::new(
-            attr::URL_QUERY,
-            semconv::redact_query(q, &config.redacted_query_keys).into_owned(),
-        ));
-    }
     let forwarded = if config.trust_proxy_headers {
         semconv::forwarded(&parts.headers)
     } else {
@@ -152,84 +193,153 @@ fn start_span(
         .https
         .or_else(|| parts.uri.scheme().map(|s| *s == http::uri::Scheme::HTTPS))
         .unwrap_or(config.https);
-    attrs.push(config.scheme_attrs[usize::from(https)].clone());
-    if let Some(v) = semconv::protocol_version(parts.version) {
-        attrs.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
-    }
+    let scheme = &config.scheme_attrs[usize::from(https)];
+    let version = semconv::protocol_version(parts.version);
     let host = match parts.uri.authority() {
         Some(a) => Some(a.as_str()),
         None => parts
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok()),
-    };
-    if let Some((address, port)) = host.and_then(semconv::split_host) {
-        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.to_owned()));
-        let port = port.unwrap_or(if https { 443 } else { 80 });
-        attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
     }
-    peer_attributes(config, parts, &forwarded, &mut attrs);
-    if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
-        attrs.push(KeyValue::new(
-            attr::USER_AGENT_ORIGINAL,
-            semconv::header_value_string(ua),
-        ));
-    }
-    if let Some(rv) = route_value {
-        attrs.push(KeyValue::new(
-            attr::HTTP_ROUTE,
-            opentelemetry::StringValue::from(rv),
-        ));
-    }
-    semconv::capture_headers(&parts.headers, &config.request_headers, &mut attrs);
-    if let Some(hook) = &config.request_hook {
-        hook(parts, &mut attrs);
-    }
+    .and_then(semconv::split_host)
+    .map(|(address, port)| {
+        (
+            address,
+            i64::from(port.unwrap_or(if https { 443 } else { 80 })),
+        )
+    });
+    // one allocation for the address, shared by the span and the metrics
+    let host_value: Option<(StringValue, i64)> =
+        host.map(|(a, p)| (StringValue::from(a.to_owned()), p));
 
-    let extractor = StrictHeaderExtractor::new(&parts.headers);
-    let public = match &config.public_endpoint {
-        PublicEndpoint::No => false,
-        PublicEndpoint::Yes => true,
-        PublicEndpoint::When(f) => f(parts),
-    };
-    let start = SystemTime::now();
-    let mut builder = SpanBuilder::from_name(name)
-        .with_kind(SpanKind::Server)
-        .with_start_time(start);
-    builder.attributes = Some(attrs);
-    let cx = if public {
-        let remote = config.propagator.extract(&extractor);
-        let sc = remote.span().span_context().clone();
-        if sc.is_valid() {
-            builder.links = Some(vec![Link::with_context(sc)]);
+    let metrics = instruments.map(|instruments| MetricsState {
+        instruments,
+        method: method.attribute.clone(),
+        scheme: scheme.clone(),
+        version,
+        server: if config.metrics_server_address {
+            host_value.clone()
+        } else {
+            None
+        },
+        labeler: config.labeler.then(Labeler::new),
+        request_bytes,
+    });
+
+    let span = tracer.is_some();
+    let cx = match tracer {
+        Some(tracer) => {
+            let name = match &config.span_name {
+                Some(f) => Cow::Owned(f(&parts.method, matched)),
+                None => name,
+            };
+            let mut attrs: Vec<KeyValue> = Vec::with_capacity(
+                16 + config.request_headers.len() + config.response_headers.len(),
+            );
+            attrs.push(method.attribute);
+            if method.is_other {
+                attrs.push(KeyValue::new(
+                    attr::HTTP_REQUEST_METHOD_ORIGINAL,
+                    parts.method.as_str().to_owned(),
+                ));
+            }
+            let path = parts.uri.path();
+            let path_value: StringValue = match &route_value {
+                // a route without parameters is its own path: reuse the interned template
+                Some(Cow::Borrowed(r)) if *r == path => (*r).into(),
+                _ => path.to_owned().into(),
+            };
+            attrs.push(KeyValue::new(attr::URL_PATH, path_value));
+            if let Some(q) = parts.uri.query() {
+                attrs.push(KeyValue::new(
+                    attr::URL_QUERY,
+                    semconv::redact_query(q, &config.redacted_query_keys).into_owned(),
+                ));
+            }
+            attrs.push(scheme.clone());
+            if let Some(v) = version {
+                attrs.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
+            }
+            if let Some((address, port)) = host_value {
+                attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address));
+                attrs.push(KeyValue::new(attr::SERVER_PORT, port));
+            }
+            peer_attributes(config, parts, &forwarded, &mut attrs);
+            if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
+                attrs.push(KeyValue::new(
+                    attr::USER_AGENT_ORIGINAL,
+                    semconv::header_value_string(ua),
+                ));
+            }
+            if let Some(rv) = &route_value {
+                attrs.push(KeyValue::new(
+                    attr::HTTP_ROUTE,
+                    StringValue::from(rv.clone()),
+                ));
+            }
+            semconv::capture_headers(&parts.headers, &config.request_headers, &mut attrs);
+            if let Some(hook) = &config.request_hook {
+                hook(parts, &mut attrs);
+            }
+
+            let extractor = StrictHeaderExtractor::new(&parts.headers);
+            let public = match &config.public_endpoint {
+                PublicEndpoint::No => false,
+                PublicEndpoint::Yes => true,
+                PublicEndpoint::When(f) => f(parts),
+            };
+            let mut builder = SpanBuilder::from_name(name)
+                .with_kind(SpanKind::Server)
+                .with_start_time(start);
+            builder.attributes = Some(attrs);
+            Some(if public {
+                let remote = config.propagator.extract(&extractor);
+                let sc = remote.span().span_context().clone();
+                if sc.is_valid() {
+                    builder.links = Some(vec![Link::with_context(sc)]);
+                }
+                tracer.start(builder, &Context::new())
+            } else {
+                let parent = config.propagator.extract(&extractor);
+                tracer.start(builder, &parent)
+            })
         }
-        tracer.start(builder, &Context::new())
-    } else {
-        let parent = config.propagator.extract(&extractor);
-        tracer.start(builder, &parent)
+        None => {
+            // metrics only: the caller's context still flows through
+            let cx = config
+                .propagator
+                .extract(&StrictHeaderExtractor::new(&parts.headers));
+            (cx.span().span_context().is_valid() || !cx.baggage().is_empty()).then_some(cx)
+        }
     };
 
     #[cfg(feature = "axum")]
-    let slot = (!route_known).then(|| Arc::new(route::RouteSlot::default()));
+    let slot = route_value
+        .is_none()
+        .then(|| Arc::new(route::RouteSlot::default()));
     route::mark(
         &mut parts.extensions,
         #[cfg(feature = "axum")]
         slot.as_ref(),
     );
+    if let Some(l) = metrics.as_ref().and_then(|m| m.labeler.as_ref()) {
+        parts.extensions.insert(l.clone());
+    }
     RequestState::new(NewState {
         cx,
+        span,
         start,
         method: parts.method.clone(),
         label: method.label,
-        route_known,
+        route: route_value,
         #[cfg(feature = "axum")]
         slot,
         config: config.clone(),
+        metrics,
     })
 }
 
-/// `client.address`, `network.peer.address`/`.port` (axum's `ConnectInfo`), `client.port` when
-/// opted in; `client.address` from `Forwarded`/`X-Forwarded-For` when proxies are trusted.
 fn peer_attributes(
     config: &Config,
     parts: &http::request::Parts,

@@ -1,62 +1,126 @@
-//! Per-request state: the span's context and what is needed to end it exactly once, on every
-//! path (response head, last body byte, body error, dropped future, dropped body).
+//! Per-request state: the span's context, the metric instruments and what is needed to end the
+//! span and record the measurements exactly once, on every path (response head, last body byte,
+//! body error, dropped future, dropped body).
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{header, Response, StatusCode};
 use opentelemetry::trace::{Status, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::layer::{Config, SpanEnd};
+use crate::metrics::{AttrList, Labeler, ServerInstruments};
 use crate::semconv;
 
+/// What metrics need of a request, besides what the span state already has.
+pub(crate) struct MetricsState {
+    pub(crate) instruments: Arc<ServerInstruments>,
+    pub(crate) method: KeyValue,
+    pub(crate) scheme: KeyValue,
+    pub(crate) version: Option<&'static str>,
+    /// `server.address` / `server.port` when opted in.
+    pub(crate) server: Option<(StringValue, i64)>,
+    pub(crate) labeler: Option<Labeler>,
+    pub(crate) request_bytes: Option<Arc<AtomicU64>>,
+}
+
+impl MetricsState {
+    /// Attributes of `http.server.active_requests`.
+    fn active_attributes(&self) -> AttrList {
+        let mut a = AttrList::new();
+        a.push(self.method.clone());
+        a.push(self.scheme.clone());
+        if let Some((addr, port)) = &self.server {
+            a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
+            a.push(KeyValue::new(attr::SERVER_PORT, *port));
+        }
+        a
+    }
+
+    pub(crate) fn request_started(&self) {
+        if let Some(c) = &self.instruments.active_requests {
+            c.add(1, self.active_attributes().as_slice());
+        }
+    }
+}
+
 pub(crate) struct RequestState {
-    pub(crate) cx: Context,
+    /// The context made current while the inner service and the body are polled: the span's,
+    /// or (spans off) the caller's propagated context.
+    pub(crate) cx: Option<Context>,
+    /// `cx` holds this layer's span.
+    span: bool,
+    recording: bool,
     start: SystemTime,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     method: http::Method,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     label: &'static str,
-    route_known: bool,
+    route: Option<Cow<'static, str>>,
     #[cfg(feature = "axum")]
     slot: Option<Arc<crate::route::RouteSlot>>,
     config: Arc<Config>,
-    recording: bool,
+    metrics: Option<MetricsState>,
+    status: Option<StatusCode>,
+    response_bytes: u64,
     head_sent: bool,
     error: Option<&'static str>,
     done: bool,
 }
 
 pub(crate) struct NewState {
-    pub(crate) cx: Context,
+    pub(crate) cx: Option<Context>,
+    pub(crate) span: bool,
     pub(crate) start: SystemTime,
     pub(crate) method: http::Method,
     pub(crate) label: &'static str,
-    pub(crate) route_known: bool,
+    pub(crate) route: Option<Cow<'static, str>>,
     #[cfg(feature = "axum")]
     pub(crate) slot: Option<Arc<crate::route::RouteSlot>>,
     pub(crate) config: Arc<Config>,
+    pub(crate) metrics: Option<MetricsState>,
 }
 
 impl RequestState {
     pub(crate) fn new(n: NewState) -> Self {
-        let recording = n.cx.span().is_recording();
+        let recording = n.span && n.cx.as_ref().is_some_and(|cx| cx.span().is_recording());
+        if let Some(m) = &n.metrics {
+            m.request_started();
+        }
         RequestState {
             cx: n.cx,
+            span: n.span,
+            recording,
             start: n.start,
             method: n.method,
             label: n.label,
-            route_known: n.route_known,
+            route: n.route,
             #[cfg(feature = "axum")]
             slot: n.slot,
             config: n.config,
-            recording,
+            metrics: n.metrics,
+            status: None,
+            response_bytes: 0,
             head_sent: false,
             error: None,
             done: false,
         }
+    }
+
+    fn span(&self) -> Option<opentelemetry::trace::SpanRef<'_>> {
+        match (&self.cx, self.recording) {
+            (Some(cx), true) => Some(cx.span()),
+            _ => None,
+        }
+    }
+
+    /// Bytes of response body sent so far (for `http.server.response.body.size`).
+    pub(crate) fn add_response_bytes(&mut self, n: usize) {
+        self.response_bytes += n as u64;
     }
 
     /// Record the response head. Returns `true` when the span must end now (no body to wait for,
@@ -67,28 +131,31 @@ impl RequestState {
     ) -> (Response<B>, bool) {
         self.head_sent = true;
         let status = response.status();
+        self.status = Some(status);
         self.error = semconv::server_status_error(status);
         let end_now = status == StatusCode::SWITCHING_PROTOCOLS
             || response.body().is_end_stream()
             || (self.config.event_stream_end == SpanEnd::Head && is_event_stream(&response));
+        let route_attr = self.settle_route();
         if !self.recording {
             return (response, end_now);
         }
         let status_attr =
             KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
         let config = self.config.clone();
+        let Some(span) = self.span() else {
+            return (response, end_now);
+        };
         if config.response_headers.is_empty() && config.response_hook.is_none() {
             // common case: no allocation
-            self.cx.span().set_attribute(status_attr);
-            let mut route = Vec::new();
-            self.settle_route(&mut route);
-            if !route.is_empty() {
-                self.cx.span().set_attributes(route);
+            span.set_attribute(status_attr);
+            if let Some(route) = route_attr {
+                span.set_attribute(route);
             }
             return (response, end_now);
         }
         let mut attrs: Vec<KeyValue> = vec![status_attr];
-        self.settle_route(&mut attrs);
+        attrs.extend(route_attr);
         semconv::capture_headers(response.headers(), &config.response_headers, &mut attrs);
         let response = match &config.response_hook {
             Some(hook) => {
@@ -98,30 +165,37 @@ impl RequestState {
             }
             None => response,
         };
-        self.cx.span().set_attributes(attrs);
+        span.set_attributes(attrs);
         (response, end_now)
     }
 
-    /// Route known only after routing (the layer wraps the whole router): name and
-    /// `http.route` are set now.
-    fn settle_route(&mut self, _attrs: &mut Vec<KeyValue>) {
-        if self.route_known {
-            return;
+    /// Route known only after routing (the layer wraps the whole router): the span name and
+    /// `http.route` are settled now. Returns the span attribute to set.
+    fn settle_route(&mut self) -> Option<KeyValue> {
+        if self.route.is_some() {
+            return None;
         }
         #[cfg(feature = "axum")]
         if let Some(route) = self.slot.as_ref().and_then(|s| s.get()) {
-            self.route_known = true;
             let (route_value, name) = crate::route::route_and_name(self.label, route);
-            _attrs.push(KeyValue::new(attr::HTTP_ROUTE, route_value));
             let name = match &self.config.span_name {
-                Some(f) => std::borrow::Cow::Owned(f(&self.method, Some(route))),
+                Some(f) => Cow::Owned(f(&self.method, Some(route))),
                 None => name,
             };
-            self.cx.span().update_name(name);
+            self.route = Some(route_value.clone());
+            if let Some(span) = self.span() {
+                span.update_name(name);
+                return Some(KeyValue::new(
+                    attr::HTTP_ROUTE,
+                    StringValue::from(route_value),
+                ));
+            }
         }
+        None
     }
 
-    /// End the span. `error` (when given) overrides the status-derived `error.type`.
+    /// End the span and record the measurements. `error` (when given) overrides the
+    /// status-derived `error.type`.
     pub(crate) fn end(&mut self, error: Option<&'static str>) {
         if self.done {
             return;
@@ -129,21 +203,70 @@ impl RequestState {
         self.done = true;
         let error = error.or(self.error);
         let end = SystemTime::now().max(self.start);
-        if self.recording && !self.head_sent {
-            let mut attrs = Vec::new();
-            self.settle_route(&mut attrs);
-            if !attrs.is_empty() {
-                self.cx.span().set_attributes(attrs);
+        if !self.head_sent {
+            if let Some(route) = self.settle_route() {
+                if let Some(span) = self.span() {
+                    span.set_attribute(route);
+                }
             }
         }
-        let span = self.cx.span();
-        if self.recording {
+        if let Some(span) = self.span() {
             if let Some(e) = error {
                 span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e));
                 span.set_status(Status::error(""));
             }
         }
-        span.end_with_timestamp(end);
+        if self.span {
+            if let Some(cx) = &self.cx {
+                cx.span().end_with_timestamp(end);
+            }
+        }
+        if let Some(m) = &self.metrics {
+            let duration = end.duration_since(self.start).unwrap_or_default();
+            self.record(m, duration.as_secs_f64(), error);
+        }
+    }
+
+    fn record(&self, m: &MetricsState, seconds: f64, error: Option<&'static str>) {
+        let mut a = AttrList::new();
+        a.push(m.method.clone());
+        a.push(m.scheme.clone());
+        if let Some(status) = self.status {
+            a.push(KeyValue::new(
+                attr::HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status.as_u16()),
+            ));
+        }
+        if let Some(route) = &self.route {
+            a.push(KeyValue::new(
+                attr::HTTP_ROUTE,
+                StringValue::from(route.clone()),
+            ));
+        }
+        if let Some(e) = error {
+            a.push(KeyValue::new(attr::ERROR_TYPE, e));
+        }
+        if let Some(v) = m.version {
+            a.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
+        }
+        if let Some((addr, port)) = &m.server {
+            a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
+            a.push(KeyValue::new(attr::SERVER_PORT, *port));
+        }
+        if let Some(l) = &m.labeler {
+            l.for_each(|kv| a.push(kv.clone()));
+        }
+        let attrs = a.as_slice();
+        m.instruments.duration.record(seconds, attrs);
+        if let Some(h) = &m.instruments.response_body_size {
+            h.record(self.response_bytes, attrs);
+        }
+        if let (Some(h), Some(n)) = (&m.instruments.request_body_size, &m.request_bytes) {
+            h.record(n.load(Ordering::Relaxed), attrs);
+        }
+        if let Some(c) = &m.instruments.active_requests {
+            c.add(-1, m.active_attributes().as_slice());
+        }
     }
 }
 

@@ -94,3 +94,119 @@ where
 pub fn get_req(uri: &str) -> Request<Body> {
     Request::builder().uri(uri).body(Body::empty()).unwrap()
 }
+
+// ---------------------------------------------------------------- metrics
+
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use std::collections::BTreeMap;
+
+/// One exported data point, flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub metric: String,
+    pub unit: String,
+    pub attrs: BTreeMap<String, String>,
+    /// histogram count (1 for sums)
+    pub count: u64,
+    /// histogram sum, or the sum's value
+    pub sum: f64,
+    pub bounds: Vec<f64>,
+}
+
+impl Point {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        self.attrs.get(k).map(|s| s.as_str())
+    }
+}
+
+pub struct Metrics {
+    pub provider: SdkMeterProvider,
+    pub exporter: InMemoryMetricExporter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let exporter = InMemoryMetricExporter::default();
+        let reader = PeriodicReader::builder(exporter.clone()).build();
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        Metrics { provider, exporter }
+    }
+
+    /// All points of the latest collection (cumulative).
+    pub fn collect(&self) -> Vec<Point> {
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let Some(last) = all.last() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for sm in last.scope_metrics() {
+            for m in sm.metrics() {
+                let name = m.name().to_string();
+                let unit = m.unit().to_string();
+                let attrs = |it: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
+                    it.map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+                        .collect::<BTreeMap<_, _>>()
+                };
+                match m.data() {
+                    AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                        for p in h.data_points() {
+                            out.push(Point {
+                                metric: name.clone(),
+                                unit: unit.clone(),
+                                attrs: attrs(&mut p.attributes()),
+                                count: p.count(),
+                                sum: p.sum(),
+                                bounds: p.bounds().collect(),
+                            });
+                        }
+                    }
+                    AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                        for p in h.data_points() {
+                            out.push(Point {
+                                metric: name.clone(),
+                                unit: unit.clone(),
+                                attrs: attrs(&mut p.attributes()),
+                                count: p.count(),
+                                sum: p.sum() as f64,
+                                bounds: p.bounds().collect(),
+                            });
+                        }
+                    }
+                    AggregatedMetrics::I64(MetricData::Sum(s)) => {
+                        for p in s.data_points() {
+                            out.push(Point {
+                                metric: name.clone(),
+                                unit: unit.clone(),
+                                attrs: attrs(&mut p.attributes()),
+                                count: 1,
+                                sum: p.value() as f64,
+                                bounds: vec![],
+                            });
+                        }
+                    }
+                    other => panic!("unexpected data for {name}: {other:?}"),
+                }
+            }
+        }
+        out
+    }
+
+    pub fn points(&self, metric: &str) -> Vec<Point> {
+        self.collect()
+            .into_iter()
+            .filter(|p| p.metric == metric)
+            .collect()
+    }
+
+    /// The value of `http.server.active_requests` summed over all series.
+    pub fn active(&self) -> f64 {
+        self.points("http.server.active_requests")
+            .iter()
+            .map(|p| p.sum)
+            .sum()
+    }
+}
+
+pub const DURATION: &str = "http.server.request.duration";

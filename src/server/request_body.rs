@@ -1,0 +1,100 @@
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Whether the server layer counts request-body bytes (for `http.server.request.body.size`).
+///
+/// Counting wraps the request body, which changes the body type the inner service sees, so it
+/// is chosen at the type level: [`Uncounted`] (the default: the inner service gets the request
+/// body untouched) or [`Counted`] (set by
+/// [`OtelServerLayer::with_request_body_size`](super::OtelServerLayer::with_request_body_size)).
+pub trait RequestBodyMode: sealed::Sealed + Send + Sync + 'static {
+    /// The request body type the inner service receives.
+    type Body<B>;
+    #[doc(hidden)]
+    fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> Self::Body<B>;
+    #[doc(hidden)]
+    const COUNTS: bool;
+}
+
+/// Request bodies are passed through untouched (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Uncounted;
+
+/// Request bodies are wrapped in [`RequestBody`], which counts the bytes read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counted;
+
+impl sealed::Sealed for Uncounted {}
+impl sealed::Sealed for Counted {}
+
+impl RequestBodyMode for Uncounted {
+    type Body<B> = B;
+    fn wrap<B>(body: B, _counter: Option<Arc<AtomicU64>>) -> B {
+        body
+    }
+    const COUNTS: bool = false;
+}
+
+impl RequestBodyMode for Counted {
+    type Body<B> = RequestBody<B>;
+    fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> RequestBody<B> {
+        RequestBody {
+            inner: body,
+            counter,
+        }
+    }
+    const COUNTS: bool = true;
+}
+
+pin_project! {
+    /// A request body that counts the bytes the inner service reads from it.
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        counter: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl<B> std::fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("counted", &self.counter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(counter)) = (&frame, this.counter.as_ref()) {
+            if let Some(data) = f.data_ref() {
+                counter.fetch_add(bytes::Buf::remaining(data) as u64, Ordering::Relaxed);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
