@@ -43,6 +43,7 @@
 pub mod metrics;
 mod otel;
 pub mod propagation;
+pub mod response_header;
 pub mod route;
 pub mod semconv;
 pub mod server;

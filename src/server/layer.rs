@@ -16,6 +16,7 @@ use super::request_body::{Counted, Uncounted};
 use super::OtelServer;
 use crate::metrics::{MeterSource, MetricsOptions};
 use crate::otel::{PropagatorSource, TracerSource};
+use crate::response_header::{HeaderConfig, ResponseHeader};
 use crate::semconv::{self, KnownMethods};
 
 pub(crate) type RequestPredicate = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
@@ -64,6 +65,7 @@ pub(crate) struct Config {
     pub(crate) metrics_options: MetricsOptions,
     pub(crate) metrics_server_address: bool,
     pub(crate) labeler: bool,
+    pub(crate) response_header: HeaderConfig,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             metrics_options: MetricsOptions::default(),
             metrics_server_address: false,
             labeler: false,
+            response_header: HeaderConfig::default(),
         }
     }
 }
@@ -130,6 +133,7 @@ impl fmt::Debug for Config {
             .field("metrics_options", &self.metrics_options)
             .field("metrics_server_address", &self.metrics_server_address)
             .field("labeler", &self.labeler)
+            .field("response_header", &self.response_header)
             .finish()
     }
 }
@@ -277,6 +281,20 @@ impl<M> OtelServerLayer<M> {
     /// server restricts it to known hosts, or the number of series is up to the callers.
     pub fn with_metrics_server_address(mut self, record: bool) -> Self {
         self.config().metrics_server_address = record;
+        self
+    }
+
+    /// Which response header carries the server span's trace context (default
+    /// `traceresponse`; see [`response_header`](crate::response_header)).
+    pub fn with_response_header(mut self, header: ResponseHeader) -> Self {
+        self.config().response_header.header = header;
+        self
+    }
+
+    /// Also list the trace-context response header in `access-control-expose-headers`, so
+    /// that browser code may read it from cross-origin responses.
+    pub fn with_response_header_cors_expose(mut self, expose: bool) -> Self {
+        self.config().response_header.expose = expose;
         self
     }
 

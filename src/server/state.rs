@@ -127,9 +127,14 @@ impl RequestState {
     /// a protocol upgrade, or a stream configured to end at its head).
     pub(crate) fn on_response<B: http_body::Body>(
         &mut self,
-        response: Response<B>,
+        mut response: Response<B>,
     ) -> (Response<B>, bool) {
         self.head_sent = true;
+        if let (true, Some(cx)) = (self.span, &self.cx) {
+            self.config
+                .response_header
+                .apply(response.headers_mut(), cx.span().span_context());
+        }
         let status = response.status();
         self.status = Some(status);
         self.error = semconv::server_status_error(status);
