@@ -27,11 +27,15 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | route templates from axum's `MatchedPath`, peer addresses from `ConnectInfo`, [`route::RecordRouteLayer`] |
+//! | `axum` | yes | route templates from axum's `MatchedPath`, peer addresses from `ConnectInfo`, [`route::RecordRouteLayer`], the [`metrics::Labeler`] extractor |
+//! | `tracing` | yes | log correlation: a `tracing` span per request with `trace_id`/`span_id`/`trace_flags`, and formatters that write them on every line (`logs`) |
 //!
 //! ## Modules
 //!
 //! - [`server`]: the server layer and what it records.
+//! - [`metrics`]: the HTTP metrics and [`metrics::Labeler`].
+//! - [`response_header`]: the trace-context response header.
+//! - `logs` (feature `tracing`): log correlation and formatters.
 //! - [`propagation`]: strict `traceparent` validation and header carriers.
 //! - [`route`]: route sources and the route slot.
 //! - [`semconv`]: the semantic-convention helpers shared by every layer.
@@ -40,6 +44,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "tracing")]
+pub mod logs;
 pub mod metrics;
 mod otel;
 pub mod propagation;

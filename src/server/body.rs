@@ -56,6 +56,10 @@ impl<B: Body> Body for ResponseBody<B> {
             return this.inner.poll_frame(cx);
         };
         let guard = state.cx.as_ref().map(|c| c.clone().attach());
+        #[cfg(feature = "tracing")]
+        let log_span = state.log_span.clone();
+        #[cfg(feature = "tracing")]
+        let entered = log_span.enter();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let end = match &frame {
             None => Some(None),
@@ -72,6 +76,8 @@ impl<B: Body> Body for ResponseBody<B> {
                 state.end(error);
             }
         }
+        #[cfg(feature = "tracing")]
+        drop(entered);
         drop(guard);
         Poll::Ready(frame)
     }

@@ -60,7 +60,11 @@ where
             .and_then(|s| s.cx.as_ref())
             .or(this.propagated.as_ref())
             .map(|cx| cx.clone().attach());
+        #[cfg(feature = "tracing")]
+        let entered = this.state.as_ref().map(|s| s.log_span.enter());
         let result = ready!(this.inner.poll(cx));
+        #[cfg(feature = "tracing")]
+        drop(entered);
         drop(guard);
         let Some(mut state) = this.state.take() else {
             return Poll::Ready(result.map(|r| r.map(ResponseBody::untraced)));

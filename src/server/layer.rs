@@ -66,6 +66,9 @@ pub(crate) struct Config {
     pub(crate) metrics_server_address: bool,
     pub(crate) labeler: bool,
     pub(crate) response_header: HeaderConfig,
+    /// Level of the per-request `tracing` span; `None`: no log correlation span.
+    #[cfg(feature = "tracing")]
+    pub(crate) log_level: Option<tracing::Level>,
 }
 
 impl Default for Config {
@@ -99,6 +102,8 @@ impl Default for Config {
             metrics_server_address: false,
             labeler: false,
             response_header: HeaderConfig::default(),
+            #[cfg(feature = "tracing")]
+            log_level: Some(tracing::Level::INFO),
         }
     }
 }
@@ -295,6 +300,24 @@ impl<M> OtelServerLayer<M> {
     /// that browser code may read it from cross-origin responses.
     pub fn with_response_header_cors_expose(mut self, expose: bool) -> Self {
         self.config().response_header.expose = expose;
+        self
+    }
+
+    /// Open a `tracing` span per request carrying `trace_id`, `span_id` and `trace_flags`, so
+    /// that every log line of the request can be correlated with its trace (default `true`;
+    /// see [`logs`](crate::logs)).
+    #[cfg(feature = "tracing")]
+    pub fn with_log_correlation(mut self, enabled: bool) -> Self {
+        self.config().log_level =
+            enabled.then_some(self.config.log_level.unwrap_or(tracing::Level::INFO));
+        self
+    }
+
+    /// The level of the per-request `tracing` span (default `INFO`): a subscriber that filters
+    /// this level out pays only a level check.
+    #[cfg(feature = "tracing")]
+    pub fn with_log_level(mut self, level: tracing::Level) -> Self {
+        self.config().log_level = Some(level);
         self
     }
 

@@ -154,12 +154,11 @@ where
             &mut parts,
         );
         let req = Request::from_parts(parts, M::wrap(body, request_bytes));
-        let future = match &state.cx {
-            Some(cx) => {
-                let _guard = cx.clone().attach();
-                self.inner.call(req)
-            }
-            None => self.inner.call(req),
+        let future = {
+            #[cfg(feature = "tracing")]
+            let _entered = state.log_span.enter();
+            let _guard = state.cx.as_ref().map(|cx| cx.clone().attach());
+            self.inner.call(req)
         };
         ResponseFuture::new(future, Some(state), None)
     }
@@ -318,6 +317,17 @@ fn start_request(
     let slot = route_value
         .is_none()
         .then(|| Arc::new(route::RouteSlot::default()));
+    #[cfg(feature = "tracing")]
+    let log_span = match (config.log_level, span, &cx) {
+        (Some(level), true, Some(cx)) => {
+            let s = crate::logs::request_span(level, method.label, cx.span().span_context());
+            if let Some(r) = &route_value {
+                s.record("http.route", &**r);
+            }
+            s
+        }
+        _ => tracing::Span::none(),
+    };
     route::mark(
         &mut parts.extensions,
         #[cfg(feature = "axum")]
@@ -329,6 +339,8 @@ fn start_request(
     RequestState::new(NewState {
         cx,
         span,
+        #[cfg(feature = "tracing")]
+        log_span,
         start,
         method: parts.method.clone(),
         label: method.label,

@@ -54,6 +54,9 @@ pub(crate) struct RequestState {
     pub(crate) cx: Option<Context>,
     /// `cx` holds this layer's span.
     span: bool,
+    /// The per-request `tracing` span (log correlation); `Span::none()` when off.
+    #[cfg(feature = "tracing")]
+    pub(crate) log_span: tracing::Span,
     recording: bool,
     start: SystemTime,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
@@ -75,6 +78,8 @@ pub(crate) struct RequestState {
 pub(crate) struct NewState {
     pub(crate) cx: Option<Context>,
     pub(crate) span: bool,
+    #[cfg(feature = "tracing")]
+    pub(crate) log_span: tracing::Span,
     pub(crate) start: SystemTime,
     pub(crate) method: http::Method,
     pub(crate) label: &'static str,
@@ -94,6 +99,8 @@ impl RequestState {
         RequestState {
             cx: n.cx,
             span: n.span,
+            #[cfg(feature = "tracing")]
+            log_span: n.log_span,
             recording,
             start: n.start,
             method: n.method,
@@ -188,6 +195,8 @@ impl RequestState {
                 None => name,
             };
             self.route = Some(route_value.clone());
+            #[cfg(feature = "tracing")]
+            self.log_span.record("http.route", &*route_value);
             if let Some(span) = self.span() {
                 span.update_name(name);
                 return Some(KeyValue::new(
