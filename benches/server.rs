@@ -26,6 +26,7 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMete
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tower::Layer;
 use tower::ServiceExt;
+use tower_otel_http::response_header::ResponseHeader;
 use tower_otel_http::{OtelLayer, OtelServer};
 
 // ---- allocation counting (calling thread only: the batch exporter thread is not counted) ----
@@ -193,7 +194,33 @@ fn variants() -> Vec<Variant> {
             ),
         },
         Variant {
-            // the default one-liner: spans + duration metric
+            // spans + duration metric, without the response header and the log span
+            name: "spans_metrics_sdk_no_header_no_logs",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(sdk)
+                        .with_meter_provider(meters)
+                        .with_response_header(ResponseHeader::Off)
+                        .with_log_correlation(false),
+                ),
+            ),
+        },
+        Variant {
+            // spans + duration metric + traceresponse header, no log span
+            name: "spans_metrics_header_sdk",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(sdk)
+                        .with_meter_provider(meters)
+                        .with_log_correlation(false),
+                ),
+            ),
+        },
+        Variant {
+            // the default one-liner: spans + duration metric + traceresponse header + log
+            // correlation span (no subscriber wants it here)
             name: "spans_metrics_sdk",
             router: Svc::Router(
                 app().layer(
