@@ -23,7 +23,9 @@ use http_body_util::BodyExt;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
 use tower::Layer;
 use tower::ServiceExt;
 use tower_otel_http::response_header::ResponseHeader;
@@ -116,9 +118,19 @@ impl SpanExporter for Discard {
     }
 }
 
+/// The SDK with a batch span processor whose queue does not overflow at bench rates (a full
+/// queue drops spans on a cheaper path and makes runs incomparable).
 fn sdk_provider() -> SdkTracerProvider {
+    let processor = BatchSpanProcessor::builder(Discard)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(1 << 16)
+                .with_scheduled_delay(Duration::from_millis(20))
+                .build(),
+        )
+        .build();
     SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
+        .with_span_processor(processor)
         .build()
 }
 

@@ -89,12 +89,13 @@ impl HeaderConfig {
         let name = match &self.header {
             ResponseHeader::Off => return,
             ResponseHeader::TraceResponse => {
-                if headers.contains_key(&TRACERESPONSE) {
-                    return;
-                }
-                let v = traceparent_bytes(sc);
-                if let Ok(v) = HeaderValue::from_bytes(&v) {
-                    headers.insert(TRACERESPONSE, v);
+                match headers.entry(TRACERESPONSE) {
+                    http::header::Entry::Occupied(_) => return,
+                    http::header::Entry::Vacant(e) => {
+                        if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)) {
+                            e.insert(v);
+                        }
+                    }
                 }
                 TRACERESPONSE
             }
@@ -118,13 +119,15 @@ impl HeaderConfig {
                 SERVER_TIMING
             }
             ResponseHeader::TraceId(name) => {
-                if headers.contains_key(name) {
-                    return;
-                }
-                let mut v = [0u8; 32];
-                hex_into(&mut v, &sc.trace_id().to_bytes());
-                if let Ok(v) = HeaderValue::from_bytes(&v) {
-                    headers.insert(name.clone(), v);
+                match headers.entry(name) {
+                    http::header::Entry::Occupied(_) => return,
+                    http::header::Entry::Vacant(e) => {
+                        let mut v = [0u8; 32];
+                        hex_into(&mut v, &sc.trace_id().to_bytes());
+                        if let Ok(v) = HeaderValue::from_bytes(&v) {
+                            e.insert(v);
+                        }
+                    }
                 }
                 name.clone()
             }

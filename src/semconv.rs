@@ -285,6 +285,50 @@ pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
     }
 }
 
+/// Values longer than this are never cached by [`recent_string`].
+const MAX_CACHED_LEN: usize = 256;
+
+/// Which per-thread cache slot a value belongs to.
+#[derive(Clone, Copy)]
+pub(crate) enum Recent {
+    ServerAddress = 0,
+    UserAgent = 1,
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<[Option<Arc<str>>; 2]> = const {
+        std::cell::RefCell::new([None, None])
+    };
+}
+
+/// A string attribute value that repeats from request to request (the `Host`, a client's user
+/// agent): the last value seen on this thread is kept, so a repeat costs a comparison instead of
+/// an allocation. Per thread (no lock, no contention), one value per slot (bounded memory).
+pub(crate) fn recent_string(slot: Recent, s: &str) -> StringValue {
+    if s.len() > MAX_CACHED_LEN {
+        return StringValue::from(s.to_owned());
+    }
+    let hit = RECENT
+        .try_with(|r| {
+            let mut r = r.try_borrow_mut().ok()?;
+            let cell = &mut r[slot as usize];
+            match cell {
+                Some(a) if **a == *s => Some(a.clone()),
+                _ => {
+                    let a: Arc<str> = Arc::from(s);
+                    *cell = Some(a.clone());
+                    Some(a)
+                }
+            }
+        })
+        .ok()
+        .flatten();
+    match hit {
+        Some(a) => StringValue::from(a),
+        None => StringValue::from(s.to_owned()),
+    }
+}
+
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
 pub(crate) fn capture_headers(
     headers: &http::HeaderMap,
@@ -473,6 +517,19 @@ mod tests {
             redact_query("token=1&sig=2", &custom),
             "token=REDACTED&sig=2"
         );
+    }
+
+    #[test]
+    fn recent_strings_are_shared_and_exact() {
+        let a = recent_string(Recent::UserAgent, "curl/8.0");
+        let b = recent_string(Recent::UserAgent, "curl/8.0");
+        assert_eq!(a.as_str(), "curl/8.0");
+        assert_eq!(b.as_str(), "curl/8.0");
+        let c = recent_string(Recent::UserAgent, "other/1.0");
+        assert_eq!(c.as_str(), "other/1.0");
+        assert_eq!(recent_string(Recent::ServerAddress, "h").as_str(), "h");
+        let long = "x".repeat(1000);
+        assert_eq!(recent_string(Recent::UserAgent, &long).as_str(), long);
     }
 
     #[test]

@@ -846,3 +846,52 @@ async fn noop_provider_records_nothing_but_passes_the_callers_context_on() {
     let (_, _, body) = send(app, get_req("/ctx")).await;
     assert_eq!(body, TraceId::INVALID.to_string());
 }
+
+#[tokio::test]
+async fn nest_service_routes_get_no_route_as_documented() {
+    let t = Telemetry::new();
+    let svc = tower::service_fn(|_req: Request<Body>| async {
+        Ok::<_, Infallible>(http::Response::new(Body::from("static")))
+    });
+    let app = Router::new().nest_service("/static", svc).layer(t.layer());
+    let (status, _, body) = send(app, get_req("/static/css/site.css")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "static"));
+    let span = t.one();
+    assert_eq!(span.name, "GET");
+    assert!(attr(&span, "http.route").is_none());
+    assert_eq!(
+        attr_str(&span, "url.path").as_deref(),
+        Some("/static/css/site.css")
+    );
+}
+
+#[tokio::test]
+async fn baggage_is_limited_by_the_propagator() {
+    use opentelemetry::baggage::BaggageExt;
+    use opentelemetry_sdk::propagation::BaggagePropagator;
+    let t = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/b",
+            get(|| async {
+                let cx = opentelemetry::Context::current();
+                format!("{}", cx.baggage().len())
+            }),
+        )
+        .layer(t.layer().with_propagator(BaggagePropagator::new()));
+    let members: Vec<String> = (0..70).map(|i| format!("k{i}=v{i}")).collect();
+    let req = Request::get("/b")
+        .header("baggage", members.join(","))
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = send(app.clone(), req).await;
+    let n: usize = body.parse().unwrap();
+    assert!(n <= 64, "{n} baggage members propagated");
+    assert!(n > 0);
+    let req = Request::get("/b")
+        .header("baggage", "a=1,b=2")
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = send(app, req).await;
+    assert_eq!(body, "2", "small baggage propagated in full");
+}

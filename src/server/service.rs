@@ -210,12 +210,16 @@ fn start_request(
     });
     // one allocation for the address, shared by the span and the metrics
     let host_value: Option<(StringValue, i64)> =
-        host.map(|(a, p)| (StringValue::from(a.to_owned()), p));
+        host.map(|(a, p)| (semconv::recent_string(semconv::Recent::ServerAddress, a), p));
 
     let metrics = instruments.map(|instruments| MetricsState {
         instruments,
-        method: method.attribute.clone(),
-        scheme: scheme.clone(),
+        method: if method.is_other {
+            "_OTHER"
+        } else {
+            method.label
+        },
+        https,
         version,
         server: if config.metrics_server_address {
             host_value.clone()
@@ -266,10 +270,11 @@ fn start_request(
             }
             peer_attributes(config, parts, &forwarded, &mut attrs);
             if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
-                attrs.push(KeyValue::new(
-                    attr::USER_AGENT_ORIGINAL,
-                    semconv::header_value_string(ua),
-                ));
+                let value = match ua.to_str() {
+                    Ok(s) => semconv::recent_string(semconv::Recent::UserAgent, s),
+                    Err(_) => semconv::header_value_string(ua),
+                };
+                attrs.push(KeyValue::new(attr::USER_AGENT_ORIGINAL, value));
             }
             if let Some(rv) = &route_value {
                 attrs.push(KeyValue::new(

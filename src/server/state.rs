@@ -19,8 +19,9 @@ use crate::semconv;
 /// What metrics need of a request, besides what the span state already has.
 pub(crate) struct MetricsState {
     pub(crate) instruments: Arc<ServerInstruments>,
-    pub(crate) method: KeyValue,
-    pub(crate) scheme: KeyValue,
+    /// `http.request.method` value (`_OTHER` for unknown methods).
+    pub(crate) method: &'static str,
+    pub(crate) https: bool,
     pub(crate) version: Option<&'static str>,
     /// `server.address` / `server.port` when opted in.
     pub(crate) server: Option<(StringValue, i64)>,
@@ -32,13 +33,21 @@ impl MetricsState {
     /// Attributes of `http.server.active_requests`.
     fn active_attributes(&self) -> AttrList {
         let mut a = AttrList::new();
-        a.push(self.method.clone());
-        a.push(self.scheme.clone());
+        a.push(self.method_attr());
+        a.push(self.scheme_attr());
         if let Some((addr, port)) = &self.server {
             a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
             a.push(KeyValue::new(attr::SERVER_PORT, *port));
         }
         a
+    }
+
+    fn method_attr(&self) -> KeyValue {
+        KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method)
+    }
+
+    fn scheme_attr(&self) -> KeyValue {
+        KeyValue::new(attr::URL_SCHEME, if self.https { "https" } else { "http" })
     }
 
     pub(crate) fn request_started(&self) {
@@ -243,8 +252,8 @@ impl RequestState {
 
     fn record(&self, m: &MetricsState, seconds: f64, error: Option<&'static str>) {
         let mut a = AttrList::new();
-        a.push(m.method.clone());
-        a.push(m.scheme.clone());
+        a.push(m.method_attr());
+        a.push(m.scheme_attr());
         if let Some(status) = self.status {
             a.push(KeyValue::new(
                 attr::HTTP_RESPONSE_STATUS_CODE,
