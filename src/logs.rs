@@ -295,23 +295,27 @@ struct TextVisitor<'a, 'w> {
     result: fmt::Result,
 }
 
+impl TextVisitor<'_, '_> {
+    fn put(&mut self, args: fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            self.result = self.w.write_fmt(args);
+        }
+    }
+}
+
 impl Visit for TextVisitor<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                write!(self.w, " {value}")
-            } else {
-                write!(self.w, " {}={value:?}", field.name())
-            };
+        if field.name() == "message" {
+            self.put(format_args!(" {value}"));
+        } else {
+            self.record_debug(field, &value);
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                write!(self.w, " {value:?}")
-            } else {
-                write!(self.w, " {}={value:?}", field.name())
-            };
+        if field.name() == "message" {
+            self.put(format_args!(" {value:?}"));
+        } else {
+            self.put(format_args!(" {}={value:?}", field.name()));
         }
     }
 }

@@ -18,32 +18,13 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{Status, TraceContextExt};
-use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
 use tower_otel_http::server::SpanEnd;
-
-fn channel_body() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Body) {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (tx, Body::from_stream(stream))
-}
 
 #[tokio::test]
 async fn streaming_body_ends_after_last_chunk() {
     let t = Telemetry::new();
-    let (tx, body) = channel_body();
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
-    let app = Router::new()
-        .route(
-            "/stream",
-            get(move || {
-                let b = body.lock().unwrap().take().unwrap();
-                async move { b }
-            }),
-        )
-        .layer(t.layer());
+    let (tx, app) = streaming_app(t.layer());
     let resp = app.oneshot(get_req("/stream")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(t.spans().is_empty(), "span ended at the response head");
@@ -85,17 +66,7 @@ async fn body_ending_without_trailing_poll_ends_span() {
 #[tokio::test]
 async fn dropped_body_ends_span_with_error_type_and_keeps_status() {
     let t = Telemetry::new();
-    let (tx, body) = channel_body();
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
-    let app = Router::new()
-        .route(
-            "/stream",
-            get(move || {
-                let b = body.lock().unwrap().take().unwrap();
-                async move { b }
-            }),
-        )
-        .layer(t.layer());
+    let (tx, app) = streaming_app(t.layer());
     let resp = app.oneshot(get_req("/stream")).await.unwrap();
     let mut body = resp.into_body();
     tx.send(Ok(Bytes::from_static(b"one"))).await.unwrap();
@@ -114,17 +85,7 @@ async fn dropped_body_ends_span_with_error_type_and_keeps_status() {
 #[tokio::test]
 async fn body_error_ends_span_with_error_type() {
     let t = Telemetry::new();
-    let (tx, body) = channel_body();
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
-    let app = Router::new()
-        .route(
-            "/stream",
-            get(move || {
-                let b = body.lock().unwrap().take().unwrap();
-                async move { b }
-            }),
-        )
-        .layer(t.layer());
+    let (tx, app) = streaming_app(t.layer());
     let resp = app.oneshot(get_req("/stream")).await.unwrap();
     let mut body = resp.into_body();
     tx.send(Err(std::io::Error::other("disk on fire")))
@@ -217,15 +178,11 @@ async fn panic_behind_catch_panic_is_a_500() {
     assert!(is_error(&span));
 }
 
-fn sse_app(t: &Telemetry, end: SpanEnd, tx_body: Body) -> Router {
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(tx_body)));
+fn sse_app(t: &Telemetry, end: SpanEnd, body: Body) -> Router {
     Router::new()
         .route(
             "/events",
-            get(move || {
-                let b = body.lock().unwrap().take().unwrap();
-                async move { ([("content-type", "text/event-stream")], b) }
-            }),
+            once(body, &[("content-type", "text/event-stream")]),
         )
         .layer(t.layer().with_event_stream_end(end))
 }

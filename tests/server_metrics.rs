@@ -17,7 +17,6 @@ use opentelemetry::metrics::{
     UpDownCounter,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
 use tower_otel_http::metrics::{Labeler, DURATION_BUCKETS};
 use tower_otel_http::route::RecordRouteLayer;
@@ -317,29 +316,6 @@ async fn instruments_are_created_once_for_a_big_nested_router() {
     let total: u64 = m.points(DURATION).iter().map(|p| p.count).sum();
     assert_eq!(total, n, "each request counted once");
     assert_eq!(t.spans().len() as u64, n, "each request traced once");
-}
-
-fn channel_body() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Body) {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (tx, Body::from_stream(stream))
-}
-
-fn streaming_app(layer: OtelServerLayer) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Router) {
-    let (tx, body) = channel_body();
-    let body = Arc::new(Mutex::new(Some(body)));
-    let app = Router::new()
-        .route(
-            "/stream",
-            get(move || {
-                let b = body.lock().unwrap().take().unwrap();
-                async move { b }
-            }),
-        )
-        .layer(layer);
-    (tx, app)
 }
 
 #[tokio::test]

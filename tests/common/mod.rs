@@ -210,3 +210,45 @@ impl Metrics {
 }
 
 pub const DURATION: &str = "http.server.request.duration";
+
+// ---------------------------------------------------------------- streaming bodies
+
+/// Feeds a [`channel_body`].
+pub type Chunks = tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>;
+
+/// A response body whose chunks (or error) the test sends one by one.
+pub fn channel_body() -> (Chunks, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (tx, Body::from_stream(stream))
+}
+
+/// A GET handler that answers once with `body`, with the given headers.
+pub fn once(
+    body: Body,
+    headers: &'static [(&'static str, &'static str)],
+) -> axum::routing::MethodRouter {
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    axum::routing::get(move || {
+        let b = body.lock().unwrap().take().expect("called once");
+        async move {
+            let mut resp = http::Response::new(b);
+            for (k, v) in headers {
+                resp.headers_mut()
+                    .insert(*k, http::HeaderValue::from_static(v));
+            }
+            resp
+        }
+    })
+}
+
+/// `/stream` behind `layer`, answering with a body fed by the returned sender.
+pub fn streaming_app(layer: OtelServerLayer) -> (Chunks, axum::Router) {
+    let (tx, body) = channel_body();
+    let app = axum::Router::new()
+        .route("/stream", once(body, &[]))
+        .layer(layer);
+    (tx, app)
+}
