@@ -552,3 +552,62 @@ async fn route_from_slot_reaches_the_metrics() {
     let p = &b.m.points(DURATION)[0];
     assert_eq!(p.attr("http.route"), Some("/api/v1/users/{id}"));
 }
+
+#[tokio::test]
+async fn client_disconnect_over_a_real_server_ends_span_and_active_request() {
+    use tokio::io::AsyncWriteExt;
+    let b = Both::new();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let app = Router::new()
+        .route(
+            "/slow/{id}",
+            get(move || {
+                let started = started_tx.clone();
+                async move {
+                    let _ = started.send(()).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }
+            }),
+        )
+        .layer(b.layer().with_active_requests(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(b.m.active(), 1.0);
+    drop(conn); // the client goes away
+
+    let mut spans = Vec::new();
+    for _ in 0..200 {
+        spans = b.t.spans();
+        if !spans.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(spans.len(), 1, "span ended when hyper dropped the request");
+    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("cancelled"));
+    assert_eq!(b.m.active(), 0.0);
+    let p = &b.m.points(DURATION)[0];
+    assert_eq!(p.attr("error.type"), Some("cancelled"), "same error.type on the metric");
+    assert_eq!(p.attr("http.route"), Some("/slow/{id}"));
+}
+
+#[tokio::test]
+async fn span_and_metric_carry_the_same_error_type() {
+    let b = Both::new();
+    let app = app().layer(b.layer());
+    send(app, get_req("/api/v1/boom")).await;
+    let span = b.t.one();
+    let p = &b.m.points(DURATION)[0];
+    assert_eq!(attr_str(&span, "error.type").as_deref(), Some("500"));
+    assert_eq!(p.attr("error.type"), Some("500"));
+}
