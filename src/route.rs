@@ -86,8 +86,49 @@ pub(crate) fn intern(s: &str) -> &'static str {
     v
 }
 
+thread_local! {
+    /// A per-thread mirror of the interned entries this thread has used: the hot path takes no
+    /// lock shared between cores. Bounded like the interner.
+    static LOCAL: std::cell::RefCell<FnvMap<Box<str>, LocalEntry>> =
+        std::cell::RefCell::new(FnvMap::default());
+}
+
+struct LocalEntry {
+    route: &'static str,
+    names: smallvec::SmallVec<[(&'static str, &'static str); 4]>,
+}
+
 /// The route template and the span name `"{label} {route}"`, both `'static` when interned.
 pub(crate) fn route_and_name(
+    label: &'static str,
+    route: &str,
+) -> (Cow<'static, str>, Cow<'static, str>) {
+    let local = LOCAL.try_with(|l| {
+        let l = l.try_borrow().ok()?;
+        let e = l.get(route)?;
+        let (_, name) = e.names.iter().find(|(l, _)| std::ptr::eq(*l, label) || *l == label)?;
+        Some((e.route, *name))
+    });
+    if let Ok(Some((r, n))) = local {
+        return (Cow::Borrowed(r), Cow::Borrowed(n));
+    }
+    let found = route_and_name_shared(label, route);
+    if let (Cow::Borrowed(r), Cow::Borrowed(n)) = &found {
+        let _ = LOCAL.try_with(|l| {
+            if let Ok(mut l) = l.try_borrow_mut() {
+                let e = l.entry(route.into()).or_insert_with(|| LocalEntry {
+                    route: r,
+                    names: smallvec::SmallVec::new(),
+                });
+                e.names.push((label, n));
+            }
+        });
+    }
+    found
+}
+
+/// [`route_and_name`] through the process-wide interner.
+fn route_and_name_shared(
     label: &'static str,
     route: &str,
 ) -> (Cow<'static, str>, Cow<'static, str>) {
