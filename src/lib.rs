@@ -1,8 +1,8 @@
 //! # tower-otel-http
 //!
 //! Composable [tower](https://docs.rs/tower) layers that give HTTP servers (axum, hyper, tonic)
-//! OpenTelemetry traces that follow the stable HTTP semantic conventions, with W3C trace
-//! context continued from the caller.
+//! OpenTelemetry spans and metrics that follow the stable HTTP semantic conventions, W3C trace
+//! context continued from the caller, the trace id in a response header and on every log line.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -19,9 +19,20 @@
 //! # let _ = app;
 //! ```
 //!
-//! Every route gets its full template (`GET /api/users/{id}`), one span per request however
-//! often the layer is stacked, the span ends at the last byte of the response body, and the
-//! span's context is current while the handler and the body run.
+//! That one line gives, for every request:
+//!
+//! - one `SERVER` span named after the full route template (`GET /api/users/{id}`), however
+//!   often the layer is stacked, ending at the last byte of the response body, with the span's
+//!   context current while the handler and the body run ([`server`]);
+//! - `http.server.request.duration` with the same value, and opt-in active requests and body
+//!   sizes, instruments created once per layer value ([`metrics`]);
+//! - `traceresponse: 00-<trace-id>-<span-id>-<flags>` on the response ([`response_header`]);
+//! - a `tracing` span carrying `trace_id`/`span_id`/`trace_flags`, so that every log line of
+//!   the request can be correlated (`logs`, feature `tracing`).
+//!
+//! By default the global tracer provider, meter provider and propagator are used as they are
+//! when requests arrive; pass your own with `with_tracer_provider`, `with_meter_provider` and
+//! `with_propagator` (the fastest choice too).
 //!
 //! ## Features
 //!
