@@ -62,9 +62,9 @@ pub(crate) struct HeaderConfig {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[i * 2] = HEX[usize::from(b >> 4)];
-        out[i * 2 + 1] = HEX[usize::from(b & 0x0f)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
 }
 

@@ -106,7 +106,10 @@ pub(crate) fn route_and_name(
     let local = LOCAL.try_with(|l| {
         let l = l.try_borrow().ok()?;
         let e = l.get(route)?;
-        let (_, name) = e.names.iter().find(|(l, _)| std::ptr::eq(*l, label) || *l == label)?;
+        let (_, name) = e
+            .names
+            .iter()
+            .find(|(l, _)| std::ptr::eq(*l, label) || *l == label)?;
         Some((e.route, *name))
     });
     if let Ok(Some((r, n))) = local {

@@ -594,10 +594,17 @@ async fn client_disconnect_over_a_real_server_ends_span_and_active_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(spans.len(), 1, "span ended when hyper dropped the request");
-    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("cancelled"));
+    assert_eq!(
+        attr_str(&spans[0], "error.type").as_deref(),
+        Some("cancelled")
+    );
     assert_eq!(b.m.active(), 0.0);
     let p = &b.m.points(DURATION)[0];
-    assert_eq!(p.attr("error.type"), Some("cancelled"), "same error.type on the metric");
+    assert_eq!(
+        p.attr("error.type"),
+        Some("cancelled"),
+        "same error.type on the metric"
+    );
     assert_eq!(p.attr("http.route"), Some("/slow/{id}"));
 }
 
