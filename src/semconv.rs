@@ -588,3 +588,55 @@ mod tests {
         assert_eq!(forwarded(&h).client, Some("2001:db8::1"));
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    //! Random and hostile inputs: the parsers never panic.
+    use super::*;
+
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    fn random_str(seed: &mut u64, alphabet: &[u8]) -> String {
+        let len = (rng(seed) % 80) as usize;
+        (0..len)
+            .map(|_| char::from(alphabet[(rng(seed) % alphabet.len() as u64) as usize]))
+            .collect()
+    }
+
+    #[test]
+    fn parsers_never_panic_on_random_input() {
+        let alphabet: Vec<u8> = (0x20u8..0x7f).chain([b'\t']).collect();
+        let tricky = b"[]:;,=\"@/-0123456789abcdefABCDEF_ .%&?";
+        let keys: Vec<Box<str>> = DEFAULT_REDACTED_QUERY_KEYS
+            .iter()
+            .map(|k| Box::<str>::from(*k))
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            let s = if i % 2 == 0 {
+                random_str(&mut seed, &alphabet)
+            } else {
+                random_str(&mut seed, tricky)
+            };
+            let _ = split_host(&s);
+            let _ = redact_query(&s, &keys);
+            let _ = crate::propagation::parse_traceparent(&s);
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&s) {
+                h.insert(http::header::FORWARDED, v.clone());
+                h.insert("x-forwarded-for", v.clone());
+                h.insert("x-forwarded-proto", v.clone());
+                h.insert("traceparent", v.clone());
+                h.insert("tracestate", v);
+            }
+            let _ = forwarded(&h);
+            let e = crate::propagation::StrictHeaderExtractor::new(&h);
+            let _ = crate::propagation::extract_w3c(&e, opentelemetry::Context::new());
+        }
+    }
+}
