@@ -20,6 +20,7 @@ use axum::Router;
 use criterion::{criterion_group, Criterion};
 use http::Request;
 use http_body_util::BodyExt;
+use opentelemetry::metrics::noop::NoopMeterProvider;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -180,6 +181,17 @@ fn variants() -> Vec<Variant> {
         Variant {
             name: "spans_noop_provider",
             router: Svc::Router(app().layer(noop())),
+        },
+        Variant {
+            // the default one-liner with no-op tracer and meter providers
+            name: "full_stack_noop_providers",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(&NoopTracerProvider::new())
+                        .with_meter_provider(&NoopMeterProvider::new()),
+                ),
+            ),
         },
         Variant {
             name: "spans_noop_provider_outside",

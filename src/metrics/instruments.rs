@@ -74,6 +74,8 @@ impl ServerInstruments {
 pub(crate) enum MeterSource {
     /// Metrics are off.
     Off,
+    /// A user-supplied no-op provider: nothing to record, no per-request work.
+    Noop,
     /// A user-supplied provider; instruments created on first use, once.
     Fixed(Arc<Meter>, Arc<OnceLock<Arc<ServerInstruments>>>),
     /// The global provider as it stands: instruments created once per global provider.
@@ -84,6 +86,7 @@ impl fmt::Debug for MeterSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             MeterSource::Off => "MeterSource::Off",
+            MeterSource::Noop => "MeterSource::Noop",
             MeterSource::Fixed(..) => "MeterSource::Fixed",
             MeterSource::Global(_) => "MeterSource::Global",
         })
@@ -104,7 +107,12 @@ pub(crate) struct GlobalInstruments {
 const GLOBAL_RECHECK_NANOS: u64 = crate::otel::GLOBAL_RECHECK.as_nanos() as u64;
 
 impl MeterSource {
-    pub(crate) fn fixed<P: MeterProvider + ?Sized>(provider: &P) -> Self {
+    pub(crate) fn fixed<P: MeterProvider + ?Sized + 'static>(provider: &P) -> Self {
+        if std::any::TypeId::of::<P>()
+            == std::any::TypeId::of::<opentelemetry::metrics::noop::NoopMeterProvider>()
+        {
+            return MeterSource::Noop;
+        }
         MeterSource::Fixed(
             Arc::new(provider.meter_with_scope(crate::otel::scope())),
             Arc::default(),
@@ -119,6 +127,7 @@ impl MeterSource {
     pub(crate) fn reset(&self) -> Self {
         match self {
             MeterSource::Off => MeterSource::Off,
+            MeterSource::Noop => MeterSource::Noop,
             MeterSource::Fixed(meter, _) => MeterSource::Fixed(meter.clone(), Arc::default()),
             MeterSource::Global(_) => MeterSource::global(),
         }
@@ -138,7 +147,7 @@ impl MeterSource {
         now_nanos: Option<u64>,
     ) -> Option<Arc<ServerInstruments>> {
         match self {
-            MeterSource::Off => None,
+            MeterSource::Off | MeterSource::Noop => None,
             MeterSource::Fixed(meter, cell) => Some(
                 cell.get_or_init(|| Arc::new(ServerInstruments::new(meter, options)))
                     .clone(),

@@ -240,7 +240,7 @@ impl<M> OtelServerLayer<M> {
     /// Use this meter provider instead of the global one.
     pub fn with_meter_provider<P>(mut self, provider: &P) -> Self
     where
-        P: MeterProvider + ?Sized,
+        P: MeterProvider + ?Sized + 'static,
     {
         let on = !matches!(self.config.meter, MeterSource::Off);
         self.config().meter = MeterSource::fixed(provider);

@@ -114,7 +114,10 @@ where
         } else {
             None
         };
-        let metrics_on = !matches!(self.config.meter, crate::metrics::MeterSource::Off);
+        let metrics_on = !matches!(
+            self.config.meter,
+            crate::metrics::MeterSource::Off | crate::metrics::MeterSource::Noop
+        );
         let (start, instruments) = if tracer.is_none() && !metrics_on {
             (SystemTime::UNIX_EPOCH, None)
         } else {
