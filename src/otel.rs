@@ -176,6 +176,16 @@ impl fmt::Debug for PropagatorSource {
 }
 
 impl PropagatorSource {
+    /// No propagator is configured: the global one is the no-op propagator.
+    pub(crate) fn is_noop(&self) -> bool {
+        match self {
+            PropagatorSource::Fixed(_) => false,
+            PropagatorSource::Global => {
+                global::get_text_map_propagator(|p| p.fields().next().is_none())
+            }
+        }
+    }
+
     pub(crate) fn extract(&self, extractor: &StrictHeaderExtractor<'_>) -> Context {
         match self {
             PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), extractor),

@@ -824,27 +824,42 @@ async fn infallible_router_type_is_kept() {
 
 #[tokio::test]
 async fn noop_provider_records_nothing_but_passes_the_callers_context_on() {
-    let app = Router::new()
-        .route(
-            "/ctx",
-            get(|| async {
-                let cx = opentelemetry::Context::current();
-                cx.span().span_context().trace_id().to_string()
-            }),
-        )
-        .layer(
-            OtelServerLayer::new()
-                .with_tracer_provider(&opentelemetry::trace::noop::NoopTracerProvider::new()),
-        );
-    let req = Request::get("/ctx")
-        .header("traceparent", TRACEPARENT)
-        .body(Body::empty())
-        .unwrap();
-    let (status, _, body) = send(app.clone(), req).await;
+    use opentelemetry::trace::noop::NoopTracerProvider;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    let handler = || async {
+        let cx = opentelemetry::Context::current();
+        cx.span().span_context().trace_id().to_string()
+    };
+    // a propagator is configured: the caller's context is current in the handler
+    let app = Router::new().route("/ctx", get(handler)).layer(
+        OtelServerLayer::new()
+            .with_tracer_provider(&NoopTracerProvider::new())
+            .with_metrics(false)
+            .with_propagator(TraceContextPropagator::new()),
+    );
+    let req = || {
+        Request::get("/ctx")
+            .header("traceparent", TRACEPARENT)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, body) = send(app.clone(), req()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, TRACE_ID);
-    let (_, _, body) = send(app, get_req("/ctx")).await;
+    let (_, headers, body) = send(app, get_req("/ctx")).await;
     assert_eq!(body, TraceId::INVALID.to_string());
+    assert!(!headers.contains_key("traceresponse"));
+
+    // nothing configured at all (OpenTelemetry without an SDK): a pure pass-through
+    let app = Router::new().route("/ctx", get(handler)).layer(
+        OtelServerLayer::new()
+            .with_tracer_provider(&NoopTracerProvider::new())
+            .with_metrics(false),
+    );
+    let (status, headers, body) = send(app, req()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, TraceId::INVALID.to_string());
+    assert!(!headers.contains_key("traceresponse"));
 }
 
 #[tokio::test]

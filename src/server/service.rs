@@ -132,7 +132,13 @@ where
             (start, instruments)
         };
         if tracer.is_none() && instruments.is_none() {
-            // Nothing to record: no span, but the caller's context still flows through.
+            // Nothing to record. With no propagator configured either (OpenTelemetry without an
+            // SDK), nothing would propagate: pass through untouched.
+            if self.config.propagator.is_noop() {
+                let req = Request::from_parts(parts, M::wrap(body, None));
+                return ResponseFuture::new(self.inner.call(req), None, None);
+            }
+            // Otherwise no span, but the caller's context still flows through.
             let cx = self
                 .config
                 .propagator
