@@ -2,9 +2,18 @@
 //!
 //! # What a request gets
 //!
-//! One `SERVER` span (SEMCONV §1), even when the layer is stacked (on the root router and on a
-//! nested router, or twice): the outermost instance marks the request and inner instances pass
-//! it through, only recording the route for the outer one.
+//! One `SERVER` span (SEMCONV §1), its measurements ([`crate::metrics`]), the trace-context
+//! response header ([`crate::response_header`]) and a `tracing` span for log correlation
+//! (`crate::logs`, feature `tracing`) — once, even when the layer is stacked (on the root router
+//! and on a nested router, or twice): the outermost instance marks the request and inner
+//! instances pass it through, only recording the route for the outer one.
+//!
+//! | mode | how | per request |
+//! |---|---|---|
+//! | spans + duration metric + header + log span | `OtelLayer::server()` (default) | everything below |
+//! | metrics only | `.with_spans(false)` | measurements; the caller's context still made current |
+//! | spans only | `.with_metrics(false)` | span, header, log span |
+//! | no-op | no-op providers, or no SDK installed | nothing recorded; context passed on when a propagator is configured, else a pure pass-through |
 //!
 //! | attribute | when |
 //! |---|---|
