@@ -478,28 +478,43 @@ async fn metrics_only_and_spans_only() {
 #[tokio::test]
 async fn metrics_only_still_passes_the_callers_context_on() {
     use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    let handler = || async {
+        opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string()
+    };
+    let req = || {
+        Request::get("/ctx")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    // with a propagator configured, the caller's context is current in the handler
+    let b = Both::new();
+    let app = Router::new().route("/ctx", get(handler)).layer(
+        b.layer()
+            .with_spans(false)
+            .with_propagator(TraceContextPropagator::new()),
+    );
+    let (_, headers, body) = send(app, req()).await;
+    assert_eq!(body, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(!headers.contains_key("traceresponse"), "no span of ours");
+    assert_eq!(b.m.points(DURATION).len(), 1);
+
+    // with none (OpenTelemetry without an SDK's propagator), nothing would propagate anyway
     let b = Both::new();
     let app = Router::new()
-        .route(
-            "/ctx",
-            get(|| async {
-                opentelemetry::Context::current()
-                    .span()
-                    .span_context()
-                    .trace_id()
-                    .to_string()
-            }),
-        )
+        .route("/ctx", get(handler))
         .layer(b.layer().with_spans(false));
-    let req = Request::get("/ctx")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .body(Body::empty())
-        .unwrap();
-    let (_, _, body) = send(app, req).await;
-    assert_eq!(body, "4bf92f3577b34da6a3ce929d0e0e4736");
+    let (_, _, body) = send(app, req()).await;
+    assert_eq!(body, opentelemetry::trace::TraceId::INVALID.to_string());
+    assert_eq!(b.m.points(DURATION).len(), 1, "still measured");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 //! | mode | how | per request |
 //! |---|---|---|
 //! | spans + duration metric + header + log span | `OtelLayer::server()` (default) | everything below |
-//! | metrics only | `.with_spans(false)` | measurements; the caller's context still made current |
+//! | metrics only | `.with_spans(false)` | measurements; the caller's context made current when a propagator is configured |
 //! | spans only | `.with_metrics(false)` | span, header, log span |
 //! | no-op | no-op providers, or no SDK installed | nothing recorded; context passed on when a propagator is configured, else a pure pass-through |
 //!

@@ -318,8 +318,9 @@ fn start_request(
                 tracer.start(builder, &parent)
             })
         }
+        None if config.propagator.is_noop() => None,
         None => {
-            // metrics only: the caller's context still flows through
+            // metrics only, with a propagator configured: the caller's context flows through
             let cx = config
                 .propagator
                 .extract(&StrictHeaderExtractor::new(&parts.headers));
