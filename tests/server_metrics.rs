@@ -35,6 +35,22 @@ fn app() -> Router {
         .nest("/api", Router::new().nest("/v1", v1))
 }
 
+/// `/panic` panics behind tower-http's `CatchPanic`, inside `layer`.
+fn panic_app(layer: OtelServerLayer) -> Router {
+    Router::new()
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("bug");
+                }
+                "never"
+            }),
+        )
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(layer)
+}
+
 struct Both {
     t: Telemetry,
     m: Metrics,
@@ -159,18 +175,7 @@ async fn inner_error_panic_and_cancellation_are_recorded_with_error_type() {
         }));
     assert!(svc.oneshot(get_req("/x")).await.is_err());
     // panic behind CatchPanic
-    let app = Router::new()
-        .route(
-            "/panic",
-            get(|| async {
-                if true {
-                    panic!("bug");
-                }
-                "never"
-            }),
-        )
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(b.layer());
+    let app = panic_app(b.layer());
     send(app, get_req("/panic")).await;
     // cancellation
     let app = Router::new()
@@ -354,18 +359,7 @@ async fn active_requests_return_to_zero_on_every_path() {
     assert_eq!(b.m.active(), 0.0, "inner error");
 
     // panic behind CatchPanic
-    let app = Router::new()
-        .route(
-            "/panic",
-            get(|| async {
-                if true {
-                    panic!("bug");
-                }
-                "never"
-            }),
-        )
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(layer.clone());
+    let app = panic_app(layer.clone());
     send(app, get_req("/panic")).await;
     assert_eq!(b.m.active(), 0.0, "panic");
 

@@ -1,0 +1,110 @@
+//! A deterministic harness for instruction-level profiling (not a criterion bench): serves
+//! `GET /api/users/{id}` N times through one configuration, so that `valgrind --tool=callgrind`
+//! can count instructions per request — repeatable where wall-clock timings on a shared machine
+//! are not.
+//!
+//! ```text
+//! cargo bench --bench profile --no-run          # prints the binary's path
+//! valgrind --tool=callgrind target/release/deps/profile-<hash> default 20000
+//! ```
+//!
+//! Variants: `bare`, `noop`, `metrics`, `spans`, `default` (spans + metrics + header + log span),
+//! `global` (the default on the global providers).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::Request;
+use http_body_util::BodyExt;
+use opentelemetry::trace::noop::NoopTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
+use tower::ServiceExt;
+use tower_otel_http::OtelLayer;
+
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let variant = args.next().unwrap_or_else(|| "default".into());
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+
+    let tracer = SdkTracerProvider::builder()
+        .with_span_processor(
+            BatchSpanProcessor::builder(Discard)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(1 << 16)
+                        .with_scheduled_delay(Duration::from_millis(20))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(InMemoryMetricExporter::default()).build())
+        .build();
+
+    let users = Router::new().route("/users/{id}", get(|| async { "user" }));
+    let app = Router::new().nest("/api", users);
+    let app = match variant.as_str() {
+        "bare" => app,
+        "noop" => app.layer(
+            OtelLayer::server()
+                .with_tracer_provider(&NoopTracerProvider::new())
+                .with_metrics(false),
+        ),
+        "metrics" => app.layer(
+            OtelLayer::server()
+                .with_spans(false)
+                .with_meter_provider(&meters),
+        ),
+        "spans" => app.layer(
+            OtelLayer::server()
+                .with_tracer_provider(&tracer)
+                .with_metrics(false),
+        ),
+        "global" => {
+            opentelemetry::global::set_tracer_provider(tracer.clone());
+            opentelemetry::global::set_meter_provider(meters.clone());
+            app.layer(OtelLayer::server())
+        }
+        _ => app.layer(
+            OtelLayer::server()
+                .with_tracer_provider(&tracer)
+                .with_meter_provider(&meters),
+        ),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..n {
+        rt.block_on(async {
+            let req = Request::get("/api/users/42")
+                .header("host", "api.example.com")
+                .header("user-agent", "bench/1.0")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        });
+    }
+    eprintln!("{variant}: {n} requests");
+}
