@@ -24,7 +24,7 @@ pub const MAX_INTERNED_ROUTES: usize = 4096;
 /// FNV-1a: the keys are route templates from the application, not attacker-controlled input,
 /// so a fast non-keyed hash is fine here.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct Fnv(u64);
+struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -44,7 +44,7 @@ impl Hasher for Fnv {
     }
 }
 
-pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 #[derive(Default)]
 struct Interner {

@@ -19,8 +19,6 @@ pub(crate) struct MetricsOptions {
 /// The instruments of one layer value, created once and shared (behind an `Arc`) by every clone
 /// and every service the layer builds.
 pub(crate) struct ServerInstruments {
-    #[cfg(feature = "experimental-bound-instruments")]
-    pub(crate) bound: super::bound::BoundCache,
     pub(crate) duration: Histogram<f64>,
     pub(crate) active_requests: Option<UpDownCounter<i64>>,
     pub(crate) request_body_size: Option<Histogram<u64>>,
@@ -40,8 +38,6 @@ impl fmt::Debug for ServerInstruments {
 impl ServerInstruments {
     pub(crate) fn new(meter: &Meter, options: MetricsOptions) -> Self {
         ServerInstruments {
-            #[cfg(feature = "experimental-bound-instruments")]
-            bound: Default::default(),
             duration: meter
                 .f64_histogram(m::HTTP_SERVER_REQUEST_DURATION)
                 .with_description("Duration of HTTP server requests.")

@@ -59,12 +59,6 @@ impl Labeler {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Whether no attribute was added.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().map(|v| v.is_empty()).unwrap_or(true)
-    }
-
     pub(crate) fn for_each(&self, mut f: impl FnMut(&KeyValue)) {
         if let Ok(v) = self.0.lock() {
             v.iter().for_each(&mut f);

@@ -16,8 +16,6 @@
 //! client addresses, user agents or original methods, so the number of series is bounded by
 //! routes × methods × status codes whatever the traffic.
 
-#[cfg(feature = "experimental-bound-instruments")]
-pub mod bound;
 mod instruments;
 mod labeler;
 

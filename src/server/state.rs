@@ -250,8 +250,7 @@ impl RequestState {
         }
     }
 
-    /// The attributes of this request's measurements (SEMCONV §4.1).
-    fn metric_attributes(&self, m: &MetricsState, error: Option<&'static str>) -> AttrList {
+    fn record(&self, m: &MetricsState, seconds: f64, error: Option<&'static str>) {
         let mut a = AttrList::new();
         a.push(m.method_attr());
         a.push(m.scheme_attr());
@@ -280,71 +279,17 @@ impl RequestState {
         if let Some(l) = &m.labeler {
             l.for_each(|kv| a.push(kv.clone()));
         }
-        a
-    }
-
-    fn record(&self, m: &MetricsState, seconds: f64, error: Option<&'static str>) {
-        let request_bytes = m.request_bytes.as_ref().map(|n| n.load(Ordering::Relaxed));
-        #[cfg(feature = "experimental-bound-instruments")]
-        let bound = self.record_bound(m, seconds, error, request_bytes);
-        #[cfg(not(feature = "experimental-bound-instruments"))]
-        let bound = false;
-        if !bound {
-            let a = self.metric_attributes(m, error);
-            let attrs = a.as_slice();
-            m.instruments.duration.record(seconds, attrs);
-            if let Some(h) = &m.instruments.response_body_size {
-                h.record(self.response_bytes, attrs);
-            }
-            if let (Some(h), Some(n)) = (&m.instruments.request_body_size, request_bytes) {
-                h.record(n, attrs);
-            }
+        let attrs = a.as_slice();
+        m.instruments.duration.record(seconds, attrs);
+        if let Some(h) = &m.instruments.response_body_size {
+            h.record(self.response_bytes, attrs);
+        }
+        if let (Some(h), Some(n)) = (&m.instruments.request_body_size, &m.request_bytes) {
+            h.record(n.load(Ordering::Relaxed), attrs);
         }
         if let Some(c) = &m.instruments.active_requests {
             c.add(-1, m.active_attributes().as_slice());
         }
-    }
-
-    /// Record through pre-bound instruments when the attribute set is made of `'static` values.
-    #[cfg(feature = "experimental-bound-instruments")]
-    fn record_bound(
-        &self,
-        m: &MetricsState,
-        seconds: f64,
-        error: Option<&'static str>,
-        request_bytes: Option<u64>,
-    ) -> bool {
-        if m.server.is_some() || m.labeler.as_ref().is_some_and(|l| !l.is_empty()) {
-            return false;
-        }
-        let route = match &self.route {
-            None => None,
-            Some(Cow::Borrowed(r)) => Some(*r),
-            Some(Cow::Owned(_)) => return false,
-        };
-        let key = crate::metrics::bound::BoundKey::new(
-            m.method,
-            m.https,
-            self.status.map(|s| s.as_u16()),
-            route,
-            error,
-            m.version,
-        );
-        let Some(set) = m
-            .instruments
-            .bound
-            .get(key, &m.instruments, || self.metric_attributes(m, error))
-        else {
-            return false;
-        };
-        set.duration.record(seconds);
-        if let Some(h) = &set.response_body_size {
-            h.record(self.response_bytes);
-        }
-        if let (Some(h), Some(n)) = (&set.request_body_size, request_bytes) {
-            h.record(n);
-        }
-        true
     }
 }
 
