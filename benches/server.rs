@@ -163,6 +163,12 @@ fn providers() -> &'static (SdkTracerProvider, SdkMeterProvider) {
 
 fn variants() -> Vec<Variant> {
     let (sdk, meters) = providers();
+    static SIMPLE: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+    let simple = SIMPLE.get_or_init(|| {
+        SdkTracerProvider::builder()
+            .with_simple_exporter(Discard)
+            .build()
+    });
     let noop = || {
         OtelLayer::server()
             .with_tracer_provider(&NoopTracerProvider::new())
@@ -213,6 +219,19 @@ fn variants() -> Vec<Variant> {
                 app().layer(
                     OtelLayer::server()
                         .with_spans(false)
+                        .with_meter_provider(meters),
+                ),
+            ),
+        },
+        Variant {
+            // the default one-liner on an SDK that exports synchronously (simple processor,
+            // discarding exporter): the instrumentation without the batch thread's cross-core
+            // traffic, which makes the batch variants vary from run to run on a 2-core machine
+            name: "spans_metrics_sdk_simple_processor",
+            router: Svc::Router(
+                app().layer(
+                    OtelLayer::server()
+                        .with_tracer_provider(simple)
                         .with_meter_provider(meters),
                 ),
             ),
