@@ -157,7 +157,8 @@ impl MeterSource {
                     None => true,
                     Some(now) => {
                         let last = g.last_check.load(Ordering::Relaxed);
-                        last == 0 || now.saturating_sub(last) >= GLOBAL_RECHECK_NANOS
+                        // also when the wall clock went backwards
+                        last == 0 || now < last || now - last >= GLOBAL_RECHECK_NANOS
                     }
                 };
                 if !due {
