@@ -203,6 +203,8 @@ fn start_request(
         .unwrap_or(config.https);
     let scheme = &config.scheme_attrs[usize::from(https)];
     let version = semconv::protocol_version(parts.version);
+    // `server.address` is needed by the span, and by the metrics only when opted in
+    let wants_host = tracer.is_some() || (instruments.is_some() && config.metrics_server_address);
     let host = match parts.uri.authority() {
         Some(a) => Some(a.as_str()),
         None => parts
@@ -210,6 +212,7 @@ fn start_request(
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok()),
     }
+    .filter(|_| wants_host)
     .and_then(semconv::split_host)
     .map(|(address, port)| {
         (
