@@ -42,11 +42,18 @@
 //! `tracing-opentelemetry`'s context activation (its default), spans you open in handlers are
 //! children of the `SERVER` span:
 //!
-//! ```ignore
+//! ```
+//! use opentelemetry::trace::TracerProvider as _;
+//! use tracing_subscriber::{layer::SubscriberExt, Layer as _};
+//!
+//! let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
 //! let otel = tracing_opentelemetry::layer()
-//!     .with_tracer(tracer)
+//!     .with_tracer(provider.tracer("app"))
 //!     .with_filter(tower_otel_http::logs::exclude_request_spans());
-//! tracing_subscriber::registry().with(otel).with(fmt_layer).init();
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(otel)
+//!     .with(tracing_subscriber::fmt::layer());
+//! # let _ = subscriber;
 //! ```
 
 use std::fmt;

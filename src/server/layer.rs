@@ -161,6 +161,37 @@ impl fmt::Debug for Config {
 /// # let _ = app;
 /// ```
 ///
+/// Configured, with your own providers (the fastest choice) and a few options:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use opentelemetry::KeyValue;
+/// use opentelemetry_sdk::{metrics::SdkMeterProvider, trace::SdkTracerProvider};
+/// use tower_otel_http::{response_header::ResponseHeader, server::SpanEnd, OtelLayer};
+///
+/// let tracer_provider = SdkTracerProvider::builder().build();
+/// let meter_provider = SdkMeterProvider::builder().build();
+/// let layer = OtelLayer::server()
+///     .with_tracer_provider(&tracer_provider)
+///     .with_meter_provider(&meter_provider)
+///     .with_filter(|req| req.uri.path() != "/health")
+///     .with_request_headers(["x-request-id"])
+///     .with_request_attributes(|req, attrs| {
+///         if let Some(tenant) = req.headers.get("x-tenant").and_then(|v| v.to_str().ok()) {
+///             attrs.push(KeyValue::new("app.tenant", tenant.to_owned()));
+///         }
+///     })
+///     .with_active_requests(true)
+///     .with_event_stream_end(SpanEnd::Head)
+///     .with_response_header(ResponseHeader::TraceId(http::HeaderName::from_static(
+///         "x-trace-id",
+///     )));
+/// let app: Router = Router::new()
+///     .route("/health", get(|| async { "ok" }))
+///     .layer(layer);
+/// # let _ = app;
+/// ```
+///
 /// Cloning the layer (as `Router::layer` does for every route) clones one [`Arc`].
 /// See the [module docs](crate::server) for what is recorded and when.
 #[must_use]
