@@ -61,6 +61,130 @@ fn allocs() -> u64 {
     ALLOCS.with(|c| c.get())
 }
 
+// ---- a straightforward layer, for reference: what "just instrument it" costs ----
+
+mod naive {
+    //! Extract the context with the SDK's propagator, start a span with 8 attributes, end it at
+    //! the response head, record a histogram; a boxed future. No route slot, no strictness, no
+    //! body tracking: the reference point the crate is meant to beat.
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+    use std::time::Instant;
+
+    use axum::extract::MatchedPath;
+    use http::{Request, Response};
+    use opentelemetry::metrics::Histogram;
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::{Span, SpanKind, Tracer};
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracer;
+
+    struct Headers<'a>(&'a http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct NaiveLayer {
+        pub tracer: SdkTracer,
+        pub histogram: Histogram<f64>,
+    }
+
+    impl<S> tower::Layer<S> for NaiveLayer {
+        type Service = Naive<S>;
+        fn layer(&self, inner: S) -> Naive<S> {
+            Naive {
+                inner,
+                layer: self.clone(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct Naive<S> {
+        inner: S,
+        layer: NaiveLayer,
+    }
+
+    impl<S, B, RB> tower::Service<Request<B>> for Naive<S>
+    where
+        S: tower::Service<Request<B>, Response = Response<RB>>,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request<B>) -> Self::Future {
+            let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|m| m.as_str().to_owned());
+            let method = req.method().as_str().to_owned();
+            let name = match &route {
+                Some(r) => format!("{method} {r}"),
+                None => method.clone(),
+            };
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let attrs = vec![
+                KeyValue::new("http.request.method", method.clone()),
+                KeyValue::new("url.path", req.uri().path().to_owned()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("http.route", route.clone().unwrap_or_default()),
+                KeyValue::new("network.protocol.version", "1.1"),
+                KeyValue::new("server.address", header("host")),
+                KeyValue::new("user_agent.original", header("user-agent")),
+            ];
+            let mut span = self
+                .layer
+                .tracer
+                .span_builder(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes(attrs)
+                .start_with_context(&self.layer.tracer, &parent);
+            let histogram = self.layer.histogram.clone();
+            let start = Instant::now();
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                let res = fut.await;
+                if let Ok(r) = &res {
+                    let status = i64::from(r.status().as_u16());
+                    span.set_attribute(KeyValue::new("http.response.status_code", status));
+                    histogram.record(
+                        start.elapsed().as_secs_f64(),
+                        &[
+                            KeyValue::new("http.request.method", method),
+                            KeyValue::new("http.route", route.unwrap_or_default()),
+                            KeyValue::new("http.response.status_code", status),
+                            KeyValue::new("url.scheme", "http"),
+                        ],
+                    );
+                }
+                span.end();
+                res
+            })
+        }
+    }
+}
+
 // ---- the application ----
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -235,6 +359,23 @@ fn variants() -> Vec<Variant> {
                         .with_meter_provider(meters),
                 ),
             ),
+        },
+        Variant {
+            // reference: a straightforward span + histogram layer (boxed future, ends at the head)
+            name: "naive_spans_metrics_layer",
+            router: Svc::Router(app().layer(naive::NaiveLayer {
+                tracer: {
+                    use opentelemetry::trace::TracerProvider as _;
+                    sdk.tracer("naive")
+                },
+                histogram: {
+                    use opentelemetry::metrics::MeterProvider as _;
+                    meters
+                        .meter("naive")
+                        .f64_histogram("http.server.request.duration")
+                        .build()
+                },
+            })),
         },
         Variant {
             // spans + duration metric, without the response header and the log span
