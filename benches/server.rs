@@ -185,6 +185,80 @@ mod naive {
     }
 }
 
+// ---- the SDK floor: what any span + histogram costs, with nothing else ----
+
+mod floor {
+    //! Starts an SDK span with no attributes, ends it when the response future completes and
+    //! records the duration histogram with the five attributes of a successful request: the
+    //! cost of the SDK calls alone, which no instrumentation can avoid.
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use http::{Request, Response};
+    use opentelemetry::metrics::Histogram;
+    use opentelemetry::trace::{Span, Tracer};
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::trace::SdkTracer;
+
+    #[derive(Clone)]
+    pub struct FloorLayer {
+        pub tracer: SdkTracer,
+        pub histogram: Histogram<f64>,
+    }
+
+    impl<S> tower::Layer<S> for FloorLayer {
+        type Service = Floor<S>;
+        fn layer(&self, inner: S) -> Floor<S> {
+            Floor {
+                inner,
+                layer: self.clone(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct Floor<S> {
+        inner: S,
+        layer: FloorLayer,
+    }
+
+    impl<S, B, RB> tower::Service<Request<B>> for Floor<S>
+    where
+        S: tower::Service<Request<B>, Response = Response<RB>>,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request<B>) -> Self::Future {
+            let mut span = self.layer.tracer.start("GET /api/users/{id}");
+            let histogram = self.layer.histogram.clone();
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                let res = fut.await;
+                span.end();
+                histogram.record(
+                    0.001,
+                    &[
+                        KeyValue::new("http.request.method", "GET"),
+                        KeyValue::new("url.scheme", "http"),
+                        KeyValue::new("http.response.status_code", 200),
+                        KeyValue::new("http.route", "/api/users/{id}"),
+                        KeyValue::new("network.protocol.version", "1.1"),
+                    ],
+                );
+                res
+            })
+        }
+    }
+}
+
 // ---- the application ----
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -359,6 +433,23 @@ fn variants() -> Vec<Variant> {
                         .with_meter_provider(meters),
                 ),
             ),
+        },
+        Variant {
+            // reference: the SDK calls alone (span start/end, one histogram record), boxed future
+            name: "sdk_floor_span_histogram",
+            router: Svc::Router(app().layer(floor::FloorLayer {
+                tracer: {
+                    use opentelemetry::trace::TracerProvider as _;
+                    sdk.tracer("floor")
+                },
+                histogram: {
+                    use opentelemetry::metrics::MeterProvider as _;
+                    meters
+                        .meter("floor")
+                        .f64_histogram("http.server.request.duration")
+                        .build()
+                },
+            })),
         },
         Variant {
             // reference: a straightforward span + histogram layer (boxed future, ends at the head)
