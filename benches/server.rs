@@ -61,12 +61,15 @@ fn allocs() -> u64 {
     ALLOCS.with(|c| c.get())
 }
 
-// ---- a straightforward layer, for reference: what "just instrument it" costs ----
+// ---- reference layers: the SDK floor, and what "just instrument it" costs ----
 
-mod naive {
-    //! Extract the context with the SDK's propagator, start a span with 8 attributes, end it at
-    //! the response head, record a histogram; a boxed future. No route slot, no strictness, no
-    //! body tracking: the reference point the crate is meant to beat.
+mod reference {
+    //! Two same-run references, one boxed-future layer:
+    //! - `Naive`: extract the context with the SDK's propagator, start a span with 8 attributes,
+    //!   end it at the response head, record a histogram — no route slot, no strictness, no body
+    //!   tracking: the point the crate is meant to beat;
+    //! - `Floor`: a root span without attributes started and ended, and one histogram record with
+    //!   the five attributes of a successful request — the SDK calls alone.
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context as TaskContext, Poll};
@@ -74,12 +77,13 @@ mod naive {
 
     use axum::extract::MatchedPath;
     use http::{Request, Response};
-    use opentelemetry::metrics::Histogram;
+    use opentelemetry::metrics::{Histogram, MeterProvider as _};
     use opentelemetry::propagation::{Extractor, TextMapPropagator};
-    use opentelemetry::trace::{Span, SpanKind, Tracer};
+    use opentelemetry::trace::{Span, SpanKind, Tracer, TracerProvider as _};
     use opentelemetry::KeyValue;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::SdkTracer;
+    use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
     struct Headers<'a>(&'a http::HeaderMap);
     impl Extractor for Headers<'_> {
@@ -92,15 +96,30 @@ mod naive {
     }
 
     #[derive(Clone)]
-    pub struct NaiveLayer {
-        pub tracer: SdkTracer,
-        pub histogram: Histogram<f64>,
+    pub struct ReferenceLayer {
+        tracer: SdkTracer,
+        histogram: Histogram<f64>,
+        naive: bool,
     }
 
-    impl<S> tower::Layer<S> for NaiveLayer {
-        type Service = Naive<S>;
-        fn layer(&self, inner: S) -> Naive<S> {
-            Naive {
+    impl ReferenceLayer {
+        pub fn new(tracers: &SdkTracerProvider, meters: &SdkMeterProvider, naive: bool) -> Self {
+            let name = if naive { "naive" } else { "floor" };
+            ReferenceLayer {
+                tracer: tracers.tracer(name),
+                histogram: meters
+                    .meter(name)
+                    .f64_histogram("http.server.request.duration")
+                    .build(),
+                naive,
+            }
+        }
+    }
+
+    impl<S> tower::Layer<S> for ReferenceLayer {
+        type Service = Reference<S>;
+        fn layer(&self, inner: S) -> Reference<S> {
+            Reference {
                 inner,
                 layer: self.clone(),
             }
@@ -108,12 +127,12 @@ mod naive {
     }
 
     #[derive(Clone)]
-    pub struct Naive<S> {
+    pub struct Reference<S> {
         inner: S,
-        layer: NaiveLayer,
+        layer: ReferenceLayer,
     }
 
-    impl<S, B, RB> tower::Service<Request<B>> for Naive<S>
+    impl<S, B, RB> tower::Service<Request<B>> for Reference<S>
     where
         S: tower::Service<Request<B>, Response = Response<RB>>,
         S::Future: Send + 'static,
@@ -127,6 +146,26 @@ mod naive {
         }
 
         fn call(&mut self, req: Request<B>) -> Self::Future {
+            let histogram = self.layer.histogram.clone();
+            if !self.layer.naive {
+                let mut span = self.layer.tracer.start("GET /api/users/{id}");
+                let fut = self.inner.call(req);
+                return Box::pin(async move {
+                    let res = fut.await;
+                    span.end();
+                    histogram.record(
+                        0.001,
+                        &[
+                            KeyValue::new("http.request.method", "GET"),
+                            KeyValue::new("url.scheme", "http"),
+                            KeyValue::new("http.response.status_code", 200),
+                            KeyValue::new("http.route", "/api/users/{id}"),
+                            KeyValue::new("network.protocol.version", "1.1"),
+                        ],
+                    );
+                    res
+                });
+            }
             let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
             let route = req
                 .extensions()
@@ -160,7 +199,6 @@ mod naive {
                 .with_kind(SpanKind::Server)
                 .with_attributes(attrs)
                 .start_with_context(&self.layer.tracer, &parent);
-            let histogram = self.layer.histogram.clone();
             let start = Instant::now();
             let fut = self.inner.call(req);
             Box::pin(async move {
@@ -179,80 +217,6 @@ mod naive {
                     );
                 }
                 span.end();
-                res
-            })
-        }
-    }
-}
-
-// ---- the SDK floor: what any span + histogram costs, with nothing else ----
-
-mod floor {
-    //! Starts an SDK span with no attributes, ends it when the response future completes and
-    //! records the duration histogram with the five attributes of a successful request: the
-    //! cost of the SDK calls alone, which no instrumentation can avoid.
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context as TaskContext, Poll};
-
-    use http::{Request, Response};
-    use opentelemetry::metrics::Histogram;
-    use opentelemetry::trace::{Span, Tracer};
-    use opentelemetry::KeyValue;
-    use opentelemetry_sdk::trace::SdkTracer;
-
-    #[derive(Clone)]
-    pub struct FloorLayer {
-        pub tracer: SdkTracer,
-        pub histogram: Histogram<f64>,
-    }
-
-    impl<S> tower::Layer<S> for FloorLayer {
-        type Service = Floor<S>;
-        fn layer(&self, inner: S) -> Floor<S> {
-            Floor {
-                inner,
-                layer: self.clone(),
-            }
-        }
-    }
-
-    #[derive(Clone)]
-    pub struct Floor<S> {
-        inner: S,
-        layer: FloorLayer,
-    }
-
-    impl<S, B, RB> tower::Service<Request<B>> for Floor<S>
-    where
-        S: tower::Service<Request<B>, Response = Response<RB>>,
-        S::Future: Send + 'static,
-    {
-        type Response = S::Response;
-        type Error = S::Error;
-        type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-            self.inner.poll_ready(cx)
-        }
-
-        fn call(&mut self, req: Request<B>) -> Self::Future {
-            let mut span = self.layer.tracer.start("GET /api/users/{id}");
-            let histogram = self.layer.histogram.clone();
-            let fut = self.inner.call(req);
-            Box::pin(async move {
-                let res = fut.await;
-                span.end();
-                histogram.record(
-                    0.001,
-                    &[
-                        KeyValue::new("http.request.method", "GET"),
-                        KeyValue::new("url.scheme", "http"),
-                        KeyValue::new("http.response.status_code", 200),
-                        KeyValue::new("http.route", "/api/users/{id}"),
-                        KeyValue::new("network.protocol.version", "1.1"),
-                    ],
-                );
                 res
             })
         }
@@ -437,36 +401,12 @@ fn variants() -> Vec<Variant> {
         Variant {
             // reference: the SDK calls alone (span start/end, one histogram record), boxed future
             name: "sdk_floor_span_histogram",
-            router: Svc::Router(app().layer(floor::FloorLayer {
-                tracer: {
-                    use opentelemetry::trace::TracerProvider as _;
-                    sdk.tracer("floor")
-                },
-                histogram: {
-                    use opentelemetry::metrics::MeterProvider as _;
-                    meters
-                        .meter("floor")
-                        .f64_histogram("http.server.request.duration")
-                        .build()
-                },
-            })),
+            router: Svc::Router(app().layer(reference::ReferenceLayer::new(sdk, meters, false))),
         },
         Variant {
             // reference: a straightforward span + histogram layer (boxed future, ends at the head)
             name: "naive_spans_metrics_layer",
-            router: Svc::Router(app().layer(naive::NaiveLayer {
-                tracer: {
-                    use opentelemetry::trace::TracerProvider as _;
-                    sdk.tracer("naive")
-                },
-                histogram: {
-                    use opentelemetry::metrics::MeterProvider as _;
-                    meters
-                        .meter("naive")
-                        .f64_histogram("http.server.request.duration")
-                        .build()
-                },
-            })),
+            router: Svc::Router(app().layer(reference::ReferenceLayer::new(sdk, meters, true))),
         },
         Variant {
             // spans + duration metric, without the response header and the log span

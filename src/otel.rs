@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::noop::NoopTracer;
@@ -138,9 +139,10 @@ impl Resolved<'_> {
             Resolved::Fixed(t) => t.start_span(builder, parent),
             Resolved::Global(tracer, fresh, cache) => {
                 let cx = StartSpan::start_span(&*tracer, builder, parent);
-                let sc = cx.span().span_context().clone();
                 // A no-op tracer hands back the parent's span context (or an invalid one); a
                 // shut-down SDK hands back an invalid one. Real spans have their own id.
+                let span = cx.span();
+                let sc = span.span_context();
                 let real = sc.is_valid() && sc.span_id() != parent.span().span_context().span_id();
                 if fresh && real {
                     if let Ok(mut c) = cache.tracer.write() {
@@ -184,6 +186,17 @@ impl PropagatorSource {
                 global::get_text_map_propagator(|p| p.fields().next().is_none())
             }
         }
+    }
+
+    /// The caller's context to make current when this layer records no span: `None` when no
+    /// propagator is configured (nothing would propagate it) or it carries nothing.
+    pub(crate) fn pass_through(&self, headers: &http::HeaderMap) -> Option<Context> {
+        if self.is_noop() {
+            return None;
+        }
+        let cx = self.extract(&StrictHeaderExtractor::new(headers));
+        let carries = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
+        carries.then_some(cx)
     }
 
     pub(crate) fn extract(&self, extractor: &StrictHeaderExtractor<'_>) -> Context {

@@ -367,4 +367,31 @@ mod tests {
         assert_eq!(e.get(TRACEPARENT), None);
         assert_eq!(e.get("baggage"), None);
     }
+
+    #[test]
+    fn long_tracestate_within_32_members_is_kept_whole() {
+        // SEMCONV 5.2: at least 512 characters propagate
+        let members: Vec<String> = (0..20)
+            .map(|i| format!("vendor{i:02}=value-{}", "x".repeat(20)))
+            .collect();
+        let header = members.join(",");
+        assert!(header.len() > 512);
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, VALID.parse().unwrap());
+        h.insert(TRACESTATE, header.parse().unwrap());
+        let cx = extract_w3c(&StrictHeaderExtractor::new(&h), Context::new());
+        let state = cx.span().span_context().trace_state().clone();
+        assert_eq!(state.header(), header);
+    }
+
+    #[test]
+    fn injector_sets_valid_headers_and_skips_invalid_ones() {
+        let mut h = HeaderMap::new();
+        let mut inj = HeaderInjector(&mut h);
+        inj.set(TRACEPARENT, VALID.to_owned());
+        inj.set("bad name", "x".to_owned());
+        inj.set("baggage", "bad\nvalue".to_owned());
+        assert_eq!(h.get(TRACEPARENT).unwrap(), VALID);
+        assert_eq!(h.len(), 1);
+    }
 }

@@ -55,12 +55,12 @@ impl<B: Body> Body for ResponseBody<B> {
         let Some(state) = this.state.as_mut() else {
             return this.inner.poll_frame(cx);
         };
-        let guard = state.cx.as_ref().map(|c| c.clone().attach());
-        #[cfg(feature = "tracing")]
-        let log_span = state.log_span.clone();
-        #[cfg(feature = "tracing")]
-        let entered = log_span.enter();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let frame = {
+            let _guard = state.cx.as_ref().map(|c| c.clone().attach());
+            #[cfg(feature = "tracing")]
+            let _entered = state.log_span.enter();
+            ready!(this.inner.as_mut().poll_frame(cx))
+        };
         let end = match &frame {
             None => Some(None),
             Some(Err(_)) => Some(Some(semconv::ERROR_TYPE_BODY_ERROR)),
@@ -76,9 +76,6 @@ impl<B: Body> Body for ResponseBody<B> {
                 state.end(error);
             }
         }
-        #[cfg(feature = "tracing")]
-        drop(entered);
-        drop(guard);
         Poll::Ready(frame)
     }
 

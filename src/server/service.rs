@@ -6,7 +6,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
 
 use http::{Request, Response};
-use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
@@ -132,26 +131,15 @@ where
             (start, instruments)
         };
         if tracer.is_none() && instruments.is_none() {
-            // Nothing to record. With no propagator configured either (OpenTelemetry without an
-            // SDK), nothing would propagate: pass through untouched.
-            if self.config.propagator.is_noop() {
-                let req = Request::from_parts(parts, M::wrap(body, None));
-                return ResponseFuture::new(self.inner.call(req), None, None);
-            }
-            // Otherwise no span, but the caller's context still flows through.
-            let cx = self
-                .config
-                .propagator
-                .extract(&StrictHeaderExtractor::new(&parts.headers));
+            // Nothing to record: the caller's context still flows through when a propagator is
+            // configured; otherwise (OpenTelemetry without an SDK) a pure pass-through.
+            let cx = self.config.propagator.pass_through(&parts.headers);
             let req = Request::from_parts(parts, M::wrap(body, None));
-            if !cx.span().span_context().is_valid() && cx.baggage().is_empty() {
-                return ResponseFuture::new(self.inner.call(req), None, None);
-            }
             let future = {
-                let _guard = cx.clone().attach();
+                let _guard = cx.clone().map(Context::attach);
                 self.inner.call(req)
             };
-            return ResponseFuture::new(future, None, Some(cx));
+            return ResponseFuture::new(future, None, cx);
         }
         let request_bytes = (M::COUNTS && instruments.is_some()).then(Arc::<AtomicU64>::default);
         let state = start_request(
@@ -321,14 +309,8 @@ fn start_request(
                 tracer.start(builder, &parent)
             })
         }
-        None if config.propagator.is_noop() => None,
-        None => {
-            // metrics only, with a propagator configured: the caller's context flows through
-            let cx = config
-                .propagator
-                .extract(&StrictHeaderExtractor::new(&parts.headers));
-            (cx.span().span_context().is_valid() || !cx.baggage().is_empty()).then_some(cx)
-        }
+        // metrics only: the caller's context flows through when a propagator is configured
+        None => config.propagator.pass_through(&parts.headers),
     };
 
     #[cfg(feature = "axum")]

@@ -163,7 +163,7 @@ impl RequestState {
         }
         let status_attr =
             KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
-        let config = self.config.clone();
+        let config = &self.config;
         let Some(span) = self.span() else {
             return (response, end_now);
         };

@@ -145,45 +145,41 @@ impl Metrics {
             for m in sm.metrics() {
                 let name = m.name().to_string();
                 let unit = m.unit().to_string();
-                let attrs = |it: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
-                    it.map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
-                        .collect::<BTreeMap<_, _>>()
+                let mut push = |it: &mut dyn Iterator<Item = &opentelemetry::KeyValue>,
+                                count: u64,
+                                sum: f64,
+                                bounds: Vec<f64>| {
+                    out.push(Point {
+                        metric: name.clone(),
+                        unit: unit.clone(),
+                        attrs: it
+                            .map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+                            .collect(),
+                        count,
+                        sum,
+                        bounds,
+                    })
                 };
                 match m.data() {
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => {
                         for p in h.data_points() {
-                            out.push(Point {
-                                metric: name.clone(),
-                                unit: unit.clone(),
-                                attrs: attrs(&mut p.attributes()),
-                                count: p.count(),
-                                sum: p.sum(),
-                                bounds: p.bounds().collect(),
-                            });
+                            push(
+                                &mut p.attributes(),
+                                p.count(),
+                                p.sum(),
+                                p.bounds().collect(),
+                            );
                         }
                     }
                     AggregatedMetrics::U64(MetricData::Histogram(h)) => {
                         for p in h.data_points() {
-                            out.push(Point {
-                                metric: name.clone(),
-                                unit: unit.clone(),
-                                attrs: attrs(&mut p.attributes()),
-                                count: p.count(),
-                                sum: p.sum() as f64,
-                                bounds: p.bounds().collect(),
-                            });
+                            let sum = p.sum() as f64;
+                            push(&mut p.attributes(), p.count(), sum, p.bounds().collect());
                         }
                     }
                     AggregatedMetrics::I64(MetricData::Sum(s)) => {
                         for p in s.data_points() {
-                            out.push(Point {
-                                metric: name.clone(),
-                                unit: unit.clone(),
-                                attrs: attrs(&mut p.attributes()),
-                                count: 1,
-                                sum: p.value() as f64,
-                                bounds: vec![],
-                            });
+                            push(&mut p.attributes(), 1, p.value() as f64, vec![]);
                         }
                     }
                     other => panic!("unexpected data for {name}: {other:?}"),
