@@ -7,8 +7,16 @@
 //! cargo bench --bench server
 //! ```
 //!
-//! After criterion's own output a table prints each variant's mean time, its ratio to bare axum
-//! and the heap allocations per request made on the calling thread (a counting allocator).
+//! After criterion's own output a table prints each variant's mean time, its ratio to bare axum,
+//! an interleaved same-run measurement (rounds that time every variant in turn; the median of
+//! the per-round ratios to bare axum is robust to this machine's slow phases) and the heap
+//! allocations per request made on the calling thread (a counting allocator).
+//!
+//! ```text
+//! # only the interleaved table, for some variants, 60 rounds:
+//! BENCH_VARIANTS=spans_metrics_sdk,naive_spans_metrics_layer BENCH_ROUNDS=60 \
+//!     cargo bench --bench server -- no-criterion-variant-matches-this
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -287,7 +295,12 @@ fn sdk_provider() -> SdkTracerProvider {
     let processor = BatchSpanProcessor::builder(Discard)
         .with_batch_config(
             BatchConfigBuilder::default()
-                .with_max_queue_size(1 << 16)
+                .with_max_queue_size(
+                    std::env::var("BENCH_QUEUE")
+                        .ok()
+                        .and_then(|q| q.parse().ok())
+                        .unwrap_or(1 << 16),
+                )
                 .with_scheduled_delay(Duration::from_millis(20))
                 .build(),
         )
@@ -404,6 +417,11 @@ fn variants() -> Vec<Variant> {
             router: Svc::Router(app().layer(reference::ReferenceLayer::new(sdk, meters, false))),
         },
         Variant {
+            // reference: the SDK floor on the synchronously exporting SDK
+            name: "sdk_floor_simple_processor",
+            router: Svc::Router(app().layer(reference::ReferenceLayer::new(simple, meters, false))),
+        },
+        Variant {
             // reference: a straightforward span + histogram layer (boxed future, ends at the head)
             name: "naive_spans_metrics_layer",
             router: Svc::Router(app().layer(reference::ReferenceLayer::new(sdk, meters, true))),
@@ -497,28 +515,94 @@ fn mean_ns(name: &str) -> Option<f64> {
     v["mean"]["point_estimate"].as_f64()
 }
 
+/// Interleaved measurement: every round times a batch of requests of each variant in turn, so
+/// that a slow phase of this noisy machine hits all variants alike; the ratio to bare axum is
+/// taken within each round and the median over rounds is reported (with the 25th/75th
+/// percentiles). Rounds: `BENCH_ROUNDS` (default 40).
+fn interleaved(rt: &tokio::runtime::Runtime, variants: &[Variant]) -> Vec<(f64, f64, f64, f64)> {
+    const BATCH: u32 = 500;
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(40);
+    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); variants.len()];
+    for v in variants {
+        for _ in 0..BATCH {
+            rt.block_on(call(&v.router));
+        }
+    }
+    for _ in 0..rounds {
+        for (i, v) in variants.iter().enumerate() {
+            let start = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..BATCH {
+                    call(&v.router).await;
+                }
+            });
+            ns[i].push(start.elapsed().as_nanos() as f64 / f64::from(BATCH));
+        }
+    }
+    let pct = |mut xs: Vec<f64>, p: f64| {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs[((xs.len() - 1) as f64 * p).round() as usize]
+    };
+    (0..variants.len())
+        .map(|i| {
+            let ratios: Vec<f64> = (0..rounds).map(|r| ns[i][r] / ns[0][r]).collect();
+            (
+                pct(ns[i].clone(), 0.5),
+                pct(ratios.clone(), 0.25),
+                pct(ratios.clone(), 0.5),
+                pct(ratios, 0.75),
+            )
+        })
+        .collect()
+}
+
 fn summary() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let rows: Vec<(&str, Option<f64>, f64)> = variants()
-        .iter()
-        .map(|v| (v.name, mean_ns(v.name), allocations(&rt, &v.router)))
+    // `BENCH_VARIANTS=a,b,c`: only these (and bare) in the table
+    let only: Option<Vec<String>> = std::env::var("BENCH_VARIANTS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let variants: Vec<Variant> = variants()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            *i == 0
+                || only
+                    .as_ref()
+                    .map_or(true, |o| o.iter().any(|n| n == v.name))
+        })
+        .map(|(_, v)| v)
         .collect();
-    let bare_ns = rows[0].1;
-    let bare_allocs = rows[0].2;
+    let allocs: Vec<f64> = variants
+        .iter()
+        .map(|v| allocations(&rt, &v.router))
+        .collect();
+    let paired = interleaved(&rt, &variants);
     println!();
-    println!("| variant | ns/request | × bare | allocations/request | over bare |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, ns, a) in rows {
+    println!("criterion means, and an interleaved same-run measurement (median ratio of rounds)");
+    println!(
+        "| variant | criterion ns | × bare | interleaved ns | × bare (p25–p75) | allocations | over bare |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let bare_ns = mean_ns(variants[0].name);
+    for (i, v) in variants.iter().enumerate() {
+        let ns = mean_ns(v.name);
         let (ns_s, ratio) = match (ns, bare_ns) {
             (Some(ns), Some(b)) => (format!("{ns:.0}"), format!("{:.2}", ns / b)),
             _ => ("-".into(), "-".into()),
         };
+        let (pns, p25, p50, p75) = paired[i];
         println!(
-            "| {name} | {ns_s} | {ratio} | {a:.1} | {:+.1} |",
-            a - bare_allocs
+            "| {} | {ns_s} | {ratio} | {pns:.0} | {p50:.2} ({p25:.2}–{p75:.2}) | {:.1} | {:+.1} |",
+            v.name,
+            allocs[i],
+            allocs[i] - allocs[0]
         );
     }
 }
