@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Variants: `bare`, `noop`, `metrics`, `spans`, `default` (spans + metrics + header + log span),
-//! `global` (the default on the global providers).
+//! `global` (the default on the global providers), and the two reference layers of the
+//! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
+//! straightforward span + histogram layer).
 
 use std::time::Duration;
 
@@ -26,6 +28,9 @@ use opentelemetry_sdk::trace::{
 };
 use tower::ServiceExt;
 use tower_otel_http::OtelLayer;
+
+#[path = "support/reference.rs"]
+mod reference;
 
 #[derive(Debug)]
 struct Discard;
@@ -76,6 +81,8 @@ fn main() {
                 .with_tracer_provider(&tracer)
                 .with_metrics(false),
         ),
+        "floor" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, false)),
+        "naive" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, true)),
         "global" => {
             opentelemetry::global::set_tracer_provider(tracer.clone());
             opentelemetry::global::set_meter_provider(meters.clone());

@@ -164,46 +164,104 @@ impl Resolved<'_> {
 pub(crate) enum PropagatorSource {
     /// The global propagator; when none is installed (the global is the no-op one), the
     /// built-in W3C Trace Context extraction.
-    Global,
+    Global(Arc<GlobalPropagator>),
     Fixed(Arc<dyn TextMapPropagator + Send + Sync>),
+}
+
+/// While the global propagator is the no-op one, the global is looked at again at most every
+/// [`GLOBAL_RECHECK`] (a read lock shared by every request of every core is what this saves).
+#[derive(Default)]
+pub(crate) struct GlobalPropagator {
+    /// Wall-clock nanoseconds of the last look that found the no-op propagator; 0 = look now.
+    noop_seen_at: AtomicU64,
 }
 
 impl fmt::Debug for PropagatorSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PropagatorSource::Global => "PropagatorSource::Global",
+            PropagatorSource::Global(_) => "PropagatorSource::Global",
             PropagatorSource::Fixed(_) => "PropagatorSource::Fixed",
         })
     }
 }
 
+fn is_noop_propagator(p: &dyn TextMapPropagator) -> bool {
+    p.fields().next().is_none()
+}
+
 impl PropagatorSource {
-    /// No propagator is configured: the global one is the no-op propagator.
-    pub(crate) fn is_noop(&self) -> bool {
-        match self {
-            PropagatorSource::Fixed(_) => false,
-            PropagatorSource::Global => {
-                global::get_text_map_propagator(|p| p.fields().next().is_none())
+    pub(crate) fn global() -> Self {
+        PropagatorSource::Global(Arc::default())
+    }
+
+    /// The global propagator is known to be the no-op one, seen less than [`GLOBAL_RECHECK`]
+    /// before `now` (wall-clock nanoseconds; `None`: not known).
+    fn known_noop(&self, now: Option<u64>) -> bool {
+        match (self, now) {
+            (PropagatorSource::Global(g), Some(now)) => {
+                let seen = g.noop_seen_at.load(Ordering::Relaxed);
+                seen != 0 && now >= seen && now - seen < GLOBAL_RECHECK.as_nanos() as u64
+            }
+            _ => false,
+        }
+    }
+
+    /// Remember what the global propagator was found to be at `now`.
+    fn note(&self, noop: bool, now: Option<u64>) {
+        if let (PropagatorSource::Global(g), Some(now)) = (self, now) {
+            let seen = g.noop_seen_at.load(Ordering::Relaxed);
+            if noop {
+                g.noop_seen_at.store(now.max(1), Ordering::Relaxed);
+            } else if seen != 0 {
+                g.noop_seen_at.store(0, Ordering::Relaxed);
             }
         }
     }
 
     /// The caller's context to make current when this layer records no span: `None` when no
-    /// propagator is configured (nothing would propagate it) or it carries nothing.
-    pub(crate) fn pass_through(&self, headers: &http::HeaderMap) -> Option<Context> {
-        if self.is_noop() {
+    /// propagator is configured (nothing would propagate it) or it carries nothing. `now`:
+    /// wall-clock nanoseconds when already read, which lets a no-op global be skipped.
+    pub(crate) fn pass_through(
+        &self,
+        headers: &http::HeaderMap,
+        now: Option<u64>,
+    ) -> Option<Context> {
+        if self.known_noop(now) {
             return None;
         }
-        let cx = self.extract(&StrictHeaderExtractor::new(headers));
+        let extractor = StrictHeaderExtractor::new(headers);
+        let cx = match self {
+            PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), &extractor),
+            PropagatorSource::Global(_) => {
+                let cx = global::get_text_map_propagator(|p| {
+                    let noop = is_noop_propagator(p);
+                    self.note(noop, now);
+                    (!noop).then(|| propagation::extract_with(p, &extractor))
+                });
+                cx?
+            }
+        };
         let carries = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
         carries.then_some(cx)
     }
 
-    pub(crate) fn extract(&self, extractor: &StrictHeaderExtractor<'_>) -> Context {
+    /// The caller's context (the parent of the server span): the configured or global
+    /// propagator's extraction, or the built-in W3C extraction when the global is the no-op
+    /// propagator. `now` as for [`pass_through`](Self::pass_through).
+    pub(crate) fn extract(
+        &self,
+        extractor: &StrictHeaderExtractor<'_>,
+        now: Option<u64>,
+    ) -> Context {
+        if self.known_noop(now) {
+            return propagation::extract_w3c(extractor, Context::current());
+        }
         match self {
             PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), extractor),
-            PropagatorSource::Global => global::get_text_map_propagator(|p| {
-                if p.fields().next().is_none() {
+            PropagatorSource::Global(_) => global::get_text_map_propagator(|p| {
+                let noop = is_noop_propagator(p);
+                self.note(noop, now);
+                if noop {
                     propagation::extract_w3c(extractor, Context::current())
                 } else {
                     propagation::extract_with(p, extractor)

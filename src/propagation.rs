@@ -66,6 +66,47 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     (bad & 0xf0 == 0).then_some(out)
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Eight lowercase hex digits at once (SWAR): their four bytes, or `None` if any of them is
+/// not in `[0-9a-f]`. Same result as [`parse_hex::<4>`], a quarter of the instructions.
+fn parse_hex8(chunk: [u8; 8]) -> Option<[u8; 4]> {
+    let x = u64::from_le_bytes(chunk);
+    if x & HIGHS != 0 {
+        return None; // non-ASCII
+    }
+    // per byte b < 0x80, no carry or borrow crosses a byte:
+    // (b | 0x80) - m has its high bit set iff b >= m; (0x80 + n) - b iff b <= n
+    let ge = |m: u64| (x | HIGHS).wrapping_sub(m * ONES) & HIGHS;
+    let le = |n: u64| ((0x80 + n) * ONES).wrapping_sub(x) & HIGHS;
+    let digit = ge(u64::from(b'0')) & le(u64::from(b'9'));
+    let alpha = ge(u64::from(b'a')) & le(u64::from(b'f'));
+    if digit | alpha != HIGHS {
+        return None;
+    }
+    // nibble value: low four bits, + 9 for letters (bit 6 set)
+    let n = (x & (0x0f * ONES)) + ((x >> 6) & ONES) * 9;
+    // the first digit of each pair is the high nibble (little-endian: the lower byte)
+    let pairs = ((n & 0x00ff_00ff_00ff_00ff) << 4) | ((n >> 8) & 0x00ff_00ff_00ff_00ff);
+    let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    let packed = (quads | (quads >> 16)) & 0xffff_ffff;
+    Some((packed as u32).to_le_bytes())
+}
+
+/// `2 * N` lowercase hex digits (`N` a multiple of 4), eight at a time.
+fn parse_hex_wide<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != N * 2 || N % 4 != 0 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, chunk) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
+        let chunk: [u8; 8] = chunk.try_into().ok()?;
+        o.copy_from_slice(&parse_hex8(chunk)?);
+    }
+    Some(out)
+}
+
 /// Parse a `traceparent` value strictly per W3C Trace Context:
 /// `00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>`.
 ///
@@ -90,8 +131,8 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return None;
     }
-    let trace_id = parse_hex::<16>(&b[3..35])?;
-    let span_id = parse_hex::<8>(&b[36..52])?;
+    let trace_id = parse_hex_wide::<16>(&b[3..35])?;
+    let span_id = parse_hex_wide::<8>(&b[36..52])?;
     let flags = parse_hex::<1>(&b[53..55])?[0];
     if trace_id == [0; 16] || span_id == [0; 8] {
         return None;
@@ -236,6 +277,36 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn wide_hex_parsing_agrees_with_the_bytewise_one_on_every_byte_value() {
+        let base = *b"4bf92f3577b34da6";
+        for pos in 0..base.len() {
+            for v in 0..=255u8 {
+                let mut s = base;
+                s[pos] = v;
+                assert_eq!(
+                    parse_hex_wide::<8>(&s),
+                    parse_hex::<8>(&s),
+                    "byte {v:#04x} at {pos}"
+                );
+            }
+        }
+        // every pair of digit values, in every lane
+        for hi in b"0123456789abcdef" {
+            for lo in b"0123456789abcdef" {
+                for lane in 0..4 {
+                    let mut s = *b"0a1b2c3d";
+                    s[lane * 2] = *hi;
+                    s[lane * 2 + 1] = *lo;
+                    assert_eq!(parse_hex8(s), parse_hex::<4>(&s));
+                }
+            }
+        }
+        assert_eq!(parse_hex_wide::<4>(b"ffffffff"), Some([0xff; 4]));
+        assert_eq!(parse_hex_wide::<4>(b"00000000"), Some([0; 4]));
+        assert_eq!(parse_hex_wide::<4>(b"0000000"), None);
+    }
 
     #[test]
     fn accepts_valid() {

@@ -75,7 +75,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             tracer: TracerSource::global(),
-            propagator: PropagatorSource::Global,
+            propagator: PropagatorSource::global(),
             methods: KnownMethods::from_env_or_default(),
             filter: None,
             public_endpoint: PublicEndpoint::No,
@@ -376,7 +376,8 @@ impl<M> OtelServerLayer<M> {
     /// Whatever the propagator, `traceparent` is validated strictly first (an invalid one is
     /// ignored together with `tracestate`). By default the global propagator is used; when no
     /// global propagator is installed, W3C Trace Context (`traceparent`, `tracestate`) is
-    /// extracted by this crate.
+    /// extracted by this crate; while that is so, the global is looked at again at most every
+    /// 50 ms, so a propagator installed after the first requests takes effect within 50 ms.
     pub fn with_propagator<P>(mut self, propagator: P) -> Self
     where
         P: TextMapPropagator + Send + Sync + 'static,

@@ -117,8 +117,8 @@ where
             self.config.meter,
             crate::metrics::MeterSource::Off | crate::metrics::MeterSource::Noop
         );
-        let (start, instruments) = if tracer.is_none() && !metrics_on {
-            (SystemTime::UNIX_EPOCH, None)
+        let (start, now_nanos, instruments) = if tracer.is_none() && !metrics_on {
+            (SystemTime::UNIX_EPOCH, None, None)
         } else {
             let start = SystemTime::now();
             let now_nanos = start
@@ -128,12 +128,15 @@ where
                 .config
                 .meter
                 .get(self.config.metrics_options, Some(now_nanos));
-            (start, instruments)
+            (start, Some(now_nanos), instruments)
         };
         if tracer.is_none() && instruments.is_none() {
             // Nothing to record: the caller's context still flows through when a propagator is
             // configured; otherwise (OpenTelemetry without an SDK) a pure pass-through.
-            let cx = self.config.propagator.pass_through(&parts.headers);
+            let cx = self
+                .config
+                .propagator
+                .pass_through(&parts.headers, now_nanos);
             let req = Request::from_parts(parts, M::wrap(body, None));
             let future = {
                 let _guard = cx.clone().map(Context::attach);
@@ -147,6 +150,7 @@ where
             tracer,
             instruments,
             start,
+            now_nanos,
             request_bytes.clone(),
             &mut parts,
         );
@@ -168,6 +172,7 @@ fn start_request(
     tracer: Option<Resolved<'_>>,
     instruments: Option<Arc<crate::metrics::ServerInstruments>>,
     start: SystemTime,
+    now_nanos: Option<u64>,
     request_bytes: Option<Arc<AtomicU64>>,
     parts: &mut http::request::Parts,
 ) -> RequestState {
@@ -298,19 +303,19 @@ fn start_request(
                 .with_start_time(start);
             builder.attributes = Some(attrs);
             Some(if public {
-                let remote = config.propagator.extract(&extractor);
+                let remote = config.propagator.extract(&extractor, now_nanos);
                 let sc = remote.span().span_context().clone();
                 if sc.is_valid() {
                     builder.links = Some(vec![Link::with_context(sc)]);
                 }
                 tracer.start(builder, &Context::new())
             } else {
-                let parent = config.propagator.extract(&extractor);
+                let parent = config.propagator.extract(&extractor, now_nanos);
                 tracer.start(builder, &parent)
             })
         }
         // metrics only: the caller's context flows through when a propagator is configured
-        None => config.propagator.pass_through(&parts.headers),
+        None => config.propagator.pass_through(&parts.headers, now_nanos),
     };
 
     #[cfg(feature = "axum")]

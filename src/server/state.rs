@@ -66,7 +66,8 @@ pub(crate) struct RequestState {
     /// The per-request `tracing` span (log correlation); `Span::none()` when off.
     #[cfg(feature = "tracing")]
     pub(crate) log_span: tracing::Span,
-    recording: bool,
+    /// The route was settled after the span started (`http.route` still to be set).
+    route_late: bool,
     start: SystemTime,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     method: http::Method,
@@ -101,7 +102,6 @@ pub(crate) struct NewState {
 
 impl RequestState {
     pub(crate) fn new(n: NewState) -> Self {
-        let recording = n.span && n.cx.as_ref().is_some_and(|cx| cx.span().is_recording());
         if let Some(m) = &n.metrics {
             m.request_started();
         }
@@ -110,7 +110,7 @@ impl RequestState {
             span: n.span,
             #[cfg(feature = "tracing")]
             log_span: n.log_span,
-            recording,
+            route_late: false,
             start: n.start,
             method: n.method,
             label: n.label,
@@ -128,7 +128,7 @@ impl RequestState {
     }
 
     fn span(&self) -> Option<opentelemetry::trace::SpanRef<'_>> {
-        match (&self.cx, self.recording) {
+        match (&self.cx, self.span) {
             (Some(cx), true) => Some(cx.span()),
             _ => None,
         }
@@ -141,6 +141,9 @@ impl RequestState {
 
     /// Record the response head. Returns `true` when the span must end now (no body to wait for,
     /// a protocol upgrade, or a stream configured to end at its head).
+    ///
+    /// The status code (and a route settled now) become span attributes when the span ends,
+    /// in one call with `error.type`: each call into a span takes its lock.
     pub(crate) fn on_response<B: http_body::Body>(
         &mut self,
         mut response: Response<B>,
@@ -157,26 +160,15 @@ impl RequestState {
         let end_now = status == StatusCode::SWITCHING_PROTOCOLS
             || response.body().is_end_stream()
             || (self.config.event_stream_end == SpanEnd::Head && is_event_stream(&response));
-        let route_attr = self.settle_route();
-        if !self.recording {
+        self.settle_route();
+        let config = &self.config;
+        if config.response_headers.is_empty() && config.response_hook.is_none() {
             return (response, end_now);
         }
-        let status_attr =
-            KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
-        let config = &self.config;
-        let Some(span) = self.span() else {
+        let Some(span) = self.span().filter(|s| s.is_recording()) else {
             return (response, end_now);
         };
-        if config.response_headers.is_empty() && config.response_hook.is_none() {
-            // common case: no allocation
-            span.set_attribute(status_attr);
-            if let Some(route) = route_attr {
-                span.set_attribute(route);
-            }
-            return (response, end_now);
-        }
-        let mut attrs: Vec<KeyValue> = vec![status_attr];
-        attrs.extend(route_attr);
+        let mut attrs: Vec<KeyValue> = Vec::new();
         semconv::capture_headers(response.headers(), &config.response_headers, &mut attrs);
         let response = match &config.response_hook {
             Some(hook) => {
@@ -191,10 +183,10 @@ impl RequestState {
     }
 
     /// Route known only after routing (the layer wraps the whole router): the span name and
-    /// `http.route` are settled now. Returns the span attribute to set.
-    fn settle_route(&mut self) -> Option<KeyValue> {
+    /// `http.route` are settled now (the attribute is set when the span ends).
+    fn settle_route(&mut self) {
         if self.route.is_some() {
-            return None;
+            return;
         }
         #[cfg(feature = "axum")]
         if let Some(route) = self.slot.as_ref().and_then(|s| s.get()) {
@@ -203,18 +195,16 @@ impl RequestState {
                 Some(f) => Cow::Owned(f(&self.method, Some(route))),
                 None => name,
             };
-            self.route = Some(route_value.clone());
+            self.route = Some(route_value);
+            self.route_late = true;
             #[cfg(feature = "tracing")]
-            self.log_span.record("http.route", &*route_value);
+            if let Some(r) = &self.route {
+                self.log_span.record("http.route", &**r);
+            }
             if let Some(span) = self.span() {
                 span.update_name(name);
-                return Some(KeyValue::new(
-                    attr::HTTP_ROUTE,
-                    StringValue::from(route_value),
-                ));
             }
         }
-        None
     }
 
     /// End the span and record the measurements. `error` (when given) overrides the
@@ -227,22 +217,27 @@ impl RequestState {
         let error = error.or(self.error);
         let end = SystemTime::now().max(self.start);
         if !self.head_sent {
-            if let Some(route) = self.settle_route() {
-                if let Some(span) = self.span() {
-                    span.set_attribute(route);
-                }
-            }
+            self.settle_route();
         }
         if let Some(span) = self.span() {
-            if let Some(e) = error {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e));
+            let status = self
+                .status
+                .map(|s| KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(s.as_u16())));
+            let route = match (&self.route, self.route_late) {
+                (Some(r), true) => Some(KeyValue::new(
+                    attr::HTTP_ROUTE,
+                    StringValue::from(r.clone()),
+                )),
+                _ => None,
+            };
+            let error_attr = error.map(|e| KeyValue::new(attr::ERROR_TYPE, e));
+            if status.is_some() || route.is_some() || error_attr.is_some() {
+                span.set_attributes([status, route, error_attr].into_iter().flatten());
+            }
+            if error.is_some() {
                 span.set_status(Status::error(""));
             }
-        }
-        if self.span {
-            if let Some(cx) = &self.cx {
-                cx.span().end_with_timestamp(end);
-            }
+            span.end_with_timestamp(end);
         }
         if let Some(m) = &self.metrics {
             let duration = end.duration_since(self.start).unwrap_or_default();
