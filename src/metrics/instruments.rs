@@ -69,6 +69,14 @@ impl ServerInstruments {
     }
 }
 
+/// The instruments a request records into: the layer's own (reached through the layer's
+/// configuration, which the request holds anyway: no reference count touched per request), or
+/// those of the global provider as it stood when the request started.
+pub(crate) enum RequestInstruments {
+    Layer,
+    Global(Arc<ServerInstruments>),
+}
+
 /// Where the meter comes from.
 #[derive(Clone)]
 pub(crate) enum MeterSource {
@@ -130,6 +138,33 @@ impl MeterSource {
             MeterSource::Noop => MeterSource::Noop,
             MeterSource::Fixed(meter, _) => MeterSource::Fixed(meter.clone(), Arc::default()),
             MeterSource::Global(_) => MeterSource::global(),
+        }
+    }
+
+    /// The instruments for a request (see [`RequestInstruments`]); `now_nanos` as for
+    /// [`get`](Self::get).
+    pub(crate) fn for_request(
+        &self,
+        options: MetricsOptions,
+        now_nanos: u64,
+    ) -> Option<RequestInstruments> {
+        match self {
+            MeterSource::Off | MeterSource::Noop => None,
+            MeterSource::Fixed(meter, cell) => {
+                cell.get_or_init(|| Arc::new(ServerInstruments::new(meter, options)));
+                Some(RequestInstruments::Layer)
+            }
+            MeterSource::Global(_) => self
+                .get(options, Some(now_nanos))
+                .map(RequestInstruments::Global),
+        }
+    }
+
+    /// The instruments of a user-supplied provider, once created.
+    pub(crate) fn layer_instruments(&self) -> Option<&ServerInstruments> {
+        match self {
+            MeterSource::Fixed(_, cell) => cell.get().map(|a| &**a),
+            _ => None,
         }
     }
 

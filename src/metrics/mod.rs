@@ -21,7 +21,7 @@ mod labeler;
 
 pub use labeler::Labeler;
 
-pub(crate) use instruments::{MeterSource, MetricsOptions, ServerInstruments};
+pub(crate) use instruments::{MeterSource, MetricsOptions, RequestInstruments, ServerInstruments};
 
 /// Bucket boundaries of `http.*.request.duration` (seconds), from the semantic conventions.
 pub const DURATION_BUCKETS: [f64; 14] = [

@@ -127,7 +127,7 @@ where
             let instruments = self
                 .config
                 .meter
-                .get(self.config.metrics_options, Some(now_nanos));
+                .for_request(self.config.metrics_options, now_nanos);
             (start, Some(now_nanos), instruments)
         };
         if tracer.is_none() && instruments.is_none() {
@@ -170,7 +170,7 @@ where
 fn start_request(
     config: &Arc<Config>,
     tracer: Option<Resolved<'_>>,
-    instruments: Option<Arc<crate::metrics::ServerInstruments>>,
+    instruments: Option<crate::metrics::RequestInstruments>,
     start: SystemTime,
     now_nanos: Option<u64>,
     request_bytes: Option<Arc<AtomicU64>>,

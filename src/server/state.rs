@@ -13,12 +13,12 @@ use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::layer::{Config, SpanEnd};
-use crate::metrics::{AttrList, Labeler, ServerInstruments};
+use crate::metrics::{AttrList, Labeler, RequestInstruments, ServerInstruments};
 use crate::semconv;
 
 /// What metrics need of a request, besides what the span state already has.
 pub(crate) struct MetricsState {
-    pub(crate) instruments: Arc<ServerInstruments>,
+    pub(crate) instruments: RequestInstruments,
     /// `http.request.method` value (`_OTHER` for unknown methods).
     pub(crate) method: &'static str,
     pub(crate) https: bool,
@@ -50,8 +50,19 @@ impl MetricsState {
         KeyValue::new(attr::URL_SCHEME, if self.https { "https" } else { "http" })
     }
 
-    pub(crate) fn request_started(&self) {
-        if let Some(c) = &self.instruments.active_requests {
+    /// The instruments to record into; `config` is the request's layer configuration.
+    fn instruments<'a>(&'a self, config: &'a Config) -> Option<&'a ServerInstruments> {
+        match &self.instruments {
+            RequestInstruments::Layer => config.meter.layer_instruments(),
+            RequestInstruments::Global(i) => Some(i),
+        }
+    }
+
+    pub(crate) fn request_started(&self, config: &Config) {
+        if let Some(c) = self
+            .instruments(config)
+            .and_then(|i| i.active_requests.as_ref())
+        {
             c.add(1, self.active_attributes().as_slice());
         }
     }
@@ -103,7 +114,7 @@ pub(crate) struct NewState {
 impl RequestState {
     pub(crate) fn new(n: NewState) -> Self {
         if let Some(m) = &n.metrics {
-            m.request_started();
+            m.request_started(&n.config);
         }
         RequestState {
             cx: n.cx,
@@ -275,14 +286,17 @@ impl RequestState {
             l.for_each(|kv| a.push(kv.clone()));
         }
         let attrs = a.as_slice();
-        m.instruments.duration.record(seconds, attrs);
-        if let Some(h) = &m.instruments.response_body_size {
+        let Some(instruments) = m.instruments(&self.config) else {
+            return;
+        };
+        instruments.duration.record(seconds, attrs);
+        if let Some(h) = &instruments.response_body_size {
             h.record(self.response_bytes, attrs);
         }
-        if let (Some(h), Some(n)) = (&m.instruments.request_body_size, &m.request_bytes) {
+        if let (Some(h), Some(n)) = (&instruments.request_body_size, &m.request_bytes) {
             h.record(n.load(Ordering::Relaxed), attrs);
         }
-        if let Some(c) = &m.instruments.active_requests {
+        if let Some(c) = &instruments.active_requests {
             c.add(-1, m.active_attributes().as_slice());
         }
     }
