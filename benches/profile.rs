@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Variants: `bare`, `noop`, `metrics`, `spans`, `default` (spans + metrics + header + log span),
-//! `global` (the default on the global providers), and the two reference layers of the
+//! `default_simple` (the default on an SDK exporting synchronously), `global` (the default on
+//! the global providers), and the two reference layers of the
 //! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
 //! straightforward span + histogram layer).
 
@@ -80,6 +81,15 @@ fn main() {
             OtelLayer::server()
                 .with_tracer_provider(&tracer)
                 .with_metrics(false),
+        ),
+        "default_simple" => app.layer(
+            OtelLayer::server()
+                .with_tracer_provider(
+                    &SdkTracerProvider::builder()
+                        .with_simple_exporter(Discard)
+                        .build(),
+                )
+                .with_meter_provider(&meters),
         ),
         "floor" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, false)),
         "naive" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, true)),
