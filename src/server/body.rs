@@ -27,11 +27,8 @@ impl<B> ResponseBody<B> {
         Self { inner, state: None }
     }
 
-    pub(crate) fn traced(inner: B, state: RequestState) -> Self {
-        Self {
-            inner,
-            state: Some(state),
-        }
+    pub(crate) fn traced(inner: B, state: Option<RequestState>) -> Self {
+        Self { inner, state }
     }
 }
 
@@ -72,9 +69,9 @@ impl<B: Body> Body for ResponseBody<B> {
             }
         };
         if let Some(error) = end {
-            if let Some(mut state) = this.state.take() {
-                state.end(error);
-            }
+            // ended in place, then dropped in place: no copy of the state
+            state.end(error);
+            *this.state = None;
         }
         Poll::Ready(frame)
     }

@@ -66,7 +66,8 @@ where
         #[cfg(feature = "tracing")]
         drop(entered);
         drop(guard);
-        let Some(mut state) = this.state.take() else {
+        // the state is updated where it is and moved once, into the body (no copies of it)
+        let Some(state) = this.state.as_mut() else {
             return Poll::Ready(result.map(|r| r.map(ResponseBody::untraced)));
         };
         Poll::Ready(match result {
@@ -74,13 +75,15 @@ where
                 let (response, end_now) = state.on_response(response);
                 if end_now {
                     state.end(None);
+                    *this.state = None;
                     Ok(response.map(ResponseBody::untraced))
                 } else {
-                    Ok(response.map(|b| ResponseBody::traced(b, state)))
+                    Ok(response.map(|b| ResponseBody::traced(b, this.state.take())))
                 }
             }
             Err(e) => {
                 state.end(Some(std::any::type_name::<E>()));
+                *this.state = None;
                 Err(e)
             }
         })
