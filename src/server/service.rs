@@ -227,7 +227,7 @@ fn start_request(
         https,
         version,
         server: if config.metrics_server_address {
-            host_value.clone()
+            host_value.clone().map(Box::new)
         } else {
             None
         },
@@ -347,7 +347,9 @@ fn start_request(
         #[cfg(feature = "tracing")]
         log_span,
         start,
-        method: parts.method.clone(),
+        // only a custom span name settled after routing needs the method itself
+        method: (config.span_name.is_some() && route_value.is_none())
+            .then(|| Box::new(parts.method.clone())),
         label: method.label,
         route: route_value,
         #[cfg(feature = "axum")]

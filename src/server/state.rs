@@ -24,7 +24,8 @@ pub(crate) struct MetricsState {
     pub(crate) https: bool,
     pub(crate) version: Option<&'static str>,
     /// `server.address` / `server.port` when opted in.
-    pub(crate) server: Option<(StringValue, i64)>,
+    /// (Boxed: opt-in, and the state is moved several times per request.)
+    pub(crate) server: Option<Box<(StringValue, i64)>>,
     pub(crate) labeler: Option<Labeler>,
     pub(crate) request_bytes: Option<Arc<AtomicU64>>,
 }
@@ -35,7 +36,7 @@ impl MetricsState {
         let mut a = AttrList::new();
         a.push(self.method_attr());
         a.push(self.scheme_attr());
-        if let Some((addr, port)) = &self.server {
+        if let Some((addr, port)) = self.server.as_deref() {
             a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
             a.push(KeyValue::new(attr::SERVER_PORT, *port));
         }
@@ -80,8 +81,9 @@ pub(crate) struct RequestState {
     /// The route was settled after the span started (`http.route` still to be set).
     route_late: bool,
     start: SystemTime,
+    /// The request method, kept only for a custom span name settled after routing.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    method: http::Method,
+    method: Option<Box<http::Method>>,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     label: &'static str,
     route: Option<Cow<'static, str>>,
@@ -102,7 +104,7 @@ pub(crate) struct NewState {
     #[cfg(feature = "tracing")]
     pub(crate) log_span: tracing::Span,
     pub(crate) start: SystemTime,
-    pub(crate) method: http::Method,
+    pub(crate) method: Option<Box<http::Method>>,
     pub(crate) label: &'static str,
     pub(crate) route: Option<Cow<'static, str>>,
     #[cfg(feature = "axum")]
@@ -202,9 +204,9 @@ impl RequestState {
         #[cfg(feature = "axum")]
         if let Some(route) = self.slot.as_ref().and_then(|s| s.get()) {
             let (route_value, name) = crate::route::route_and_name(self.label, route);
-            let name = match &self.config.span_name {
-                Some(f) => Cow::Owned(f(&self.method, Some(route))),
-                None => name,
+            let name = match (&self.config.span_name, self.method.as_deref()) {
+                (Some(f), Some(method)) => Cow::Owned(f(method, Some(route))),
+                _ => name,
             };
             self.route = Some(route_value);
             self.route_late = true;
@@ -278,7 +280,7 @@ impl RequestState {
         if let Some(v) = m.version {
             a.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
         }
-        if let Some((addr, port)) = &m.server {
+        if let Some((addr, port)) = m.server.as_deref() {
             a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
             a.push(KeyValue::new(attr::SERVER_PORT, *port));
         }
