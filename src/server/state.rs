@@ -259,38 +259,62 @@ impl RequestState {
     }
 
     fn record(&self, m: &MetricsState, seconds: f64, error: Option<&'static str>) {
-        let mut a = AttrList::new();
-        a.push(m.method_attr());
-        a.push(m.scheme_attr());
-        if let Some(status) = self.status {
-            a.push(KeyValue::new(
-                attr::HTTP_RESPONSE_STATUS_CODE,
-                i64::from(status.as_u16()),
-            ));
-        }
-        if let Some(route) = &self.route {
-            a.push(KeyValue::new(
-                attr::HTTP_ROUTE,
-                StringValue::from(route.clone()),
-            ));
-        }
-        if let Some(e) = error {
-            a.push(KeyValue::new(attr::ERROR_TYPE, e));
-        }
-        if let Some(v) = m.version {
-            a.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
-        }
-        if let Some((addr, port)) = m.server.as_deref() {
-            a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
-            a.push(KeyValue::new(attr::SERVER_PORT, *port));
-        }
-        if let Some(l) = &m.labeler {
-            l.for_each(|kv| a.push(kv.clone()));
-        }
-        let attrs = a.as_slice();
         let Some(instruments) = m.instruments(&self.config) else {
             return;
         };
+        let status = self
+            .status
+            .map(|s| KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(s.as_u16())));
+        let route = self
+            .route
+            .as_ref()
+            .map(|r| KeyValue::new(attr::HTTP_ROUTE, StringValue::from(r.clone())));
+        let version = m
+            .version
+            .map(|v| KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
+        let plain = error.is_none() && m.server.is_none() && m.labeler.is_none();
+        match (plain, status, route, version) {
+            // the common case: one array written in place (building a list element by element
+            // costs a store-forwarding stall per element)
+            (true, Some(status), Some(route), Some(version)) => {
+                let attrs = [m.method_attr(), m.scheme_attr(), status, route, version];
+                self.record_with(m, instruments, seconds, &attrs);
+            }
+            (_, status, route, version) => {
+                let mut a = AttrList::new();
+                a.push(m.method_attr());
+                a.push(m.scheme_attr());
+                if let Some(status) = status {
+                    a.push(status);
+                }
+                if let Some(route) = route {
+                    a.push(route);
+                }
+                if let Some(e) = error {
+                    a.push(KeyValue::new(attr::ERROR_TYPE, e));
+                }
+                if let Some(version) = version {
+                    a.push(version);
+                }
+                if let Some((addr, port)) = m.server.as_deref() {
+                    a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
+                    a.push(KeyValue::new(attr::SERVER_PORT, *port));
+                }
+                if let Some(l) = &m.labeler {
+                    l.for_each(|kv| a.push(kv.clone()));
+                }
+                self.record_with(m, instruments, seconds, a.as_slice());
+            }
+        }
+    }
+
+    fn record_with(
+        &self,
+        m: &MetricsState,
+        instruments: &ServerInstruments,
+        seconds: f64,
+        attrs: &[KeyValue],
+    ) {
         instruments.duration.record(seconds, attrs);
         if let Some(h) = &instruments.response_body_size {
             h.record(self.response_bytes, attrs);
