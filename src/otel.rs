@@ -254,7 +254,7 @@ impl PropagatorSource {
         now: Option<u64>,
     ) -> Context {
         if self.known_noop(now) {
-            return propagation::extract_w3c(extractor, Context::current());
+            return propagation::extract_w3c_current(extractor);
         }
         match self {
             PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), extractor),
@@ -262,7 +262,7 @@ impl PropagatorSource {
                 let noop = is_noop_propagator(p);
                 self.note(noop, now);
                 if noop {
-                    propagation::extract_w3c(extractor, Context::current())
+                    propagation::extract_w3c_current(extractor)
                 } else {
                     propagation::extract_with(p, extractor)
                 }

@@ -225,22 +225,35 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// The built-in W3C Trace Context extraction: `traceparent` + `tracestate` on top of `base`.
+#[cfg(test)]
 pub(crate) fn extract_w3c(extractor: &StrictHeaderExtractor<'_>, base: Context) -> Context {
-    let Some(tp) = extractor.traceparent() else {
-        return base;
-    };
+    match w3c_span_context(extractor) {
+        Some(sc) => base.with_remote_span_context(sc),
+        None => base,
+    }
+}
+
+/// [`extract_w3c`] on top of the current context, without an intermediate copy of it.
+pub(crate) fn extract_w3c_current(extractor: &StrictHeaderExtractor<'_>) -> Context {
+    match w3c_span_context(extractor) {
+        Some(sc) => Context::map_current(|cx| cx.with_remote_span_context(sc)),
+        None => Context::current(),
+    }
+}
+
+fn w3c_span_context(extractor: &StrictHeaderExtractor<'_>) -> Option<SpanContext> {
+    let tp = extractor.traceparent()?;
     let state = extractor
         .get(TRACESTATE)
         .and_then(|s| TraceState::from_str(s).ok())
         .unwrap_or_default();
-    let sc = SpanContext::new(
+    Some(SpanContext::new(
         tp.trace_id,
         tp.span_id,
         TraceFlags::new(tp.flags & KEPT_FLAGS),
         true,
         state,
-    );
-    base.with_remote_span_context(sc)
+    ))
 }
 
 /// Extract with `propagator`, then restore the random-trace-id flag that propagators built for
