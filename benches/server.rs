@@ -363,8 +363,9 @@ fn mean_ns(name: &str) -> Option<f64> {
     v["mean"]["point_estimate"].as_f64()
 }
 
-/// Interleaved measurement: every round times a batch of requests of each variant in turn, so
-/// that a slow phase of this noisy machine hits all variants alike; the ratio to bare axum is
+/// Interleaved measurement: every round times a batch of requests of each variant in turn
+/// (starting at a different variant each round), so that a slow phase of this noisy machine hits
+/// all variants alike; the ratio to bare axum is
 /// taken within each round and the median over rounds is reported (with the 25th/75th
 /// percentiles). Rounds: `BENCH_ROUNDS` (default 40).
 fn interleaved(rt: &tokio::runtime::Runtime, variants: &[Variant]) -> Vec<(f64, f64, f64, f64)> {
@@ -379,8 +380,13 @@ fn interleaved(rt: &tokio::runtime::Runtime, variants: &[Variant]) -> Vec<(f64, 
             rt.block_on(call(&v.router));
         }
     }
-    for _ in 0..rounds {
-        for (i, v) in variants.iter().enumerate() {
+    for round in 0..rounds {
+        // each round starts at another variant, so that no variant always follows the same one
+        // (what ran just before — a batch exporter's burst, a heap state — shows in a variant's
+        // time)
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let v = &variants[i];
             let start = std::time::Instant::now();
             rt.block_on(async {
                 for _ in 0..BATCH {
