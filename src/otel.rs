@@ -229,14 +229,17 @@ impl PropagatorSource {
         if self.known_noop(now) {
             return None;
         }
-        let extractor = StrictHeaderExtractor::new(headers);
+        // headers are parsed only once a propagator is known to want them
         let cx = match self {
-            PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), &extractor),
+            PropagatorSource::Fixed(p) => {
+                propagation::extract_with(p.as_ref(), &StrictHeaderExtractor::new(headers))
+            }
             PropagatorSource::Global(_) => {
                 let cx = global::get_text_map_propagator(|p| {
                     let noop = is_noop_propagator(p);
                     self.note(noop, now);
-                    (!noop).then(|| propagation::extract_with(p, &extractor))
+                    (!noop)
+                        .then(|| propagation::extract_with(p, &StrictHeaderExtractor::new(headers)))
                 });
                 cx?
             }
