@@ -13,6 +13,9 @@
 //! the global providers), and the two reference layers of the
 //! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
 //! straightforward span + histogram layer).
+//!
+//! `PROFILE_THREADS=k` runs k threads (each with its own runtime) against the one app, `n`
+//! requests each, and prints the elapsed time: shared-state contention shows there.
 
 use std::time::Duration;
 
@@ -104,6 +107,26 @@ fn main() {
                 .with_meter_provider(&meters),
         ),
     };
+    // `PROFILE_THREADS=k`: k threads, each with its own runtime, share the one app (what a
+    // multi-threaded server does to shared state), n requests each
+    let threads: usize = std::env::var("PROFILE_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let app = app.clone();
+            s.spawn(move || serve(&app, n));
+        }
+    });
+    eprintln!(
+        "{variant}: {threads} thread(s) x {n} requests in {:?}",
+        started.elapsed()
+    );
+}
+
+fn serve(app: &Router, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,5 +146,4 @@ fn main() {
             resp.into_body().collect().await.unwrap();
         });
     }
-    eprintln!("{variant}: {n} requests");
 }
