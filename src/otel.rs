@@ -176,6 +176,14 @@ pub(crate) struct GlobalPropagator {
     noop_seen_at: AtomicU64,
 }
 
+/// Requests that record nothing (no span, no metric: no clock read) look at the global
+/// propagator once every this many requests per thread while it is the no-op one.
+const NOOP_SKIP_REQUESTS: u32 = 63;
+
+thread_local! {
+    static NOOP_SKIPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 impl fmt::Debug for PropagatorSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -202,12 +210,24 @@ impl PropagatorSource {
                 let seen = g.noop_seen_at.load(Ordering::Relaxed);
                 seen != 0 && now >= seen && now - seen < GLOBAL_RECHECK.as_nanos() as u64
             }
+            // no clock read (the request records nothing): skip the look on this thread for a
+            // number of requests after it found the no-op propagator
+            (PropagatorSource::Global(_), None) => NOOP_SKIPS
+                .try_with(|c| {
+                    let n = c.get();
+                    c.set(n.saturating_sub(1));
+                    n > 0
+                })
+                .unwrap_or(false),
             _ => false,
         }
     }
 
     /// Remember what the global propagator was found to be at `now`.
     fn note(&self, noop: bool, now: Option<u64>) {
+        if let (PropagatorSource::Global(_), None, true) = (self, now, noop) {
+            let _ = NOOP_SKIPS.try_with(|c| c.set(NOOP_SKIP_REQUESTS));
+        }
         if let (PropagatorSource::Global(g), Some(now)) = (self, now) {
             let seen = g.noop_seen_at.load(Ordering::Relaxed);
             if noop {
