@@ -114,12 +114,16 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
     let started = std::time::Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let app = app.clone();
-            s.spawn(move || serve(&app, n));
-        }
-    });
+    if threads <= 1 {
+        serve(&app, n); // on the main thread, as before the option existed
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let app = app.clone();
+                s.spawn(move || serve(&app, n));
+            }
+        });
+    }
     eprintln!(
         "{variant}: {threads} thread(s) x {n} requests in {:?}",
         started.elapsed()

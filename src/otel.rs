@@ -277,7 +277,7 @@ impl PropagatorSource {
         now: Option<u64>,
     ) -> Context {
         if self.known_noop(now) {
-            return propagation::extract_w3c_current(extractor);
+            return propagation::extract_w3c(extractor, Context::current());
         }
         match self {
             PropagatorSource::Fixed(p) => propagation::extract_with(p.as_ref(), extractor),
@@ -285,7 +285,7 @@ impl PropagatorSource {
                 let noop = is_noop_propagator(p);
                 self.note(noop, now);
                 if noop {
-                    propagation::extract_w3c_current(extractor)
+                    propagation::extract_w3c(extractor, Context::current())
                 } else {
                     propagation::extract_with(p, extractor)
                 }

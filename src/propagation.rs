@@ -225,19 +225,10 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// The built-in W3C Trace Context extraction: `traceparent` + `tracestate` on top of `base`.
-#[cfg(test)]
 pub(crate) fn extract_w3c(extractor: &StrictHeaderExtractor<'_>, base: Context) -> Context {
     match w3c_span_context(extractor) {
         Some(sc) => base.with_remote_span_context(sc),
         None => base,
-    }
-}
-
-/// [`extract_w3c`] on top of the current context, without an intermediate copy of it.
-pub(crate) fn extract_w3c_current(extractor: &StrictHeaderExtractor<'_>) -> Context {
-    match w3c_span_context(extractor) {
-        Some(sc) => Context::map_current(|cx| cx.with_remote_span_context(sc)),
-        None => Context::current(),
     }
 }
 
