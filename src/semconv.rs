@@ -291,13 +291,12 @@ const MAX_CACHED_LEN: usize = 256;
 /// Which per-thread cache slot a value belongs to.
 #[derive(Clone, Copy)]
 pub(crate) enum Recent {
-    ServerAddress = 0,
-    UserAgent = 1,
+    UserAgent = 0,
 }
 
 thread_local! {
-    static RECENT: std::cell::RefCell<[Option<Arc<str>>; 2]> = const {
-        std::cell::RefCell::new([None, None])
+    static RECENT: std::cell::RefCell<[Option<Arc<str>>; 1]> = const {
+        std::cell::RefCell::new([None])
     };
 }
 
@@ -327,6 +326,43 @@ pub(crate) fn recent_string(slot: Recent, s: &str) -> StringValue {
         Some(a) => StringValue::from(a),
         None => StringValue::from(s.to_owned()),
     }
+}
+
+/// A `Host` value as sent, and its parsed address and port.
+type ParsedHost = (Box<str>, Arc<str>, Option<u16>);
+
+thread_local! {
+    /// The last `Host` value seen on this thread.
+    static RECENT_HOST: std::cell::RefCell<Option<ParsedHost>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`split_host`] with the address as a shared attribute value, for a value that repeats from
+/// request to request: the last `Host` seen on this thread is kept parsed, so a repeat costs one
+/// comparison (no parse, no allocation).
+pub(crate) fn recent_host(value: &str) -> Option<(StringValue, Option<u16>)> {
+    if value.len() > MAX_CACHED_LEN {
+        return split_host(value).map(|(a, p)| (StringValue::from(a.to_owned()), p));
+    }
+    let hit = RECENT_HOST
+        .try_with(|r| {
+            let r = r.try_borrow().ok()?;
+            let (raw, address, port) = r.as_ref()?;
+            (**raw == *value).then(|| (StringValue::from(address.clone()), *port))
+        })
+        .ok()
+        .flatten();
+    if hit.is_some() {
+        return hit;
+    }
+    let (address, port) = split_host(value)?;
+    let address: Arc<str> = Arc::from(address);
+    let _ = RECENT_HOST.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r = Some((value.into(), address.clone(), port));
+        }
+    });
+    Some((StringValue::from(address), port))
 }
 
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
@@ -520,6 +556,31 @@ mod tests {
     }
 
     #[test]
+    fn recent_hosts_are_parsed_like_split_host() {
+        for v in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:3000",
+            "example.com",
+            "bad host",
+            "",
+            "a:1:2",
+            "[::1]:3000",
+            "example.com:65536",
+        ] {
+            let got = recent_host(v);
+            let want = split_host(v);
+            assert_eq!(got.as_ref().map(|(a, p)| (a.as_str(), *p)), want, "{v:?}");
+        }
+        // a repeat shares the address
+        let (a, _) = recent_host("repeat.example").unwrap();
+        let (b, _) = recent_host("repeat.example").unwrap();
+        assert_eq!(a, b);
+        let long = format!("{}.example", "x".repeat(MAX_CACHED_LEN));
+        assert_eq!(recent_host(&long), None, "too long for a host anyway");
+    }
+
+    #[test]
     fn recent_strings_are_shared_and_exact() {
         let a = recent_string(Recent::UserAgent, "curl/8.0");
         let b = recent_string(Recent::UserAgent, "curl/8.0");
@@ -527,7 +588,7 @@ mod tests {
         assert_eq!(b.as_str(), "curl/8.0");
         let c = recent_string(Recent::UserAgent, "other/1.0");
         assert_eq!(c.as_str(), "other/1.0");
-        assert_eq!(recent_string(Recent::ServerAddress, "h").as_str(), "h");
+        assert_eq!(recent_string(Recent::UserAgent, "h").as_str(), "h");
         let long = "x".repeat(1000);
         assert_eq!(recent_string(Recent::UserAgent, &long).as_str(), long);
     }

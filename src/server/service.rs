@@ -198,7 +198,8 @@ fn start_request(
     let version = semconv::protocol_version(parts.version);
     // `server.address` is needed by the span, and by the metrics only when opted in
     let wants_host = tracer.is_some() || (instruments.is_some() && config.metrics_server_address);
-    let host = match parts.uri.authority() {
+    // one allocation for the address (none when it repeats), shared by the span and the metrics
+    let host_value: Option<(StringValue, i64)> = match parts.uri.authority() {
         Some(a) => Some(a.as_str()),
         None => parts
             .headers
@@ -206,16 +207,13 @@ fn start_request(
             .and_then(|h| h.to_str().ok()),
     }
     .filter(|_| wants_host)
-    .and_then(semconv::split_host)
+    .and_then(semconv::recent_host)
     .map(|(address, port)| {
         (
             address,
             i64::from(port.unwrap_or(if https { 443 } else { 80 })),
         )
     });
-    // one allocation for the address, shared by the span and the metrics
-    let host_value: Option<(StringValue, i64)> =
-        host.map(|(a, p)| (semconv::recent_string(semconv::Recent::ServerAddress, a), p));
 
     let metrics = instruments.map(|instruments| MetricsState {
         instruments,
