@@ -685,6 +685,12 @@ mod robustness {
                 random_str(&mut seed, tricky)
             };
             let _ = split_host(&s);
+            assert_eq!(
+                recent_host(&s)
+                    .as_ref()
+                    .map(|(a, p)| (a.as_str().to_owned(), *p)),
+                split_host(&s).map(|(a, p)| (a.to_owned(), p)),
+            );
             let _ = redact_query(&s, &keys);
             let _ = crate::propagation::parse_traceparent(&s);
             let mut h = http::HeaderMap::new();
