@@ -98,8 +98,63 @@ struct LocalEntry {
     names: smallvec::SmallVec<[(&'static str, &'static str); 4]>,
 }
 
+/// A front cache entry: where a matched route's text lives (axum hands every request of a route
+/// the same shared string), for which method label, and what it interns to.
+#[derive(Clone, Copy)]
+struct Front {
+    ptr: usize,
+    label: &'static str,
+    route: &'static str,
+    name: &'static str,
+}
+
+const FRONT_SLOTS: usize = 8;
+
+thread_local! {
+    /// Direct-mapped by the address of the route's text: a hit is a few comparisons, no hashing.
+    /// The text is compared too, so a reused address can never give another route's entry.
+    static FRONT: [std::cell::Cell<Option<Front>>; FRONT_SLOTS] =
+        const { [const { std::cell::Cell::new(None) }; FRONT_SLOTS] };
+}
+
+fn front_slot(route: &str) -> usize {
+    (route.as_ptr() as usize >> 4) % FRONT_SLOTS
+}
+
+/// Whether a front cache entry answers for `route` under `label`.
+fn front_matches(e: &Front, label: &'static str, route: &str) -> bool {
+    e.ptr == route.as_ptr() as usize && std::ptr::eq(e.label, label) && e.route == route
+}
+
 /// The route template and the span name `"{label} {route}"`, both `'static` when interned.
 pub(crate) fn route_and_name(
+    label: &'static str,
+    route: &str,
+) -> (Cow<'static, str>, Cow<'static, str>) {
+    let slot = front_slot(route);
+    let front = FRONT
+        .try_with(|f| f[slot].get())
+        .ok()
+        .flatten()
+        .filter(|e| front_matches(e, label, route));
+    if let Some(e) = front {
+        return (Cow::Borrowed(e.route), Cow::Borrowed(e.name));
+    }
+    let found = route_and_name_local(label, route);
+    if let (Cow::Borrowed(r), Cow::Borrowed(n)) = &found {
+        let entry = Front {
+            ptr: route.as_ptr() as usize,
+            label,
+            route: r,
+            name: n,
+        };
+        let _ = FRONT.try_with(|f| f[slot].set(Some(entry)));
+    }
+    found
+}
+
+/// [`route_and_name`] through this thread's mirror of the interner.
+fn route_and_name_local(
     label: &'static str,
     route: &str,
 ) -> (Cow<'static, str>, Cow<'static, str>) {
@@ -334,5 +389,26 @@ mod tests {
             route_and_name("POST", "/interned/{id}").1,
             "POST /interned/{id}"
         );
+    }
+
+    #[test]
+    fn the_front_cache_never_answers_for_another_route_or_method() {
+        // one buffer rewritten in place: the same address holds different routes in turn
+        let mut buf = String::with_capacity(64);
+        for round in 0..3 {
+            for i in 0..40 {
+                buf.clear();
+                buf.push_str(&format!("/front/{i}/{{id}}"));
+                let (r, n) = route_and_name("GET", &buf);
+                assert_eq!(r, buf.as_str(), "round {round}");
+                assert_eq!(n, format!("GET {buf}"));
+                let (_, n) = route_and_name("DELETE", &buf);
+                assert_eq!(n, format!("DELETE {buf}"));
+            }
+        }
+        // same text at different addresses
+        let a = String::from("/front/same");
+        let b = String::from("/front/same");
+        assert_eq!(route_and_name("GET", &a), route_and_name("GET", &b));
     }
 }
