@@ -64,7 +64,16 @@ impl MetricsState {
             .instruments(config)
             .and_then(|i| i.active_requests.as_ref())
         {
-            c.add(1, self.active_attributes().as_slice());
+            self.add_active(c, 1);
+        }
+    }
+
+    /// `http.server.active_requests` += `delta`.
+    fn add_active(&self, counter: &opentelemetry::metrics::UpDownCounter<i64>, delta: i64) {
+        if self.server.is_none() {
+            counter.add(delta, &[self.method_attr(), self.scheme_attr()]);
+        } else {
+            counter.add(delta, self.active_attributes().as_slice());
         }
     }
 }
@@ -323,7 +332,7 @@ impl RequestState {
             h.record(n.load(Ordering::Relaxed), attrs);
         }
         if let Some(c) = &instruments.active_requests {
-            c.add(-1, m.active_attributes().as_slice());
+            m.add_active(c, -1);
         }
     }
 }
