@@ -84,8 +84,9 @@ pub(crate) enum MeterSource {
     Off,
     /// A user-supplied no-op provider: nothing to record, no per-request work.
     Noop,
-    /// A user-supplied provider; instruments created on first use, once.
-    Fixed(Arc<Meter>, Arc<OnceLock<Arc<ServerInstruments>>>),
+    /// A user-supplied provider; instruments created once, when the layer builds its first
+    /// service.
+    Fixed(Arc<Meter>, Arc<OnceLock<ServerInstruments>>),
     /// The global provider as it stands: instruments created once per global provider.
     Global(Arc<GlobalInstruments>),
 }
@@ -141,8 +142,13 @@ impl MeterSource {
         }
     }
 
-    /// The instruments for a request (see [`RequestInstruments`]); `now_nanos` as for
-    /// [`get`](Self::get).
+    /// Whether requests are measured at all (no clock read otherwise).
+    pub(crate) fn records(&self) -> bool {
+        !matches!(self, MeterSource::Off | MeterSource::Noop)
+    }
+
+    /// The instruments for a request (see [`RequestInstruments`]). `now_nanos` (wall clock,
+    /// already read for the span's start) paces the look at the global provider.
     pub(crate) fn for_request(
         &self,
         options: MetricsOptions,
@@ -151,19 +157,19 @@ impl MeterSource {
         match self {
             MeterSource::Off | MeterSource::Noop => None,
             MeterSource::Fixed(meter, cell) => {
-                cell.get_or_init(|| Arc::new(ServerInstruments::new(meter, options)));
+                cell.get_or_init(|| ServerInstruments::new(meter, options));
                 Some(RequestInstruments::Layer)
             }
-            MeterSource::Global(_) => self
-                .get(options, Some(now_nanos))
-                .map(RequestInstruments::Global),
+            MeterSource::Global(g) => {
+                global_instruments(g, options, Some(now_nanos)).map(RequestInstruments::Global)
+            }
         }
     }
 
     /// The instruments of a user-supplied provider, once created.
     pub(crate) fn layer_instruments(&self) -> Option<&ServerInstruments> {
         match self {
-            MeterSource::Fixed(_, cell) => cell.get().map(|a| &**a),
+            MeterSource::Fixed(_, cell) => cell.get(),
             _ => None,
         }
     }
@@ -171,56 +177,55 @@ impl MeterSource {
     /// Create the instruments now if they do not exist yet (called when the layer builds a
     /// service, so that creation happens at construction, not on the hot path).
     pub(crate) fn init(&self, options: MetricsOptions) {
-        let _ = self.get(options, None);
-    }
-
-    /// The instruments for a request. `now_nanos` (wall clock, already read for the span's start)
-    /// paces the look at the global provider.
-    pub(crate) fn get(
-        &self,
-        options: MetricsOptions,
-        now_nanos: Option<u64>,
-    ) -> Option<Arc<ServerInstruments>> {
         match self {
-            MeterSource::Off | MeterSource::Noop => None,
-            MeterSource::Fixed(meter, cell) => Some(
-                cell.get_or_init(|| Arc::new(ServerInstruments::new(meter, options)))
-                    .clone(),
-            ),
+            MeterSource::Off | MeterSource::Noop => {}
+            MeterSource::Fixed(meter, cell) => {
+                cell.get_or_init(|| ServerInstruments::new(meter, options));
+            }
             MeterSource::Global(g) => {
-                let due = match now_nanos {
-                    None => true,
-                    Some(now) => {
-                        let last = g.last_check.load(Ordering::Relaxed);
-                        // also when the wall clock went backwards
-                        last == 0 || now < last || now - last >= GLOBAL_RECHECK_NANOS
-                    }
-                };
-                if !due {
-                    if let Some((_, inst)) = g.current.read().ok()?.as_ref() {
-                        return Some(inst.clone());
-                    }
-                }
-                if let Some(now) = now_nanos {
-                    g.last_check.store(now.max(1), Ordering::Relaxed);
-                }
-                let provider = global::meter_provider();
-                if let Some((p, inst)) = g.current.read().ok()?.as_ref() {
-                    if Arc::ptr_eq(p, &provider) {
-                        return Some(inst.clone());
-                    }
-                }
-                let mut w = g.current.write().ok()?;
-                if let Some((p, inst)) = w.as_ref() {
-                    if Arc::ptr_eq(p, &provider) {
-                        return Some(inst.clone());
-                    }
-                }
-                let meter = provider.meter_with_scope(crate::otel::scope());
-                let inst = Arc::new(ServerInstruments::new(&meter, options));
-                *w = Some((provider, inst.clone()));
-                Some(inst)
+                let _ = global_instruments(g, options, None);
             }
         }
     }
+}
+
+/// The instruments for the global meter provider as it stands, created once per provider;
+/// looked at again at most every [`GLOBAL_RECHECK_NANOS`] of `now_nanos` (`None`: look now).
+fn global_instruments(
+    g: &GlobalInstruments,
+    options: MetricsOptions,
+    now_nanos: Option<u64>,
+) -> Option<Arc<ServerInstruments>> {
+    let due = match now_nanos {
+        None => true,
+        Some(now) => {
+            let last = g.last_check.load(Ordering::Relaxed);
+            // also when the wall clock went backwards
+            last == 0 || now < last || now - last >= GLOBAL_RECHECK_NANOS
+        }
+    };
+    if !due {
+        if let Some((_, inst)) = g.current.read().ok()?.as_ref() {
+            return Some(inst.clone());
+        }
+    }
+    if let Some(now) = now_nanos {
+        g.last_check.store(now.max(1), Ordering::Relaxed);
+    }
+    let provider = global::meter_provider();
+    if let Some((p, inst)) = g.current.read().ok()?.as_ref() {
+        if Arc::ptr_eq(p, &provider) {
+            return Some(inst.clone());
+        }
+    }
+    let mut w = g.current.write().ok()?;
+    if let Some((p, inst)) = w.as_ref() {
+        if Arc::ptr_eq(p, &provider) {
+            return Some(inst.clone());
+        }
+    }
+    let meter = provider.meter_with_scope(crate::otel::scope());
+    let inst = Arc::new(ServerInstruments::new(&meter, options));
+    *w = Some((provider, inst.clone()));
+    Some(inst)
 }

@@ -15,7 +15,7 @@ use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::layer::{Config, PublicEndpoint};
 use super::request_body::{RequestBodyMode, Uncounted};
-use super::state::{MetricsState, NewState, RequestState};
+use super::state::{MetricsState, RequestState};
 use crate::metrics::Labeler;
 use crate::otel::Resolved;
 use crate::propagation::StrictHeaderExtractor;
@@ -113,11 +113,7 @@ where
         } else {
             None
         };
-        let metrics_on = !matches!(
-            self.config.meter,
-            crate::metrics::MeterSource::Off | crate::metrics::MeterSource::Noop
-        );
-        let (start, now_nanos, instruments) = if tracer.is_none() && !metrics_on {
+        let (start, now_nanos, instruments) = if tracer.is_none() && !self.config.meter.records() {
             (SystemTime::UNIX_EPOCH, None, None)
         } else {
             let start = SystemTime::now();
@@ -339,7 +335,10 @@ fn start_request(
     if let Some(l) = metrics.as_ref().and_then(|m| m.labeler.as_ref()) {
         parts.extensions.insert(l.clone());
     }
-    RequestState::new(NewState {
+    if let Some(m) = &metrics {
+        m.request_started(config);
+    }
+    RequestState {
         cx,
         span,
         #[cfg(feature = "tracing")]
@@ -354,7 +353,10 @@ fn start_request(
         slot,
         config: config.clone(),
         metrics,
-    })
+        status: None,
+        response_bytes: 0,
+        done: false,
+    }
 }
 
 fn peer_attributes(

@@ -31,18 +31,6 @@ pub(crate) struct MetricsState {
 }
 
 impl MetricsState {
-    /// Attributes of `http.server.active_requests`.
-    fn active_attributes(&self) -> AttrList {
-        let mut a = AttrList::new();
-        a.push(self.method_attr());
-        a.push(self.scheme_attr());
-        if let Some((addr, port)) = self.server.as_deref() {
-            a.push(KeyValue::new(attr::SERVER_ADDRESS, addr.clone()));
-            a.push(KeyValue::new(attr::SERVER_PORT, *port));
-        }
-        a
-    }
-
     fn method_attr(&self) -> KeyValue {
         KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method)
     }
@@ -68,12 +56,20 @@ impl MetricsState {
         }
     }
 
-    /// `http.server.active_requests` += `delta`.
+    /// `http.server.active_requests` += `delta`, with its attributes (§4.3, and the opt-in
+    /// server address).
     fn add_active(&self, counter: &opentelemetry::metrics::UpDownCounter<i64>, delta: i64) {
-        if self.server.is_none() {
-            counter.add(delta, &[self.method_attr(), self.scheme_attr()]);
-        } else {
-            counter.add(delta, self.active_attributes().as_slice());
+        match self.server.as_deref() {
+            None => counter.add(delta, &[self.method_attr(), self.scheme_attr()]),
+            Some((address, port)) => counter.add(
+                delta,
+                &[
+                    self.method_attr(),
+                    self.scheme_attr(),
+                    KeyValue::new(attr::SERVER_ADDRESS, address.clone()),
+                    KeyValue::new(attr::SERVER_PORT, *port),
+                ],
+            ),
         }
     }
 }
@@ -81,74 +77,30 @@ impl MetricsState {
 pub(crate) struct RequestState {
     /// The context made current while the inner service and the body are polled: the span's,
     /// or (spans off) the caller's propagated context.
-    pub(crate) cx: Option<Context>,
+    pub(super) cx: Option<Context>,
     /// `cx` holds this layer's span.
-    span: bool,
+    pub(super) span: bool,
     /// The per-request `tracing` span (log correlation); `Span::none()` when off.
     #[cfg(feature = "tracing")]
-    pub(crate) log_span: tracing::Span,
-    /// The route was settled after the span started (`http.route` still to be set).
-    route_late: bool,
-    start: SystemTime,
+    pub(super) log_span: tracing::Span,
+    pub(super) start: SystemTime,
     /// The request method, kept only for a custom span name settled after routing.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    method: Option<Box<http::Method>>,
+    pub(super) method: Option<Box<http::Method>>,
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    label: &'static str,
-    route: Option<Cow<'static, str>>,
+    pub(super) label: &'static str,
+    pub(super) route: Option<Cow<'static, str>>,
     #[cfg(feature = "axum")]
-    slot: Option<Arc<crate::route::RouteSlot>>,
-    config: Arc<Config>,
-    metrics: Option<MetricsState>,
-    status: Option<StatusCode>,
-    response_bytes: u64,
-    head_sent: bool,
-    error: Option<&'static str>,
-    done: bool,
-}
-
-pub(crate) struct NewState {
-    pub(crate) cx: Option<Context>,
-    pub(crate) span: bool,
-    #[cfg(feature = "tracing")]
-    pub(crate) log_span: tracing::Span,
-    pub(crate) start: SystemTime,
-    pub(crate) method: Option<Box<http::Method>>,
-    pub(crate) label: &'static str,
-    pub(crate) route: Option<Cow<'static, str>>,
-    #[cfg(feature = "axum")]
-    pub(crate) slot: Option<Arc<crate::route::RouteSlot>>,
-    pub(crate) config: Arc<Config>,
-    pub(crate) metrics: Option<MetricsState>,
+    pub(super) slot: Option<Arc<crate::route::RouteSlot>>,
+    pub(super) config: Arc<Config>,
+    pub(super) metrics: Option<MetricsState>,
+    /// The response status, once the head is sent.
+    pub(super) status: Option<StatusCode>,
+    pub(super) response_bytes: u64,
+    pub(super) done: bool,
 }
 
 impl RequestState {
-    pub(crate) fn new(n: NewState) -> Self {
-        if let Some(m) = &n.metrics {
-            m.request_started(&n.config);
-        }
-        RequestState {
-            cx: n.cx,
-            span: n.span,
-            #[cfg(feature = "tracing")]
-            log_span: n.log_span,
-            route_late: false,
-            start: n.start,
-            method: n.method,
-            label: n.label,
-            route: n.route,
-            #[cfg(feature = "axum")]
-            slot: n.slot,
-            config: n.config,
-            metrics: n.metrics,
-            status: None,
-            response_bytes: 0,
-            head_sent: false,
-            error: None,
-            done: false,
-        }
-    }
-
     fn span(&self) -> Option<opentelemetry::trace::SpanRef<'_>> {
         match (&self.cx, self.span) {
             (Some(cx), true) => Some(cx.span()),
@@ -170,7 +122,6 @@ impl RequestState {
         &mut self,
         mut response: Response<B>,
     ) -> (Response<B>, bool) {
-        self.head_sent = true;
         if let (true, Some(cx)) = (self.span, &self.cx) {
             self.config
                 .response_header
@@ -178,7 +129,6 @@ impl RequestState {
         }
         let status = response.status();
         self.status = Some(status);
-        self.error = semconv::server_status_error(status);
         let end_now = status == StatusCode::SWITCHING_PROTOCOLS
             || response.body().is_end_stream()
             || (self.config.event_stream_end == SpanEnd::Head && is_event_stream(&response));
@@ -204,25 +154,27 @@ impl RequestState {
         (response, end_now)
     }
 
+    /// The route was not known at the start (a route slot was set up for it).
+    fn route_settled_late(&self) -> bool {
+        #[cfg(feature = "axum")]
+        return self.slot.is_some();
+        #[cfg(not(feature = "axum"))]
+        false
+    }
+
     /// Route known only after routing (the layer wraps the whole router): the span name and
     /// `http.route` are settled now (the attribute is set when the span ends).
     fn settle_route(&mut self) {
-        if self.route.is_some() {
-            return;
-        }
         #[cfg(feature = "axum")]
-        if let Some(route) = self.slot.as_ref().and_then(|s| s.get()) {
+        if let (None, Some(route)) = (&self.route, self.slot.as_ref().and_then(|s| s.get())) {
             let (route_value, name) = crate::route::route_and_name(self.label, route);
             let name = match (&self.config.span_name, self.method.as_deref()) {
                 (Some(f), Some(method)) => Cow::Owned(f(method, Some(route))),
                 _ => name,
             };
-            self.route = Some(route_value);
-            self.route_late = true;
             #[cfg(feature = "tracing")]
-            if let Some(r) = &self.route {
-                self.log_span.record("http.route", &**r);
-            }
+            self.log_span.record("http.route", &*route_value);
+            self.route = Some(route_value);
             if let Some(span) = self.span() {
                 span.update_name(name);
             }
@@ -236,22 +188,19 @@ impl RequestState {
             return;
         }
         self.done = true;
-        let error = error.or(self.error);
+        let error = error.or_else(|| self.status.and_then(semconv::server_status_error));
         let end = SystemTime::now().max(self.start);
-        if !self.head_sent {
-            self.settle_route();
-        }
+        self.settle_route();
         if let Some(span) = self.span() {
             let status = self
                 .status
                 .map(|s| KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(s.as_u16())));
-            let route = match (&self.route, self.route_late) {
-                (Some(r), true) => Some(KeyValue::new(
-                    attr::HTTP_ROUTE,
-                    StringValue::from(r.clone()),
-                )),
-                _ => None,
-            };
+            // a route known at the start is already among the start attributes
+            let route = self
+                .route
+                .as_ref()
+                .filter(|_| self.route_settled_late())
+                .map(|r| KeyValue::new(attr::HTTP_ROUTE, StringValue::from(r.clone())));
             let error_attr = error.map(|e| KeyValue::new(attr::ERROR_TYPE, e));
             if status.is_some() || route.is_some() || error_attr.is_some() {
                 span.set_attributes([status, route, error_attr].into_iter().flatten());
@@ -340,7 +289,7 @@ impl RequestState {
 impl Drop for RequestState {
     fn drop(&mut self) {
         if !self.done {
-            self.end(Some(if self.head_sent {
+            self.end(Some(if self.status.is_some() {
                 semconv::ERROR_TYPE_BODY_DROPPED
             } else {
                 semconv::ERROR_TYPE_CANCELLED
