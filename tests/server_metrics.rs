@@ -390,6 +390,10 @@ async fn body_sizes_count_bytes_actually_streamed() {
     assert_eq!(req_size[0].attr("http.route"), Some("/api/v1/upload"));
     let resp_size = b.m.points("http.server.response.body.size");
     assert_eq!(resp_size[0].sum, 4.0, "\"1234\" is four bytes");
+    // SEMCONV 4.4: the attributes of the duration metric of the same side
+    let duration = b.m.points(DURATION);
+    assert_eq!(req_size[0].attrs, duration[0].attrs);
+    assert_eq!(resp_size[0].attrs, duration[0].attrs);
 
     // a streamed response, counted chunk by chunk; no Content-Length involved
     let b = Both::new();
@@ -551,6 +555,34 @@ async fn server_address_on_metrics_only_when_opted_in() {
     let p = &b.m.points(DURATION)[0];
     assert_eq!(p.attr("server.address"), Some("api.example.com"));
     assert_eq!(p.attr("server.port"), Some("8443"));
+
+    // active requests carry the opted-in address too, and their one series returns to zero
+    let b = Both::new();
+    send(
+        app().layer(
+            b.layer()
+                .with_metrics_server_address(true)
+                .with_active_requests(true),
+        ),
+        req(),
+    )
+    .await;
+    let active = b.m.points("http.server.active_requests");
+    assert_eq!(
+        active.len(),
+        1,
+        "one series: +1 and -1 with the same attributes"
+    );
+    assert_eq!(
+        keys(&active[0]),
+        BTreeSet::from([
+            "http.request.method",
+            "server.address",
+            "server.port",
+            "url.scheme"
+        ])
+    );
+    assert_eq!(active[0].sum, 0.0);
 }
 
 #[tokio::test]
