@@ -26,7 +26,7 @@ use std::task::{ready, Context as TaskContext, Poll};
 
 use http::header::ACCESS_CONTROL_EXPOSE_HEADERS;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -86,18 +86,15 @@ impl HeaderConfig {
         if !sc.is_valid() {
             return;
         }
-        let name = match &self.header {
-            ResponseHeader::Off => return,
+        match &self.header {
+            ResponseHeader::Off => {}
             ResponseHeader::TraceResponse => {
-                match headers.entry(TRACERESPONSE) {
-                    http::header::Entry::Occupied(_) => return,
-                    http::header::Entry::Vacant(e) => {
-                        if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)) {
-                            e.insert(v);
-                        }
+                if let http::header::Entry::Vacant(e) = headers.entry(TRACERESPONSE) {
+                    if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)) {
+                        e.insert(v);
+                        self.expose(headers, &TRACERESPONSE);
                     }
                 }
-                TRACERESPONSE
             }
             ResponseHeader::ServerTiming => {
                 let already = headers.get_all(SERVER_TIMING).iter().any(|v| {
@@ -115,38 +112,43 @@ impl HeaderConfig {
                 v[67] = b'"';
                 if let Ok(v) = HeaderValue::from_bytes(&v) {
                     headers.append(SERVER_TIMING, v);
+                    self.expose(headers, &SERVER_TIMING);
                 }
-                SERVER_TIMING
             }
             ResponseHeader::TraceId(name) => {
-                match headers.entry(name) {
-                    http::header::Entry::Occupied(_) => return,
-                    http::header::Entry::Vacant(e) => {
-                        let mut v = [0u8; 32];
-                        hex_into(&mut v, &sc.trace_id().to_bytes());
-                        if let Ok(v) = HeaderValue::from_bytes(&v) {
-                            e.insert(v);
-                        }
+                if let http::header::Entry::Vacant(e) = headers.entry(name) {
+                    let mut v = [0u8; 32];
+                    hex_into(&mut v, &sc.trace_id().to_bytes());
+                    if let Ok(v) = HeaderValue::from_bytes(&v) {
+                        e.insert(v);
+                        self.expose(headers, name);
                     }
                 }
-                name.clone()
             }
-        };
-        if self.expose {
-            let listed = headers
-                .get_all(ACCESS_CONTROL_EXPOSE_HEADERS)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|n| {
-                    let n = n.trim();
-                    n == "*" || n.eq_ignore_ascii_case(name.as_str())
-                });
-            if !listed {
-                if let Ok(v) = HeaderValue::from_str(name.as_str()) {
-                    headers.append(ACCESS_CONTROL_EXPOSE_HEADERS, v);
-                }
-            }
+        }
+    }
+
+    /// List `name` in `access-control-expose-headers` when configured (unless listed already or
+    /// `*`).
+    fn expose(&self, headers: &mut HeaderMap, name: &HeaderName) {
+        if !self.expose {
+            return;
+        }
+        let listed = headers
+            .get_all(ACCESS_CONTROL_EXPOSE_HEADERS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|n| {
+                let n = n.trim();
+                n == "*" || n.eq_ignore_ascii_case(name.as_str())
+            });
+        if !listed {
+            // shares the name's bytes: no allocation
+            headers.append(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from(name.clone()),
+            );
         }
     }
 }
@@ -222,7 +224,18 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let sc = opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
+        // the ids and flags only: a `tracestate` would be copied for nothing
+        let sc = opentelemetry::Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            SpanContext::new(
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags(),
+                sc.is_remote(),
+                TraceState::NONE,
+            )
+        });
         TraceResponseHeaderFuture {
             inner: self.inner.call(req),
             span_context: sc.is_valid().then_some(sc),
@@ -268,7 +281,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 
     fn sc(flags: u8) -> SpanContext {
         SpanContext::new(
