@@ -176,33 +176,52 @@ where
             }
         }
     }
-    let sc = opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
-    sc.is_valid()
-        .then(|| CorrelationIds::from_span_context(&sc))
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| CorrelationIds::from_span_context(sc))
+    })
 }
 
-/// Write `s` as a JSON string (RFC 8259 escaping).
+/// A writer that escapes what goes through it for the inside of a JSON string (RFC 8259).
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let esc: Option<&str> = match c {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                c if (c as u32) < 0x20 => None,
+                _ => continue,
+            };
+            self.0.write_str(&s[start..i])?;
+            match esc {
+                Some(e) => self.0.write_str(e)?,
+                None => write!(self.0, "\\u{:04x}", c as u32)?,
+            }
+            start = i + c.len_utf8();
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+/// Write `s` as a JSON string.
 fn json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc: Option<&str> = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            c if (c as u32) < 0x20 => None,
-            _ => continue,
-        };
-        w.write_str(&s[start..i])?;
-        match esc {
-            Some(e) => w.write_str(e)?,
-            None => write!(w, "\\u{:04x}", c as u32)?,
-        }
-        start = i + c.len_utf8();
-    }
-    w.write_str(&s[start..])?;
+    fmt::Write::write_str(&mut Escaped(w), s)?;
+    w.write_char('"')
+}
+
+/// Write `value`'s `Display` form as a JSON string, escaped on the way (no intermediate
+/// `String`).
+fn json_display(w: &mut impl fmt::Write, value: impl fmt::Display) -> fmt::Result {
+    w.write_char('"')?;
+    fmt::Write::write_fmt(&mut Escaped(w), format_args!("{value}"))?;
     w.write_char('"')
 }
 
@@ -241,12 +260,11 @@ impl<W: fmt::Write> Visit for JsonVisitor<'_, W> {
         if value.is_finite() {
             self.put(field, |w| write!(w, "{value}"));
         } else {
-            self.put(field, |w| json_str(w, &value.to_string()));
+            self.put(field, |w| json_display(w, value));
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let s = format!("{value:?}");
-        self.put(field, |w| json_str(w, &s));
+        self.put(field, |w| json_display(w, format_args!("{value:?}")));
     }
 }
 
@@ -388,6 +406,13 @@ mod tests {
         let mut s = String::new();
         json_str(&mut s, "a\"b\\c\nd\te\u{1}f\u{e9}").unwrap();
         assert_eq!(s, r#""a\"b\\c\nd\te\u0001fé""#);
+        // Debug output is escaped as it is written
+        let mut s = String::new();
+        json_display(&mut s, format_args!("{:?}", ["x\"y", "z"])).unwrap();
+        assert_eq!(s, r#""[\"x\\\"y\", \"z\"]""#);
+        let mut s = String::new();
+        json_display(&mut s, f64::NAN).unwrap();
+        assert_eq!(s, r#""NaN""#);
     }
 
     #[test]
