@@ -198,17 +198,11 @@ fn route_and_name_shared(
         }
     }
     let Ok(mut i) = interner().write() else {
-        return (
-            Cow::Owned(route.to_owned()),
-            Cow::Owned(format!("{label} {route}")),
-        );
+        return not_interned(label, route);
     };
     if !i.routes.contains_key(route) {
         if i.routes.len() >= MAX_INTERNED_ROUTES {
-            return (
-                Cow::Owned(route.to_owned()),
-                Cow::Owned(format!("{label} {route}")),
-            );
+            return not_interned(label, route);
         }
         let r = leak(route.to_owned());
         i.routes.insert(
@@ -220,10 +214,7 @@ fn route_and_name_shared(
         );
     }
     let Some(e) = i.routes.get_mut(route) else {
-        return (
-            Cow::Owned(route.to_owned()),
-            Cow::Owned(format!("{label} {route}")),
-        );
+        return not_interned(label, route);
     };
     if let Some((_, name)) = e.names.iter().find(|(l, _)| *l == label) {
         return (Cow::Borrowed(e.route), Cow::Borrowed(name));
@@ -231,6 +222,14 @@ fn route_and_name_shared(
     let name = leak(format!("{label} {route}"));
     e.names.push((label, name));
     (Cow::Borrowed(e.route), Cow::Borrowed(name))
+}
+
+/// Route and name allocated for this request (the interner is full or unusable).
+fn not_interned(label: &str, route: &str) -> (Cow<'static, str>, Cow<'static, str>) {
+    (
+        Cow::Owned(route.to_owned()),
+        Cow::Owned(format!("{label} {route}")),
+    )
 }
 
 /// The route template the framework matched for this request, when it is known.
