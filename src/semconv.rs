@@ -285,37 +285,31 @@ pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
     }
 }
 
-/// Values longer than this are never cached by [`recent_string`].
+/// Values longer than this are never cached by [`recent_user_agent`] or [`recent_host`].
 const MAX_CACHED_LEN: usize = 256;
 
-/// Which per-thread cache slot a value belongs to.
-#[derive(Clone, Copy)]
-pub(crate) enum Recent {
-    UserAgent = 0,
-}
-
 thread_local! {
-    static RECENT: std::cell::RefCell<[Option<Arc<str>>; 1]> = const {
-        std::cell::RefCell::new([None])
-    };
+    /// The last `User-Agent` seen on this thread.
+    static RECENT_USER_AGENT: std::cell::RefCell<Option<Arc<str>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// A string attribute value that repeats from request to request (the `Host`, a client's user
-/// agent): the last value seen on this thread is kept, so a repeat costs a comparison instead of
-/// an allocation. Per thread (no lock, no contention), one value per slot (bounded memory).
-pub(crate) fn recent_string(slot: Recent, s: &str) -> StringValue {
+/// The `user_agent.original` value for a user agent that repeats from request to request (a
+/// client sends the same one each time): the last one seen on this thread is kept, so a repeat
+/// costs a comparison instead of an allocation. Per thread (no lock, no contention), one value
+/// (bounded memory).
+pub(crate) fn recent_user_agent(s: &str) -> StringValue {
     if s.len() > MAX_CACHED_LEN {
         return StringValue::from(s.to_owned());
     }
-    let hit = RECENT
+    let hit = RECENT_USER_AGENT
         .try_with(|r| {
             let mut r = r.try_borrow_mut().ok()?;
-            let cell = &mut r[slot as usize];
-            match cell {
+            match &*r {
                 Some(a) if **a == *s => Some(a.clone()),
                 _ => {
                     let a: Arc<str> = Arc::from(s);
-                    *cell = Some(a.clone());
+                    *r = Some(a.clone());
                     Some(a)
                 }
             }
@@ -581,16 +575,16 @@ mod tests {
     }
 
     #[test]
-    fn recent_strings_are_shared_and_exact() {
-        let a = recent_string(Recent::UserAgent, "curl/8.0");
-        let b = recent_string(Recent::UserAgent, "curl/8.0");
+    fn recent_user_agents_are_shared_and_exact() {
+        let a = recent_user_agent("curl/8.0");
+        let b = recent_user_agent("curl/8.0");
         assert_eq!(a.as_str(), "curl/8.0");
         assert_eq!(b.as_str(), "curl/8.0");
-        let c = recent_string(Recent::UserAgent, "other/1.0");
+        let c = recent_user_agent("other/1.0");
         assert_eq!(c.as_str(), "other/1.0");
-        assert_eq!(recent_string(Recent::UserAgent, "h").as_str(), "h");
+        assert_eq!(recent_user_agent("h").as_str(), "h");
         let long = "x".repeat(1000);
-        assert_eq!(recent_string(Recent::UserAgent, &long).as_str(), long);
+        assert_eq!(recent_user_agent(&long).as_str(), long);
     }
 
     #[test]

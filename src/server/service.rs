@@ -270,7 +270,7 @@ fn start_request(
             peer_attributes(config, parts, &forwarded, &mut attrs);
             if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
                 let value = match ua.to_str() {
-                    Ok(s) => semconv::recent_string(semconv::Recent::UserAgent, s),
+                    Ok(s) => semconv::recent_user_agent(s),
                     Err(_) => semconv::header_value_string(ua),
                 };
                 attrs.push(KeyValue::new(attr::USER_AGENT_ORIGINAL, value));
