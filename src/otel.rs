@@ -4,7 +4,7 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,36 @@ where
     }
 }
 
+/// Paces looks at a global that can change at any time: at most one look per
+/// [`GLOBAL_RECHECK`], claimed by one caller. `now` is nanoseconds on one clock per pace (a clock
+/// that went backwards makes a look due).
+#[derive(Default)]
+pub(crate) struct Pace {
+    /// `now` (at least 1) of the last claimed look; 0: a look is due.
+    last: AtomicU64,
+}
+
+impl Pace {
+    /// Whether this caller should look now; if so, the next look is due a
+    /// [`GLOBAL_RECHECK`] later.
+    pub(crate) fn claim(&self, now: u64) -> bool {
+        let now = now.max(1);
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now < last || now - last >= GLOBAL_RECHECK.as_nanos() as u64;
+        due && self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Make a look due at once.
+    pub(crate) fn reset(&self) {
+        if self.last.load(Ordering::Relaxed) != 0 {
+            self.last.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -54,8 +84,9 @@ fn epoch() -> Instant {
 #[derive(Default)]
 pub(crate) struct GlobalCache {
     tracer: RwLock<Option<Arc<BoxedTracer>>>,
-    /// Nanoseconds since [`epoch`] (+1) of the last full-path check while no-op; 0 = never.
-    last_check: AtomicU64,
+    /// Paces the full-path check while the global provider is the no-op one (nanoseconds since
+    /// [`epoch`]).
+    pace: Pace,
 }
 
 #[derive(Clone)]
@@ -110,17 +141,8 @@ impl TracerSource {
                 if let Some(t) = cache.tracer.read().ok().and_then(|c| c.clone()) {
                     return Some(Resolved::Global(t, false, cache));
                 }
-                let now = epoch().elapsed().as_nanos() as u64 + 1;
-                let last = cache.last_check.load(Ordering::Relaxed);
-                if last != 0 && now.saturating_sub(last) < GLOBAL_RECHECK.as_nanos() as u64 {
-                    return None;
-                }
-                if cache
-                    .last_check
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
-                    return None; // another request is checking right now
+                if !cache.pace.claim(epoch().elapsed().as_nanos() as u64) {
+                    return None; // checked less than 50 ms ago, or another request is checking
                 }
                 Some(Resolved::Global(
                     Arc::new(global::tracer_with_scope(scope())),
@@ -152,7 +174,7 @@ impl Resolved<'_> {
                     if let Ok(mut c) = cache.tracer.write() {
                         *c = None;
                     }
-                    cache.last_check.store(0, Ordering::Relaxed);
+                    cache.pace.reset();
                 }
                 cx
             }
@@ -172,8 +194,10 @@ pub(crate) enum PropagatorSource {
 /// [`GLOBAL_RECHECK`] (a read lock shared by every request of every core is what this saves).
 #[derive(Default)]
 pub(crate) struct GlobalPropagator {
-    /// Wall-clock nanoseconds of the last look that found the no-op propagator; 0 = look now.
-    noop_seen_at: AtomicU64,
+    /// The last look found the no-op propagator.
+    noop: AtomicBool,
+    /// Paces the looks while it is the no-op one (wall-clock nanoseconds).
+    pace: Pace,
 }
 
 /// Requests that record nothing (no span, no metric: no clock read) look at the global
@@ -207,8 +231,7 @@ impl PropagatorSource {
     fn known_noop(&self, now: Option<u64>) -> bool {
         match (self, now) {
             (PropagatorSource::Global(g), Some(now)) => {
-                let seen = g.noop_seen_at.load(Ordering::Relaxed);
-                seen != 0 && now >= seen && now - seen < GLOBAL_RECHECK.as_nanos() as u64
+                g.noop.load(Ordering::Relaxed) && !g.pace.claim(now)
             }
             // no clock read (the request records nothing): skip the look on this thread for a
             // number of requests after it found the no-op propagator
@@ -228,12 +251,9 @@ impl PropagatorSource {
         if let (PropagatorSource::Global(_), None, true) = (self, now, noop) {
             let _ = NOOP_SKIPS.try_with(|c| c.set(NOOP_SKIP_REQUESTS));
         }
-        if let (PropagatorSource::Global(g), Some(now)) = (self, now) {
-            let seen = g.noop_seen_at.load(Ordering::Relaxed);
-            if noop {
-                g.noop_seen_at.store(now.max(1), Ordering::Relaxed);
-            } else if seen != 0 {
-                g.noop_seen_at.store(0, Ordering::Relaxed);
+        if let (PropagatorSource::Global(g), Some(_)) = (self, now) {
+            if g.noop.load(Ordering::Relaxed) != noop {
+                g.noop.store(noop, Ordering::Relaxed);
             }
         }
     }
@@ -291,5 +311,24 @@ impl PropagatorSource {
                 }
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_gives_one_look_per_interval() {
+        let step = GLOBAL_RECHECK.as_nanos() as u64;
+        let p = Pace::default();
+        assert!(p.claim(1_000), "the first look is due");
+        assert!(!p.claim(1_000), "claimed: others skip");
+        assert!(!p.claim(1_000 + step - 1));
+        assert!(p.claim(1_000 + step), "due again after the interval");
+        assert!(p.claim(10), "a clock that went backwards makes a look due");
+        p.reset();
+        assert!(p.claim(11), "reset: due at once");
+        assert!(Pace::default().claim(0), "a zero clock still counts");
     }
 }

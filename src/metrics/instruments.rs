@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use opentelemetry::global;
@@ -107,13 +106,9 @@ type Provider = Arc<dyn MeterProvider + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct GlobalInstruments {
     current: RwLock<Option<(Provider, Arc<ServerInstruments>)>>,
-    /// Wall-clock nanoseconds of the last look at the global provider.
-    last_check: AtomicU64,
+    /// Paces the looks at the global provider (wall-clock nanoseconds).
+    pace: crate::otel::Pace,
 }
-
-/// How often the global meter provider is looked at again (a changed provider gets its own,
-/// new instruments).
-const GLOBAL_RECHECK_NANOS: u64 = crate::otel::GLOBAL_RECHECK.as_nanos() as u64;
 
 impl MeterSource {
     pub(crate) fn fixed<P: MeterProvider + ?Sized + 'static>(provider: &P) -> Self {
@@ -190,27 +185,18 @@ impl MeterSource {
 }
 
 /// The instruments for the global meter provider as it stands, created once per provider;
-/// looked at again at most every [`GLOBAL_RECHECK_NANOS`] of `now_nanos` (`None`: look now).
+/// looked at again at most every 50 ms of `now_nanos` (`None`: look now).
 fn global_instruments(
     g: &GlobalInstruments,
     options: MetricsOptions,
     now_nanos: Option<u64>,
 ) -> Option<Arc<ServerInstruments>> {
-    let due = match now_nanos {
-        None => true,
-        Some(now) => {
-            let last = g.last_check.load(Ordering::Relaxed);
-            // also when the wall clock went backwards
-            last == 0 || now < last || now - last >= GLOBAL_RECHECK_NANOS
-        }
-    };
-    if !due {
-        if let Some((_, inst)) = g.current.read().ok()?.as_ref() {
-            return Some(inst.clone());
-        }
-    }
     if let Some(now) = now_nanos {
-        g.last_check.store(now.max(1), Ordering::Relaxed);
+        if !g.pace.claim(now) {
+            if let Some((_, inst)) = g.current.read().ok()?.as_ref() {
+                return Some(inst.clone());
+            }
+        }
     }
     let provider = global::meter_provider();
     if let Some((p, inst)) = g.current.read().ok()?.as_ref() {
