@@ -57,7 +57,6 @@ pub(crate) struct Config {
     pub(crate) redacted_query_keys: Vec<Box<str>>,
     pub(crate) trust_proxy_headers: bool,
     pub(crate) https: bool,
-    pub(crate) scheme_attrs: [KeyValue; 2],
     pub(crate) event_stream_end: SpanEnd,
     pub(crate) client_port: bool,
     pub(crate) spans: bool,
@@ -90,10 +89,6 @@ impl Default for Config {
                 .collect(),
             trust_proxy_headers: false,
             https: false,
-            scheme_attrs: [
-                semconv::scheme_attribute(false),
-                semconv::scheme_attribute(true),
-            ],
             event_stream_end: SpanEnd::LastByte,
             client_port: false,
             spans: true,

@@ -190,7 +190,6 @@ fn start_request(
         .https
         .or_else(|| parts.uri.scheme().map(|s| *s == http::uri::Scheme::HTTPS))
         .unwrap_or(config.https);
-    let scheme = &config.scheme_attrs[usize::from(https)];
     let version = semconv::protocol_version(parts.version);
     // `server.address` is needed by the span, and by the metrics only when opted in
     let wants_host = tracer.is_some() || (instruments.is_some() && config.metrics_server_address);
@@ -259,7 +258,7 @@ fn start_request(
                     semconv::redact_query(q, &config.redacted_query_keys).into_owned(),
                 ));
             }
-            attrs.push(scheme.clone());
+            attrs.push(semconv::scheme_attribute(https));
             if let Some(v) = version {
                 attrs.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
             }

@@ -36,7 +36,7 @@ impl MetricsState {
     }
 
     fn scheme_attr(&self) -> KeyValue {
-        KeyValue::new(attr::URL_SCHEME, if self.https { "https" } else { "http" })
+        semconv::scheme_attribute(self.https)
     }
 
     /// The instruments to record into; `config` is the request's layer configuration.
