@@ -55,6 +55,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod client;
+mod config;
+pub mod error;
+mod lifecycle;
 #[cfg(feature = "tracing")]
 pub mod logs;
 pub mod metrics;

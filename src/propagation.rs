@@ -1,11 +1,14 @@
 //! W3C trace-context handling: strict `traceparent` validation (SEMCONV §5.1), a
 //! [`HeaderMap`] extractor that only ever hands a propagator validated trace context, an
-//! injector for outgoing requests, and the built-in W3C extraction used when no global
+//! injector for outgoing requests, and the W3C Trace Context propagation used when no global
 //! propagator is installed.
 
+use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
@@ -14,6 +17,8 @@ use opentelemetry::Context;
 pub const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header name.
 pub const TRACESTATE: &str = "tracestate";
+/// The `baggage` header name.
+pub const BAGGAGE: &str = "baggage";
 
 /// Most `tracestate` list members kept (W3C: 32).
 const MAX_TRACESTATE_MEMBERS: usize = 32;
@@ -34,77 +39,14 @@ pub struct Traceparent {
 
 const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
+const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
-/// Lowercase hex digit values; `0xff` for anything else.
-const HEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Lowercase hex only: no uppercase, no signs, no whitespace.
-fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
-    if s.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
-    }
-    (bad & 0xf0 == 0).then_some(out)
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Eight lowercase hex digits at once (SWAR): their four bytes, or `None` if any of them is
-/// not in `[0-9a-f]`. Same result as [`parse_hex::<4>`], a quarter of the instructions.
-fn parse_hex8(chunk: [u8; 8]) -> Option<[u8; 4]> {
-    let x = u64::from_le_bytes(chunk);
-    if x & HIGHS != 0 {
-        return None; // non-ASCII
-    }
-    // per byte b < 0x80, no carry or borrow crosses a byte:
-    // (b | 0x80) - m has its high bit set iff b >= m; (0x80 + n) - b iff b <= n
-    let ge = |m: u64| (x | HIGHS).wrapping_sub(m * ONES) & HIGHS;
-    let le = |n: u64| ((0x80 + n) * ONES).wrapping_sub(x) & HIGHS;
-    let digit = ge(u64::from(b'0')) & le(u64::from(b'9'));
-    let alpha = ge(u64::from(b'a')) & le(u64::from(b'f'));
-    if digit | alpha != HIGHS {
-        return None;
-    }
-    // nibble value: low four bits, + 9 for letters (bit 6 set)
-    let n = (x & (0x0f * ONES)) + ((x >> 6) & ONES) * 9;
-    // the first digit of each pair is the high nibble (little-endian: the lower byte)
-    let pairs = ((n & 0x00ff_00ff_00ff_00ff) << 4) | ((n >> 8) & 0x00ff_00ff_00ff_00ff);
-    let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
-    let packed = (quads | (quads >> 16)) & 0xffff_ffff;
-    Some((packed as u32).to_le_bytes())
-}
-
-/// `2 * N` lowercase hex digits (`N` a multiple of 4), eight at a time.
-fn parse_hex_wide<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
-    if s.len() != N * 2 || N % 4 != 0 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (o, chunk) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
-        let chunk: [u8; 8] = chunk.try_into().ok()?;
-        o.copy_from_slice(&parse_hex8(chunk)?);
-    }
-    Some(out)
+/// Lowercase hex digits only: no uppercase, no signs, no whitespace (which `from_str_radix`,
+/// underneath opentelemetry's `from_hex`, would accept).
+fn lower_hex(s: &str) -> Option<&str> {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        .then_some(s)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -122,44 +64,83 @@ fn parse_hex_wide<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 #[must_use]
 pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     let b = value.as_bytes();
-    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+    if b.len() < 55 || !value.is_char_boundary(55) {
         return None;
     }
-    let version = parse_hex::<1>(&b[0..2])?[0];
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let version = u8::from_str_radix(lower_hex(&value[0..2])?, 16).ok()?;
     // version ff is invalid; version 00 has exactly four fields; higher versions may append
     // fields after a '-'
     if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return None;
     }
-    let trace_id = parse_hex_wide::<16>(&b[3..35])?;
-    let span_id = parse_hex_wide::<8>(&b[36..52])?;
-    let flags = parse_hex::<1>(&b[53..55])?[0];
-    if trace_id == [0; 16] || span_id == [0; 8] {
+    let trace_id = TraceId::from_hex(lower_hex(&value[3..35])?).ok()?;
+    let span_id = SpanId::from_hex(lower_hex(&value[36..52])?).ok()?;
+    let flags = u8::from_str_radix(lower_hex(&value[53..55])?, 16).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
         return None;
     }
     Some(Traceparent {
-        trace_id: TraceId::from_bytes(trace_id),
-        span_id: SpanId::from_bytes(span_id),
+        trace_id,
+        span_id,
         flags,
     })
 }
 
+/// `00-<trace-id>-<span-id>-<flags>` for a span context (lowercase hex).
+pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    )
+}
+
 /// Keep at most the first 32 `tracestate` members (whole members, never a cut one).
-fn truncate_tracestate(value: &str) -> &str {
+fn truncate_tracestate(value: Cow<'_, str>) -> Cow<'_, str> {
     match value.match_indices(',').nth(MAX_TRACESTATE_MEMBERS - 1) {
-        Some((i, _)) => &value[..i],
+        Some((i, _)) => match value {
+            Cow::Borrowed(v) => Cow::Borrowed(&v[..i]),
+            Cow::Owned(mut v) => {
+                v.truncate(i);
+                Cow::Owned(v)
+            }
+        },
         None => value,
     }
 }
 
+/// A list-valued header (`tracestate`, `baggage`) that may be split over several fields:
+/// the fields combined in order with `,`, as W3C requires. `None` when absent or not UTF-8.
+fn combined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut all = String::from(first);
+    for v in std::iter::once(second).chain(values) {
+        all.push(',');
+        all.push_str(v.to_str().ok()?);
+    }
+    Some(Cow::Owned(all))
+}
+
 /// An [`Extractor`] over a [`HeaderMap`] that only yields validated trace context:
 /// `traceparent` when it passes [`parse_traceparent`] (normalised to its first four fields),
-/// `tracestate` only alongside a valid `traceparent` and at most 32 members, and other headers
-/// as-is when they are valid UTF-8.
+/// `tracestate` only alongside a valid `traceparent`, its fields combined in order and cut to
+/// at most 32 whole members, `baggage` with its fields combined, and other headers (their first
+/// field) as-is when they are valid UTF-8.
 #[derive(Debug)]
 pub struct StrictHeaderExtractor<'a> {
     headers: &'a HeaderMap,
     traceparent: Option<(&'a str, Traceparent)>,
+    tracestate: Option<Cow<'a, str>>,
+    /// Combined when a propagator first asks for it.
+    baggage: std::cell::OnceCell<Option<Cow<'a, str>>>,
 }
 
 impl<'a> StrictHeaderExtractor<'a> {
@@ -175,9 +156,15 @@ impl<'a> StrictHeaderExtractor<'a> {
                 .and_then(|s| parse_traceparent(s).map(|tp| (&s[..55], tp))),
             _ => None,
         };
+        // W3C: no tracestate without a valid traceparent
+        let tracestate = traceparent
+            .and_then(|_| combined(headers, &TRACESTATE_NAME))
+            .map(truncate_tracestate);
         Self {
             headers,
             traceparent,
+            tracestate,
+            baggage: std::cell::OnceCell::new(),
         }
     }
 
@@ -185,6 +172,24 @@ impl<'a> StrictHeaderExtractor<'a> {
     #[must_use]
     pub fn traceparent(&self) -> Option<Traceparent> {
         self.traceparent.map(|(_, tp)| tp)
+    }
+
+    /// The span context of a valid `traceparent` and its `tracestate` (remote; the sampled
+    /// and random-trace-id flags kept).
+    fn span_context(&self) -> Option<SpanContext> {
+        let tp = self.traceparent()?;
+        let state = self
+            .tracestate
+            .as_deref()
+            .and_then(|s| TraceState::from_str(s).ok())
+            .unwrap_or_default();
+        Some(SpanContext::new(
+            tp.trace_id,
+            tp.span_id,
+            TraceFlags::new(tp.flags & KEPT_FLAGS),
+            true,
+            state,
+        ))
     }
 }
 
@@ -194,12 +199,13 @@ impl Extractor for StrictHeaderExtractor<'_> {
             return self.traceparent.map(|(s, _)| s);
         }
         if key.eq_ignore_ascii_case(TRACESTATE) {
-            self.traceparent?;
+            return self.tracestate.as_deref();
+        }
+        if key.eq_ignore_ascii_case(BAGGAGE) {
             return self
-                .headers
-                .get(&TRACESTATE_NAME)
-                .and_then(|v| v.to_str().ok())
-                .map(truncate_tracestate);
+                .baggage
+                .get_or_init(|| combined(self.headers, &BAGGAGE_NAME))
+                .as_deref();
         }
         self.headers.get(key).and_then(|v| v.to_str().ok())
     }
@@ -224,27 +230,48 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// The built-in W3C Trace Context extraction: `traceparent` + `tracestate` on top of `base`.
-pub(crate) fn extract_w3c(extractor: &StrictHeaderExtractor<'_>, base: Context) -> Context {
-    match w3c_span_context(extractor) {
-        Some(sc) => base.with_remote_span_context(sc),
-        None => base,
-    }
-}
+/// W3C Trace Context (`traceparent`, `tracestate`) through the strict parser: what this crate
+/// extracts and injects while no global propagator is installed.
+#[derive(Debug)]
+pub(crate) struct W3cFallback;
 
-fn w3c_span_context(extractor: &StrictHeaderExtractor<'_>) -> Option<SpanContext> {
-    let tp = extractor.traceparent()?;
-    let state = extractor
-        .get(TRACESTATE)
-        .and_then(|s| TraceState::from_str(s).ok())
-        .unwrap_or_default();
-    Some(SpanContext::new(
-        tp.trace_id,
-        tp.span_id,
-        TraceFlags::new(tp.flags & KEPT_FLAGS),
-        true,
-        state,
-    ))
+impl TextMapPropagator for W3cFallback {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            injector.set(TRACEPARENT, format_traceparent(sc));
+            let state = sc.trace_state().header();
+            if !state.is_empty() {
+                injector.set(TRACESTATE, state);
+            }
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        // the extractor is this crate's strict one, so its traceparent is valid already; any
+        // other extractor's is checked here
+        let Some(tp) = extractor.get(TRACEPARENT).and_then(parse_traceparent) else {
+            return cx.clone();
+        };
+        let state = extractor
+            .get(TRACESTATE)
+            .and_then(|s| TraceState::from_str(s).ok())
+            .unwrap_or_default();
+        let sc = SpanContext::new(
+            tp.trace_id,
+            tp.span_id,
+            TraceFlags::new(tp.flags & KEPT_FLAGS),
+            true,
+            state,
+        );
+        cx.with_remote_span_context(sc)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        static FIELDS: OnceLock<[String; 2]> = OnceLock::new();
+        FieldIter::new(FIELDS.get_or_init(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned()]))
+    }
 }
 
 /// Extract with `propagator`, then restore the random-trace-id flag that propagators built for
@@ -254,24 +281,25 @@ pub(crate) fn extract_with(
     extractor: &StrictHeaderExtractor<'_>,
 ) -> Context {
     let cx = propagator.extract(extractor);
-    if let Some(tp) = extractor.traceparent() {
-        let sc = cx.span().span_context().clone();
-        let want = TraceFlags::new(tp.flags & KEPT_FLAGS);
-        if sc.is_remote()
-            && sc.trace_id() == tp.trace_id
-            && sc.span_id() == tp.span_id
-            && sc.trace_flags() != want
-            && sc.trace_flags().is_sampled() == want.is_sampled()
-        {
-            let fixed = SpanContext::new(
-                sc.trace_id(),
-                sc.span_id(),
-                want,
-                true,
-                sc.trace_state().clone(),
-            );
-            return cx.with_remote_span_context(fixed);
-        }
+    let Some(want) = extractor.span_context() else {
+        return cx;
+    };
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_remote()
+        && sc.trace_id() == want.trace_id()
+        && sc.span_id() == want.span_id()
+        && sc.trace_flags() != want.trace_flags()
+        && sc.trace_flags().is_sampled() == want.trace_flags().is_sampled()
+    {
+        let fixed = SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            want.trace_flags(),
+            true,
+            sc.trace_state().clone(),
+        );
+        return cx.with_remote_span_context(fixed);
     }
     cx
 }
@@ -281,36 +309,6 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn wide_hex_parsing_agrees_with_the_bytewise_one_on_every_byte_value() {
-        let base = *b"4bf92f3577b34da6";
-        for pos in 0..base.len() {
-            for v in 0..=255u8 {
-                let mut s = base;
-                s[pos] = v;
-                assert_eq!(
-                    parse_hex_wide::<8>(&s),
-                    parse_hex::<8>(&s),
-                    "byte {v:#04x} at {pos}"
-                );
-            }
-        }
-        // every pair of digit values, in every lane
-        for hi in b"0123456789abcdef" {
-            for lo in b"0123456789abcdef" {
-                for lane in 0..4 {
-                    let mut s = *b"0a1b2c3d";
-                    s[lane * 2] = *hi;
-                    s[lane * 2 + 1] = *lo;
-                    assert_eq!(parse_hex8(s), parse_hex::<4>(&s));
-                }
-            }
-        }
-        assert_eq!(parse_hex_wide::<4>(b"ffffffff"), Some([0xff; 4]));
-        assert_eq!(parse_hex_wide::<4>(b"00000000"), Some([0; 4]));
-        assert_eq!(parse_hex_wide::<4>(b"0000000"), None);
-    }
 
     #[test]
     fn accepts_valid() {
@@ -368,7 +366,8 @@ mod tests {
         let e = StrictHeaderExtractor::new(&h);
         assert_eq!(e.get(TRACEPARENT), None);
         assert_eq!(e.get(TRACESTATE), None);
-        assert!(!extract_w3c(&e, Context::new())
+        assert!(!W3cFallback
+            .extract_with_context(&Context::new(), &e)
             .span()
             .span_context()
             .is_valid());
@@ -408,7 +407,7 @@ mod tests {
         let ts = e.get(TRACESTATE).unwrap();
         assert_eq!(ts.split(',').count(), 32);
         assert!(ts.ends_with("k31=v31"));
-        let cx = extract_w3c(&e, Context::new());
+        let cx = W3cFallback.extract_with_context(&Context::new(), &e);
         let state = cx.span().span_context().trace_state().clone();
         assert_eq!(state.get("k0"), Some("v0"));
         assert_eq!(state.get("k31"), Some("v31"));
@@ -424,7 +423,7 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let cx = extract_w3c(&StrictHeaderExtractor::new(&h), Context::new());
+        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let sc = cx.span().span_context().clone();
         assert!(sc.is_remote());
         assert_eq!(sc.trace_flags().to_u8(), 0b11);
@@ -454,7 +453,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, VALID.parse().unwrap());
         h.insert(TRACESTATE, header.parse().unwrap());
-        let cx = extract_w3c(&StrictHeaderExtractor::new(&h), Context::new());
+        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let state = cx.span().span_context().trace_state().clone();
         assert_eq!(state.header(), header);
     }
@@ -468,5 +467,70 @@ mod tests {
         inj.set("baggage", "bad\nvalue".to_owned());
         assert_eq!(h.get(TRACEPARENT).unwrap(), VALID);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn tracestate_split_over_fields_is_combined_in_order() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, VALID.parse().unwrap());
+        h.append(TRACESTATE, "a=1,b=2".parse().unwrap());
+        h.append(TRACESTATE, "c=3".parse().unwrap());
+        let e = StrictHeaderExtractor::new(&h);
+        assert_eq!(e.get(TRACESTATE), Some("a=1,b=2,c=3"));
+        let cx = W3cFallback.extract_with_context(&Context::new(), &e);
+        assert_eq!(
+            cx.span().span_context().trace_state().header(),
+            "a=1,b=2,c=3"
+        );
+        // the 32-member cap applies to the combination
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, VALID.parse().unwrap());
+        for i in 0..20 {
+            h.append(TRACESTATE, format!("k{i}=v{i},x{i}=y{i}").parse().unwrap());
+        }
+        let e = StrictHeaderExtractor::new(&h);
+        let ts = e.get(TRACESTATE).unwrap();
+        assert_eq!(ts.split(',').count(), 32);
+        assert!(ts.starts_with("k0=v0,x0=y0,k1=v1"));
+        assert!(ts.ends_with("k15=v15,x15=y15"));
+    }
+
+    #[test]
+    fn baggage_split_over_fields_is_combined_in_order() {
+        let mut h = HeaderMap::new();
+        h.append(BAGGAGE, "a=1".parse().unwrap());
+        h.append(BAGGAGE, "b=2,c=3".parse().unwrap());
+        let e = StrictHeaderExtractor::new(&h);
+        assert_eq!(e.get(BAGGAGE), Some("a=1,b=2,c=3"));
+        assert_eq!(e.get("Baggage"), Some("a=1,b=2,c=3"));
+    }
+
+    #[test]
+    fn fallback_injects_what_it_extracts() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, VALID.parse().unwrap());
+        h.insert(TRACESTATE, "k=v".parse().unwrap());
+        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
+        let mut out = HeaderMap::new();
+        W3cFallback.inject_context(&cx, &mut HeaderInjector(&mut out));
+        assert_eq!(out.get(TRACEPARENT).unwrap(), VALID);
+        assert_eq!(out.get(TRACESTATE).unwrap(), "k=v");
+        let mut none = HeaderMap::new();
+        W3cFallback.inject_context(&Context::new(), &mut HeaderInjector(&mut none));
+        assert!(
+            none.is_empty(),
+            "nothing to inject without a valid span context"
+        );
+    }
+
+    #[test]
+    fn multibyte_input_at_the_field_boundaries_is_rejected_not_panicking() {
+        for s in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{e9}",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b\u{e9}-01",
+            "\u{e9}0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(s).is_none(), "{s:?}");
+        }
     }
 }

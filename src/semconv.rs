@@ -1,27 +1,16 @@
-//! Semantic-convention helpers shared by the server and (later) the client side:
-//! method normalisation, status and `error.type` rules, span names, pre-built attribute values,
-//! `url.query` redaction and `Host` / `:authority` parsing.
+//! Semantic-convention helpers shared by the server and the client: method normalisation,
+//! protocol versions, `url.query` / `url.full` redaction, `Host` / `:authority` parsing, header
+//! capture and `Forwarded` parsing.
 //!
-//! Everything here is allocation-free on the common path: known methods, schemes, protocol
-//! versions and status codes map to `&'static str` or pre-built [`KeyValue`]s.
+//! Known methods, schemes and protocol versions map to `&'static str` or pre-built
+//! [`KeyValue`]s.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::{Method, StatusCode, Version};
+use http::{Method, Version};
 use opentelemetry::{Key, KeyValue, StringValue, Value};
 use opentelemetry_semantic_conventions::attribute as attr;
-
-/// `error.type` when the response future was dropped before the inner service produced a
-/// response (the client went away, or an outer timeout cancelled the request).
-pub const ERROR_TYPE_CANCELLED: &str = "cancelled";
-/// `error.type` when the response body was dropped before its end (the client went away while the
-/// body was being sent). The status code that was sent is kept.
-pub const ERROR_TYPE_BODY_DROPPED: &str = "response_body_dropped";
-/// `error.type` when the response body returned an error while it was being sent.
-pub const ERROR_TYPE_BODY_ERROR: &str = "response_body_error";
-/// `error.type` for a status code outside `100..=599`.
-pub const ERROR_TYPE_OTHER: &str = "_OTHER";
 
 /// The methods the HTTP semantic conventions know by default (case-sensitive).
 pub const DEFAULT_KNOWN_METHODS: [&str; 10] = [
@@ -70,12 +59,32 @@ pub(crate) struct MethodInfo {
     pub is_other: bool,
 }
 
-fn leak_label(s: &str) -> &'static str {
-    match DEFAULT_KNOWN_METHODS.iter().find(|m| **m == s) {
-        Some(m) => m,
-        // A user-configured extra method: interned once per configuration (bounded by the
-        // configuration, never by traffic).
-        None => crate::route::intern(s),
+/// A `'static` label for a method token: the conventions' methods as they are, a
+/// user-configured extra method interned once (bounded by configuration, never by traffic).
+fn label_of(s: &str) -> &'static str {
+    if let Some(m) = DEFAULT_KNOWN_METHODS.iter().find(|m| **m == s) {
+        return m;
+    }
+    static EXTRA: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut extra) = EXTRA.lock() else {
+        return "HTTP";
+    };
+    if let Some(m) = extra.iter().find(|m| **m == s) {
+        return m;
+    }
+    let label: &'static str = Box::leak(Box::from(s));
+    extra.push(label);
+    label
+}
+
+impl MethodInfo {
+    /// The `http.request.method` value: the method, or `_OTHER`.
+    pub(crate) fn metric_value(&self) -> &'static str {
+        if self.is_other {
+            "_OTHER"
+        } else {
+            self.label
+        }
     }
 }
 
@@ -103,7 +112,7 @@ impl KnownMethods {
             if out.iter().any(|k| k.method == method) {
                 continue;
             }
-            let label = leak_label(method.as_str());
+            let label = label_of(method.as_str());
             out.push(KnownMethod {
                 attribute: KeyValue::new(attr::HTTP_REQUEST_METHOD, label),
                 label,
@@ -146,43 +155,6 @@ pub(crate) fn protocol_version(v: Version) -> Option<&'static str> {
         Version::HTTP_3 => "3",
         _ => return None,
     })
-}
-
-/// All three-digit codes, so that any status code has a `&'static str` form.
-static STATUS_DIGITS: &str = {
-    const LEN: usize = 900 * 3;
-    const BYTES: [u8; LEN] = {
-        let mut b = [0u8; LEN];
-        let mut i = 0;
-        while i < 900 {
-            let code = 100 + i;
-            b[i * 3] = b'0' + (code / 100) as u8;
-            b[i * 3 + 1] = b'0' + ((code / 10) % 10) as u8;
-            b[i * 3 + 2] = b'0' + (code % 10) as u8;
-            i += 1;
-        }
-        b
-    };
-    match std::str::from_utf8(&BYTES) {
-        Ok(s) => s,
-        Err(_) => panic!("status digits are ASCII"),
-    }
-};
-
-/// The status code as a `&'static str` (`"500"`), for `error.type`.
-pub(crate) fn status_str(code: StatusCode) -> &'static str {
-    let i = (code.as_u16() as usize).saturating_sub(100).min(899);
-    &STATUS_DIGITS[i * 3..i * 3 + 3]
-}
-
-/// `error.type` for a server response status (SEMCONV §1.8–1.9): the code for 5xx, `_OTHER`
-/// for codes outside `100..=599`, none otherwise.
-pub(crate) fn server_status_error(code: StatusCode) -> Option<&'static str> {
-    match code.as_u16() {
-        500..=599 => Some(status_str(code)),
-        100..=499 => None,
-        _ => Some(ERROR_TYPE_OTHER),
-    }
 }
 
 /// A pre-built `url.scheme` attribute.
@@ -283,80 +255,6 @@ pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
         Ok(s) => StringValue::from(s.to_owned()),
         Err(_) => StringValue::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
     }
-}
-
-/// Values longer than this are never cached by [`recent_user_agent`] or [`recent_host`].
-const MAX_CACHED_LEN: usize = 256;
-
-thread_local! {
-    /// The last `User-Agent` seen on this thread.
-    static RECENT_USER_AGENT: std::cell::RefCell<Option<Arc<str>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// The `user_agent.original` value for a user agent that repeats from request to request (a
-/// client sends the same one each time): the last one seen on this thread is kept, so a repeat
-/// costs a comparison instead of an allocation. Per thread (no lock, no contention), one value
-/// (bounded memory).
-pub(crate) fn recent_user_agent(s: &str) -> StringValue {
-    if s.len() > MAX_CACHED_LEN {
-        return StringValue::from(s.to_owned());
-    }
-    let hit = RECENT_USER_AGENT
-        .try_with(|r| {
-            let mut r = r.try_borrow_mut().ok()?;
-            match &*r {
-                Some(a) if **a == *s => Some(a.clone()),
-                _ => {
-                    let a: Arc<str> = Arc::from(s);
-                    *r = Some(a.clone());
-                    Some(a)
-                }
-            }
-        })
-        .ok()
-        .flatten();
-    match hit {
-        Some(a) => StringValue::from(a),
-        None => StringValue::from(s.to_owned()),
-    }
-}
-
-/// A `Host` value as sent, and its parsed address and port.
-type ParsedHost = (Box<str>, Arc<str>, Option<u16>);
-
-thread_local! {
-    /// The last `Host` value seen on this thread.
-    static RECENT_HOST: std::cell::RefCell<Option<ParsedHost>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// [`split_host`] with the address as a shared attribute value, for a value that repeats from
-/// request to request: the last `Host` seen on this thread is kept parsed, so a repeat costs one
-/// comparison (no parse, no allocation).
-pub(crate) fn recent_host(value: &str) -> Option<(StringValue, Option<u16>)> {
-    if value.len() > MAX_CACHED_LEN {
-        return split_host(value).map(|(a, p)| (StringValue::from(a.to_owned()), p));
-    }
-    let hit = RECENT_HOST
-        .try_with(|r| {
-            let r = r.try_borrow().ok()?;
-            let (raw, address, port) = r.as_ref()?;
-            (**raw == *value).then(|| (StringValue::from(address.clone()), *port))
-        })
-        .ok()
-        .flatten();
-    if hit.is_some() {
-        return hit;
-    }
-    let (address, port) = split_host(value)?;
-    let address: Arc<str> = Arc::from(address);
-    let _ = RECENT_HOST.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            *r = Some((value.into(), address.clone(), port));
-        }
-    });
-    Some((StringValue::from(address), port))
 }
 
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
@@ -505,27 +403,6 @@ mod tests {
     }
 
     #[test]
-    fn status_strings_and_errors() {
-        assert_eq!(status_str(StatusCode::OK), "200");
-        assert_eq!(status_str(StatusCode::from_u16(999).unwrap()), "999");
-        assert_eq!(status_str(StatusCode::CONTINUE), "100");
-        assert_eq!(
-            server_status_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Some("500")
-        );
-        assert_eq!(
-            server_status_error(StatusCode::from_u16(599).unwrap()),
-            Some("599")
-        );
-        assert_eq!(server_status_error(StatusCode::NOT_FOUND), None);
-        assert_eq!(server_status_error(StatusCode::SWITCHING_PROTOCOLS), None);
-        assert_eq!(
-            server_status_error(StatusCode::from_u16(600).unwrap()),
-            Some("_OTHER")
-        );
-    }
-
-    #[test]
     fn redaction_keeps_keys_and_other_values() {
         let k = keys();
         assert!(matches!(
@@ -547,44 +424,6 @@ mod tests {
             redact_query("token=1&sig=2", &custom),
             "token=REDACTED&sig=2"
         );
-    }
-
-    #[test]
-    fn recent_hosts_are_parsed_like_split_host() {
-        for v in [
-            "example.com",
-            "example.com:8080",
-            "[::1]:3000",
-            "example.com",
-            "bad host",
-            "",
-            "a:1:2",
-            "[::1]:3000",
-            "example.com:65536",
-        ] {
-            let got = recent_host(v);
-            let want = split_host(v);
-            assert_eq!(got.as_ref().map(|(a, p)| (a.as_str(), *p)), want, "{v:?}");
-        }
-        // a repeat shares the address
-        let (a, _) = recent_host("repeat.example").unwrap();
-        let (b, _) = recent_host("repeat.example").unwrap();
-        assert_eq!(a, b);
-        let long = format!("{}.example", "x".repeat(MAX_CACHED_LEN));
-        assert_eq!(recent_host(&long), None, "too long for a host anyway");
-    }
-
-    #[test]
-    fn recent_user_agents_are_shared_and_exact() {
-        let a = recent_user_agent("curl/8.0");
-        let b = recent_user_agent("curl/8.0");
-        assert_eq!(a.as_str(), "curl/8.0");
-        assert_eq!(b.as_str(), "curl/8.0");
-        let c = recent_user_agent("other/1.0");
-        assert_eq!(c.as_str(), "other/1.0");
-        assert_eq!(recent_user_agent("h").as_str(), "h");
-        let long = "x".repeat(1000);
-        assert_eq!(recent_user_agent(&long).as_str(), long);
     }
 
     #[test]
@@ -679,12 +518,6 @@ mod robustness {
                 random_str(&mut seed, tricky)
             };
             let _ = split_host(&s);
-            assert_eq!(
-                recent_host(&s)
-                    .as_ref()
-                    .map(|(a, p)| (a.as_str().to_owned(), *p)),
-                split_host(&s).map(|(a, p)| (a.to_owned(), p)),
-            );
             let _ = redact_query(&s, &keys);
             let _ = crate::propagation::parse_traceparent(&s);
             let mut h = http::HeaderMap::new();
@@ -697,7 +530,10 @@ mod robustness {
             }
             let _ = forwarded(&h);
             let e = crate::propagation::StrictHeaderExtractor::new(&h);
-            let _ = crate::propagation::extract_w3c(&e, opentelemetry::Context::new());
+            let _ = opentelemetry::propagation::TextMapPropagator::extract(
+                &crate::propagation::W3cFallback,
+                &e,
+            );
         }
     }
 }

@@ -76,7 +76,7 @@ async fn dropped_body_ends_span_with_error_type_and_keeps_status() {
     let span = t.one();
     assert_eq!(
         attr_str(&span, "error.type").as_deref(),
-        Some(tower_otel_http::semconv::ERROR_TYPE_BODY_DROPPED)
+        Some(tower_otel_http::error::RESPONSE_BODY_DROPPED)
     );
     assert_eq!(attr_i64(&span, "http.response.status_code"), Some(200));
     assert!(is_error(&span));
@@ -95,7 +95,7 @@ async fn body_error_ends_span_with_error_type() {
     let span = t.one();
     assert_eq!(
         attr_str(&span, "error.type").as_deref(),
-        Some(tower_otel_http::semconv::ERROR_TYPE_BODY_ERROR)
+        Some(tower_otel_http::error::RESPONSE_BODY)
     );
     assert!(is_error(&span));
 }
@@ -122,7 +122,7 @@ async fn dropped_future_ends_span_with_error_type() {
     let span = t.one();
     assert_eq!(
         attr_str(&span, "error.type").as_deref(),
-        Some(tower_otel_http::semconv::ERROR_TYPE_CANCELLED)
+        Some(tower_otel_http::error::CANCELLED)
     );
     assert!(is_error(&span));
     assert!(attr(&span, "http.response.status_code").is_none());

@@ -192,7 +192,8 @@ async fn inner_error_panic_and_cancellation_are_recorded_with_error_type() {
 
     let points = b.m.points(DURATION);
     let errs: BTreeSet<&str> = points.iter().filter_map(|p| p.attr("error.type")).collect();
-    assert!(errs.contains(std::any::type_name::<Oops>()), "{errs:?}");
+    // an error type the crate cannot classify: the stable fallback, never a type path
+    assert!(errs.contains("_OTHER"), "{errs:?}");
     assert!(errs.contains("500"));
     assert!(errs.contains("cancelled"));
     let cancelled = points
@@ -505,13 +506,13 @@ async fn metrics_only_still_passes_the_callers_context_on() {
     assert!(!headers.contains_key("traceresponse"), "no span of ours");
     assert_eq!(b.m.points(DURATION).len(), 1);
 
-    // with none (OpenTelemetry without an SDK's propagator), nothing would propagate anyway
+    // with none installed, W3C Trace Context carries it on
     let b = Both::new();
     let app = Router::new()
         .route("/ctx", get(handler))
         .layer(b.layer().with_spans(false));
     let (_, _, body) = send(app, req()).await;
-    assert_eq!(body, opentelemetry::trace::TraceId::INVALID.to_string());
+    assert_eq!(body, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(b.m.points(DURATION).len(), 1, "still measured");
 }
 

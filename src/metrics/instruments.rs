@@ -1,11 +1,15 @@
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::global;
 use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
 use opentelemetry_semantic_conventions::metric as m;
 
 use super::DURATION_BUCKETS;
+use crate::config::Side;
+use crate::otel::Recheck;
 
 /// Which optional instruments a layer records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,18 +19,18 @@ pub(crate) struct MetricsOptions {
     pub(crate) response_body_size: bool,
 }
 
-/// The instruments of one layer value, created once and shared (behind an `Arc`) by every clone
-/// and every service the layer builds.
-pub(crate) struct ServerInstruments {
+/// The instruments of one layer value, created once and shared by every clone and every
+/// service the layer builds.
+pub(crate) struct Instruments {
     pub(crate) duration: Histogram<f64>,
     pub(crate) active_requests: Option<UpDownCounter<i64>>,
     pub(crate) request_body_size: Option<Histogram<u64>>,
     pub(crate) response_body_size: Option<Histogram<u64>>,
 }
 
-impl fmt::Debug for ServerInstruments {
+impl fmt::Debug for Instruments {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerInstruments")
+        f.debug_struct("Instruments")
             .field("active_requests", &self.active_requests.is_some())
             .field("request_body_size", &self.request_body_size.is_some())
             .field("response_body_size", &self.response_body_size.is_some())
@@ -34,184 +38,259 @@ impl fmt::Debug for ServerInstruments {
     }
 }
 
-impl ServerInstruments {
-    pub(crate) fn new(meter: &Meter, options: MetricsOptions) -> Self {
-        ServerInstruments {
+impl Instruments {
+    pub(crate) fn new(meter: &Meter, side: Side, options: MetricsOptions) -> Self {
+        let (duration, active, request_size, response_size, who) = match side {
+            Side::Server => (
+                m::HTTP_SERVER_REQUEST_DURATION,
+                m::HTTP_SERVER_ACTIVE_REQUESTS,
+                m::HTTP_SERVER_REQUEST_BODY_SIZE,
+                m::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                "server",
+            ),
+            Side::Client => (
+                m::HTTP_CLIENT_REQUEST_DURATION,
+                m::HTTP_CLIENT_ACTIVE_REQUESTS,
+                m::HTTP_CLIENT_REQUEST_BODY_SIZE,
+                m::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+                "client",
+            ),
+        };
+        let size = |name: &'static str, what: &str| {
+            meter
+                .u64_histogram(name)
+                .with_description(format!("Size of HTTP {who} {what} bodies."))
+                .with_unit("By")
+                .build()
+        };
+        Instruments {
             duration: meter
-                .f64_histogram(m::HTTP_SERVER_REQUEST_DURATION)
-                .with_description("Duration of HTTP server requests.")
+                .f64_histogram(duration)
+                .with_description(format!("Duration of HTTP {who} requests."))
                 .with_unit("s")
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
             active_requests: options.active_requests.then(|| {
                 meter
-                    .i64_up_down_counter(m::HTTP_SERVER_ACTIVE_REQUESTS)
-                    .with_description("Number of active HTTP server requests.")
+                    .i64_up_down_counter(active)
+                    .with_description(format!("Number of active HTTP {who} requests."))
                     .with_unit("{request}")
                     .build()
             }),
-            request_body_size: options.request_body_size.then(|| {
-                meter
-                    .u64_histogram(m::HTTP_SERVER_REQUEST_BODY_SIZE)
-                    .with_description("Size of HTTP server request bodies.")
-                    .with_unit("By")
-                    .build()
-            }),
-            response_body_size: options.response_body_size.then(|| {
-                meter
-                    .u64_histogram(m::HTTP_SERVER_RESPONSE_BODY_SIZE)
-                    .with_description("Size of HTTP server response bodies.")
-                    .with_unit("By")
-                    .build()
-            }),
+            request_body_size: options
+                .request_body_size
+                .then(|| size(request_size, "request")),
+            response_body_size: options
+                .response_body_size
+                .then(|| size(response_size, "response")),
         }
     }
 }
 
-/// The instruments a request records into: the layer's own (reached through the layer's
-/// configuration, which the request holds anyway: no reference count touched per request), or
-/// those of the global provider as it stood when the request started.
-pub(crate) enum RequestInstruments {
-    Layer,
-    Global(Arc<ServerInstruments>),
-}
-
-/// Where the meter comes from.
+/// Which meter provider a layer records into.
 #[derive(Clone)]
-pub(crate) enum MeterSource {
-    /// Metrics are off.
-    Off,
+enum Provider {
+    /// The global provider as it stands (per thread, see [`crate::otel`]).
+    Global,
+    /// A user-supplied provider.
+    Fixed(Arc<Meter>),
     /// A user-supplied no-op provider: nothing to record, no per-request work.
     Noop,
-    /// A user-supplied provider; instruments created once, when the layer builds its first
-    /// service.
-    Fixed(Arc<Meter>, Arc<OnceLock<ServerInstruments>>),
-    /// The global provider as it stands: instruments created once per global provider.
-    Global(Arc<GlobalInstruments>),
+}
+
+/// The metrics settings of a layer value and the instruments derived from them.
+#[derive(Clone)]
+pub(crate) struct MeterSource {
+    side: Side,
+    enabled: bool,
+    provider: Provider,
+    options: MetricsOptions,
+    /// The instruments of a user-supplied provider, created when the layer builds its first
+    /// service; a fresh cell whenever a metrics setting changes (a new layer value).
+    fixed: Arc<OnceLock<Instruments>>,
+    /// The instruments for the global provider, created once per global provider.
+    global: Arc<GlobalInstruments>,
 }
 
 impl fmt::Debug for MeterSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MeterSource::Off => "MeterSource::Off",
-            MeterSource::Noop => "MeterSource::Noop",
-            MeterSource::Fixed(..) => "MeterSource::Fixed",
-            MeterSource::Global(_) => "MeterSource::Global",
+        f.debug_struct("MeterSource")
+            .field("enabled", &self.enabled)
+            .field(
+                "provider",
+                &match self.provider {
+                    Provider::Global => "Global",
+                    Provider::Fixed(_) => "Fixed",
+                    Provider::Noop => "Noop",
+                },
+            )
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+type DynProvider = Arc<dyn MeterProvider + Send + Sync>;
+
+/// The instruments one layer value created for the global meter provider.
+struct GlobalInstruments {
+    /// Identifies this layer value in the per-thread caches.
+    id: u64,
+    current: Mutex<Option<(DynProvider, Arc<Instruments>)>>,
+}
+
+impl GlobalInstruments {
+    fn new() -> Arc<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(GlobalInstruments {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            current: Mutex::new(None),
         })
     }
 }
 
-type Provider = Arc<dyn MeterProvider + Send + Sync>;
+/// What one thread last found in the global meter provider, per layer value.
+struct ThreadMeter {
+    id: u64,
+    check: Recheck,
+    /// `None`: the global provider is the no-op one.
+    instruments: Option<Arc<Instruments>>,
+}
 
-#[derive(Default)]
-pub(crate) struct GlobalInstruments {
-    current: RwLock<Option<(Provider, Arc<ServerInstruments>)>>,
-    /// Paces the looks at the global provider (wall-clock nanoseconds).
-    pace: crate::otel::Pace,
+/// Per-thread entries kept (layer values with the global provider in use on a thread; the
+/// oldest is dropped beyond this).
+const THREAD_METERS: usize = 8;
+
+thread_local! {
+    static METERS: RefCell<Vec<ThreadMeter>> = const { RefCell::new(Vec::new()) };
+}
+
+/// opentelemetry 0.33 gives no way to ask whether the global meter provider is its no-op one.
+/// Its no-op provider is a zero-sized type, and a provider that records anything holds state
+/// (its pipeline), so a zero-sized global provider is taken for "no SDK installed": the layer
+/// then measures nothing.
+fn is_noop_provider(p: &DynProvider) -> bool {
+    std::mem::size_of_val(&**p) == 0
 }
 
 impl MeterSource {
-    pub(crate) fn fixed<P: MeterProvider + ?Sized + 'static>(provider: &P) -> Self {
-        if std::any::TypeId::of::<P>()
+    pub(crate) fn new(side: Side) -> Self {
+        MeterSource {
+            side,
+            enabled: true,
+            provider: Provider::Global,
+            options: MetricsOptions::default(),
+            fixed: Arc::default(),
+            global: GlobalInstruments::new(),
+        }
+    }
+
+    /// A metrics setting changed: this layer value gets instruments of its own.
+    fn renew(&mut self) {
+        self.fixed = Arc::default();
+        self.global = GlobalInstruments::new();
+    }
+
+    pub(crate) fn set_provider<P: MeterProvider + ?Sized + 'static>(&mut self, provider: &P) {
+        self.provider = if std::any::TypeId::of::<P>()
             == std::any::TypeId::of::<opentelemetry::metrics::noop::NoopMeterProvider>()
         {
-            return MeterSource::Noop;
-        }
-        MeterSource::Fixed(
-            Arc::new(provider.meter_with_scope(crate::otel::scope())),
-            Arc::default(),
-        )
+            Provider::Noop
+        } else {
+            Provider::Fixed(Arc::new(provider.meter_with_scope(crate::otel::scope())))
+        };
+        self.renew();
     }
 
-    pub(crate) fn global() -> Self {
-        MeterSource::Global(Arc::default())
+    pub(crate) fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+        self.renew();
     }
 
-    /// A source with fresh (not yet created) instruments and the same provider.
-    pub(crate) fn reset(&self) -> Self {
-        match self {
-            MeterSource::Off => MeterSource::Off,
-            MeterSource::Noop => MeterSource::Noop,
-            MeterSource::Fixed(meter, _) => MeterSource::Fixed(meter.clone(), Arc::default()),
-            MeterSource::Global(_) => MeterSource::global(),
-        }
+    pub(crate) fn options_mut(&mut self) -> &mut MetricsOptions {
+        self.renew();
+        &mut self.options
     }
 
-    /// Whether requests are measured at all (no clock read otherwise).
-    pub(crate) fn records(&self) -> bool {
-        !matches!(self, MeterSource::Off | MeterSource::Noop)
-    }
-
-    /// The instruments for a request (see [`RequestInstruments`]). `now_nanos` (wall clock,
-    /// already read for the span's start) paces the look at the global provider.
-    pub(crate) fn for_request(
-        &self,
-        options: MetricsOptions,
-        now_nanos: u64,
-    ) -> Option<RequestInstruments> {
-        match self {
-            MeterSource::Off | MeterSource::Noop => None,
-            MeterSource::Fixed(meter, cell) => {
-                cell.get_or_init(|| ServerInstruments::new(meter, options));
-                Some(RequestInstruments::Layer)
-            }
-            MeterSource::Global(g) => {
-                global_instruments(g, options, Some(now_nanos)).map(RequestInstruments::Global)
-            }
+    /// Create the instruments now (called when the layer builds a service, so that creation
+    /// happens at construction, not on the hot path).
+    pub(crate) fn init(&self) {
+        if let (true, Provider::Fixed(meter)) = (self.enabled, &self.provider) {
+            self.fixed
+                .get_or_init(|| Instruments::new(meter, self.side, self.options));
         }
     }
 
-    /// The instruments of a user-supplied provider, once created.
-    pub(crate) fn layer_instruments(&self) -> Option<&ServerInstruments> {
-        match self {
-            MeterSource::Fixed(_, cell) => cell.get(),
-            _ => None,
+    /// At the start of a request: whether it is measured (for the global provider, this
+    /// thread's view of it, looked at again every so many requests).
+    pub(crate) fn starts(&self) -> bool {
+        match (&self.provider, self.enabled) {
+            (_, false) | (Provider::Noop, _) => false,
+            (Provider::Fixed(_), true) => true,
+            (Provider::Global, true) => self.thread_global(true, |i| i.is_some()),
         }
     }
 
-    /// Create the instruments now if they do not exist yet (called when the layer builds a
-    /// service, so that creation happens at construction, not on the hot path).
-    pub(crate) fn init(&self, options: MetricsOptions) {
-        match self {
-            MeterSource::Off | MeterSource::Noop => {}
-            MeterSource::Fixed(meter, cell) => {
-                cell.get_or_init(|| ServerInstruments::new(meter, options));
-            }
-            MeterSource::Global(g) => {
-                let _ = global_instruments(g, options, None);
+    /// Run `f` with the instruments to record into, when there are any.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Instruments) -> T) -> Option<T> {
+        match (&self.provider, self.enabled) {
+            (_, false) | (Provider::Noop, _) => None,
+            (Provider::Fixed(meter), true) => Some(f(self
+                .fixed
+                .get_or_init(|| Instruments::new(meter, self.side, self.options)))),
+            (Provider::Global, true) => {
+                let mut f = Some(f);
+                self.thread_global(false, |i| i.and_then(|i| f.take().map(|f| f(i))))
             }
         }
     }
-}
 
-/// The instruments for the global meter provider as it stands, created once per provider;
-/// looked at again at most every 50 ms of `now_nanos` (`None`: look now).
-fn global_instruments(
-    g: &GlobalInstruments,
-    options: MetricsOptions,
-    now_nanos: Option<u64>,
-) -> Option<Arc<ServerInstruments>> {
-    if let Some(now) = now_nanos {
-        if !g.pace.claim(now) {
-            if let Some((_, inst)) = g.current.read().ok()?.as_ref() {
-                return Some(inst.clone());
+    /// This thread's instruments for the global provider; `count`: this call starts a request
+    /// (it counts towards the next look at the global).
+    fn thread_global<T>(&self, count: bool, mut f: impl FnMut(Option<&Instruments>) -> T) -> T {
+        let done = METERS.try_with(|m| {
+            let mut m = m.borrow_mut();
+            let at = match m.iter().position(|e| e.id == self.global.id) {
+                Some(at) => at,
+                None => {
+                    if m.len() >= THREAD_METERS {
+                        m.remove(0);
+                    }
+                    m.push(ThreadMeter {
+                        id: self.global.id,
+                        check: Recheck::default(),
+                        instruments: None,
+                    });
+                    m.len() - 1
+                }
+            };
+            let e = &mut m[at];
+            // a request that ends on a thread that has not seen the provider yet looks now
+            let unseen = !count && e.instruments.is_none();
+            if (count && e.check.due()) || unseen {
+                e.instruments = self.global_instruments();
+            }
+            f(e.instruments.as_deref())
+        });
+        // the thread is going away: look at the global directly
+        done.unwrap_or_else(|_| f(self.global_instruments().as_deref()))
+    }
+
+    /// The instruments for the global provider as it stands, created once per provider for
+    /// this layer value; `None` while it is the no-op one.
+    fn global_instruments(&self) -> Option<Arc<Instruments>> {
+        let provider = global::meter_provider();
+        if is_noop_provider(&provider) {
+            return None;
+        }
+        let mut current = self.global.current.lock().ok()?;
+        if let Some((p, i)) = current.as_ref() {
+            if Arc::ptr_eq(p, &provider) {
+                return Some(i.clone());
             }
         }
+        let meter = provider.meter_with_scope(crate::otel::scope());
+        let instruments = Arc::new(Instruments::new(&meter, self.side, self.options));
+        *current = Some((provider, instruments.clone()));
+        Some(instruments)
     }
-    let provider = global::meter_provider();
-    if let Some((p, inst)) = g.current.read().ok()?.as_ref() {
-        if Arc::ptr_eq(p, &provider) {
-            return Some(inst.clone());
-        }
-    }
-    let mut w = g.current.write().ok()?;
-    if let Some((p, inst)) = w.as_ref() {
-        if Arc::ptr_eq(p, &provider) {
-            return Some(inst.clone());
-        }
-    }
-    let meter = provider.meter_with_scope(crate::otel::scope());
-    let inst = Arc::new(ServerInstruments::new(&meter, options));
-    *w = Some((provider, inst.clone()));
-    Some(inst)
 }

@@ -2,18 +2,26 @@
 //!
 //! # What a request gets
 //!
-//! One `SERVER` span (SEMCONV §1), its measurements ([`crate::metrics`]), the trace-context
-//! response header ([`crate::response_header`]) and a `tracing` span for log correlation
-//! (`crate::logs`, feature `tracing`) — once, even when the layer is stacked (on the root router
-//! and on a nested router, or twice): the outermost instance marks the request and inner
-//! instances pass it through, only recording the route for the outer one.
+//! One `SERVER` span, its measurements ([`crate::metrics`]), the trace-context response header
+//! ([`crate::response_header`]) and a `tracing` span for log correlation (`crate::logs`,
+//! feature `tracing`) — once, even when the layer is stacked (on the root router and on a
+//! nested router, or twice): the outermost instance marks the request and inner instances pass
+//! it through, only recording the route for the outer one.
 //!
 //! | mode | how | per request |
 //! |---|---|---|
 //! | spans + duration metric + header + log span | `OtelLayer::server()` (default) | everything below |
-//! | metrics only | `.with_spans(false)` | measurements; the caller's context made current when a propagator is configured |
+//! | metrics only | `.with_spans(false)` | measurements; the caller's context made current |
 //! | spans only | `.with_metrics(false)` | span, header, log span |
-//! | no-op | no-op providers, or no SDK installed | nothing recorded; context passed on when a propagator is configured, else a pure pass-through |
+//! | nothing recorded | no-op providers, or no SDK installed (see below) | the caller's context made current when it carries a trace or baggage; else a pass-through |
+//!
+//! **With no OpenTelemetry SDK installed** and the defaults (global providers), a request
+//! costs: a look at this thread's view of the global tracer and meter providers (each thread
+//! looks at the globals themselves once every 64 requests it serves: opentelemetry's no-op
+//! tracer is recognised by the spans it makes, its no-op meter provider by being zero-sized),
+//! the extraction of `traceparent`/`tracestate` (validated, W3C) so that the caller's context
+//! is current in the handler, and the mark for inner instances. No span, no clock read, no
+//! measurement, no log span, no response header. The bench variant `no_sdk_defaults` measures it.
 //!
 //! | attribute | when |
 //! |---|---|
@@ -23,7 +31,7 @@
 //! | `url.query` | when a query was received; values of sensitive keys are `REDACTED` |
 //! | `http.route` | when a route matched: full template, nest prefixes included; never on the 404 fallback |
 //! | `http.response.status_code` | when a response was produced |
-//! | `error.type` | `"500"` etc. for 5xx, `_OTHER` for codes outside 100..=599, the error's type name when the inner service failed, `cancelled`, `response_body_error`, `response_body_dropped` |
+//! | `error.type` | see [`crate::error`]: `"500"` etc. for 5xx, `_OTHER`, `cancelled`, `response_body`, `response_body_dropped`, `panic`, or the inner error's classification |
 //! | `network.protocol.version` | `1.0`, `1.1`, `2`, `3` |
 //! | `server.address`, `server.port` | from `:authority`, else `Host` (port defaults to the scheme's) |
 //! | `client.address`, `network.peer.address`, `network.peer.port` | from axum's `ConnectInfo<SocketAddr>` (or trusted proxy headers for `client.address`) |
@@ -34,17 +42,27 @@
 //! Span name: `"{method} {http.route}"`, or `"{method}"` without a route (`HTTP` for `_OTHER`).
 //! Attributes known at the start are set at the start, so samplers see them.
 //!
-//! Status: unset for 1xx–4xx; `Error` for 5xx, codes outside `100..=599`, inner errors and body
-//! failures.
+//! Status: unset for 1xx–4xx; `Error` for 5xx, codes outside `100..=599`, inner errors, panics,
+//! body failures and requests the client abandoned.
 //!
-//! # When the span ends
+//! # When the request ends
 //!
-//! When the response body reaches its end or is dropped (the last byte, not the response head),
-//! so the span covers streaming. Exceptions: a `101 Switching Protocols` response (WebSocket)
-//! ends at its head; a body that is already at its end (empty) ends at the head; a
-//! `text/event-stream` response can be configured to end at its head with
-//! [`OtelServerLayer::with_event_stream_end`]. A response future dropped before the response
-//! (client gone) ends the span with `error.type = "cancelled"`.
+//! The span ends and the duration is measured (on a monotonic clock; the span's end timestamp
+//! is its start plus that duration) when the last byte of the response body has gone out:
+//!
+//! | response | ends | recorded as |
+//! |---|---|---|
+//! | a body, streamed or not | at its end (`None`, or `is_end_stream()` after a frame) | success |
+//! | a declared length (`Content-Length`, or an exact size hint) | once that many bytes went out, even if the body never says it ended (hyper then drops it unpolled) | success |
+//! | to `HEAD`; `1xx` (a `101` upgrade such as a WebSocket); `204`; `304`; `2xx` to `CONNECT`; an empty body | at the head: no body will be sent (hyper and axum drop it unpolled) | success |
+//! | `text/event-stream` with [`SpanEnd::Head`] | at the head | success |
+//! | body failed | then | `error.type = "response_body"` |
+//! | body dropped before its end (client gone mid-body) | then | `error.type = "response_body_dropped"`, the status kept |
+//! | response future dropped before the response (client gone, outer timeout) | then | `error.type = "cancelled"` |
+//! | a panic unwinding through the layer | then | `error.type = "panic"` |
+//!
+//! A handler returning a `1xx` other than `101` is recorded as it returned it; hyper itself
+//! turns such a final response into a `500` on the wire.
 //!
 //! # Where the route comes from
 //!
@@ -59,15 +77,17 @@
 //! the nested service is itself an axum `Router` carrying an instance of this layer or a
 //! `RecordRouteLayer`.
 
-mod body;
-mod future;
 mod layer;
 mod request_body;
 mod service;
-mod state;
+mod stack;
+mod start;
 
-pub use body::ResponseBody;
-pub use future::ResponseFuture;
+pub use crate::lifecycle::{ResponseBody, ResponseFuture};
 pub use layer::{OtelServerLayer, SpanEnd};
 pub use request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
 pub use service::OtelServer;
+pub use stack::{RecordRoute, RecordRouteLayer};
+
+pub(crate) use layer::ServerOptions;
+pub(crate) use stack::RouteSlot;

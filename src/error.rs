@@ -1,0 +1,222 @@
+//! The `error.type` vocabulary shared by the server and the client, and how errors are classified.
+//!
+//! `error.type` is set only when a request failed; it is a short, stable, low-cardinality value
+//! (never a message, never a compiler-generated type path):
+//!
+//! | value | side | when |
+//! |---|---|---|
+//! | `"500"`, `"503"`, ... | server | the response has a 5xx status |
+//! | `"404"`, `"500"`, ... | client | the response has a status ≥ 400 |
+//! | `_OTHER` | both | a status outside `100..=599`, or an error nothing below classifies |
+//! | [`TIMEOUT`] | both | a timeout fired inside the layer (an `io::ErrorKind::TimedOut`, tower's or tokio's `Elapsed`, hyper's or reqwest's timeout) |
+//! | [`CONNECT`] | client | no connection could be made (refused, unreachable, DNS) |
+//! | [`CONNECTION_CLOSED`] | both | the connection was closed or reset mid-request |
+//! | [`RESPONSE_BODY`] | both | the response body failed while it was being sent or read |
+//! | [`CANCELLED`] | server | the response future was dropped before the response (the client went away, an outer timeout) |
+//! | [`RESPONSE_BODY_DROPPED`] | server | the response body was dropped before its end (the client went away mid-body) |
+//! | [`PANIC`] | both | a panic unwound through the layer |
+//!
+//! A response that is complete at its head (`HEAD`, `1xx`, `204`, `304`, `2xx` to `CONNECT`) or
+//! whose declared length (`Content-Length`, an exact size hint) has gone out is a success even if
+//! its body is then dropped unpolled, as hyper does. On the client, a caller that drops the
+//! request future or the response body is not an error (no `error.type`, status unset).
+//!
+//! An inner service's error is classified by the user's function when one is configured
+//! (`with_error_type` on the server and client layers), else by [`classify`] when the error can
+//! be seen as a [`std::error::Error`] (a boxed error, `std::io::Error`, hyper's and hyper-util's
+//! errors, tower's and tokio's `Elapsed`), else `_OTHER`.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+/// A timeout fired inside the layer.
+pub const TIMEOUT: &str = "timeout";
+/// No connection could be made.
+pub const CONNECT: &str = "connect";
+/// The connection was closed or reset mid-request.
+pub const CONNECTION_CLOSED: &str = "connection_closed";
+/// The response body failed while it was being sent (server) or read (client).
+pub const RESPONSE_BODY: &str = "response_body";
+/// Server: the response future was dropped before the inner service produced a response.
+pub const CANCELLED: &str = "cancelled";
+/// Server: the response body was dropped before its end (the status code sent is kept).
+pub const RESPONSE_BODY_DROPPED: &str = "response_body_dropped";
+/// A panic unwound through the layer.
+pub const PANIC: &str = "panic";
+/// Anything else, and status codes outside `100..=599`.
+pub const OTHER: &str = "_OTHER";
+
+/// The user's classification of an inner service's error, type-erased: `None` when the error
+/// is not of the type the function was written for, or the function declined.
+pub(crate) type ErrorTypeFn = Arc<dyn Fn(&dyn Any) -> Option<&'static str> + Send + Sync>;
+
+/// Wrap a typed classification function.
+pub(crate) fn error_type_fn<E, F>(f: F) -> ErrorTypeFn
+where
+    E: 'static,
+    F: Fn(&E) -> Option<&'static str> + Send + Sync + 'static,
+{
+    Arc::new(move |e: &dyn Any| e.downcast_ref::<E>().and_then(&f))
+}
+
+/// `error.type` of an inner service's error: the user's function first, then [`classify`] when
+/// the error can be seen as a [`std::error::Error`], else `_OTHER`.
+pub(crate) fn error_type<E: 'static>(user: Option<&ErrorTypeFn>, error: &E) -> Cow<'static, str> {
+    let any: &dyn Any = error;
+    if let Some(t) = user.and_then(|f| f(any)) {
+        return Cow::Borrowed(t);
+    }
+    Cow::Borrowed(as_std_error(any).map_or(OTHER, classify))
+}
+
+/// The error as a [`std::error::Error`], for the error types this crate knows.
+fn as_std_error(e: &dyn Any) -> Option<&(dyn StdError + 'static)> {
+    if let Some(b) = e.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        return Some(&**b);
+    }
+    if let Some(b) = e.downcast_ref::<Box<dyn StdError + Send>>() {
+        return Some(&**b);
+    }
+    if let Some(b) = e.downcast_ref::<Box<dyn StdError>>() {
+        return Some(&**b);
+    }
+    macro_rules! known {
+        ($($t:ty),* $(,)?) => {
+            $(if let Some(e) = e.downcast_ref::<$t>() {
+                return Some(e);
+            })*
+        };
+    }
+    known!(
+        std::io::Error,
+        tower::timeout::error::Elapsed,
+        tokio::time::error::Elapsed
+    );
+    #[cfg(feature = "hyper-client")]
+    known!(hyper::Error, hyper_util::client::legacy::Error);
+    None
+}
+
+/// Classify an error by walking its [`source`](StdError::source) chain: the first link this
+/// crate recognises decides ([`CONNECT`], [`TIMEOUT`], [`CONNECTION_CLOSED`]); `_OTHER` when
+/// none does.
+///
+/// ```
+/// use std::io;
+/// use tower_otel_http::error::{classify, TIMEOUT};
+///
+/// let e = io::Error::new(io::ErrorKind::TimedOut, "slow");
+/// assert_eq!(classify(&e), TIMEOUT);
+/// ```
+#[must_use]
+pub fn classify(error: &(dyn StdError + 'static)) -> &'static str {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(t) = recognise(e) {
+            return t;
+        }
+        next = e.source();
+    }
+    OTHER
+}
+
+fn recognise(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io_kind(io.kind());
+    }
+    if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+        return Some(TIMEOUT);
+    }
+    #[cfg(feature = "hyper-client")]
+    {
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if h.is_connect() {
+                // a connect timeout is a connect failure: the server was never reached
+                return Some(CONNECT);
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return Some(TIMEOUT);
+            }
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return Some(CONNECTION_CLOSED);
+            }
+        }
+    }
+    None
+}
+
+fn io_kind(kind: std::io::ErrorKind) -> Option<&'static str> {
+    use std::io::ErrorKind as K;
+    Some(match kind {
+        K::TimedOut => TIMEOUT,
+        K::ConnectionRefused | K::AddrNotAvailable | K::HostUnreachable | K::NetworkUnreachable => {
+            CONNECT
+        }
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            CONNECTION_CLOSED
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[derive(Debug)]
+    struct Wrapper(io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn io_errors_by_kind_through_the_chain() {
+        let refused = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&refused), CONNECT);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&reset), CONNECTION_CLOSED);
+        assert_eq!(classify(&io::Error::other("x")), OTHER);
+    }
+
+    #[test]
+    fn boxed_and_elapsed_errors() {
+        let boxed: Box<dyn StdError + Send + Sync> =
+            Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(error_type(None, &boxed), TIMEOUT);
+        let io = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(error_type(None, &io), TIMEOUT);
+        // a type this crate cannot see as an error
+        assert_eq!(error_type(None, &42u8), OTHER);
+        assert_eq!(error_type(None, &"text"), OTHER);
+    }
+
+    #[test]
+    fn the_users_function_comes_first_and_may_decline() {
+        #[derive(Debug)]
+        enum AppError {
+            Db,
+            Other,
+        }
+        let f = error_type_fn(|e: &AppError| match e {
+            AppError::Db => Some("db"),
+            AppError::Other => None,
+        });
+        assert_eq!(error_type(Some(&f), &AppError::Db), "db");
+        assert_eq!(error_type(Some(&f), &AppError::Other), OTHER);
+        // another error type: the function is not called, the default applies
+        let io = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(error_type(Some(&f), &io), TIMEOUT);
+    }
+}

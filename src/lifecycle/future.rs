@@ -1,0 +1,95 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::{Record, ResponseBody, Scope};
+
+pin_project! {
+    /// The response future of the server and client services.
+    ///
+    /// The request's context (its span's, or the caller's propagated one) is current and its
+    /// log span entered while the inner future is polled. On a server, dropping this future
+    /// before the response ends the span with `error.type = "cancelled"`; on a client, the
+    /// caller dropping it is no error.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Record>,
+        // made current while polling when no record is kept
+        pass: Option<Scope>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn recorded(inner: F, record: Record) -> Self {
+        Self {
+            inner,
+            record: Some(record),
+            pass: None,
+        }
+    }
+
+    /// Nothing recorded; `cx` (the caller's context) made current while polling, if any.
+    pub(crate) fn pass(inner: F, cx: Option<opentelemetry::Context>) -> Self {
+        Self {
+            inner,
+            record: None,
+            pass: cx.map(|cx| Scope::context(Some(cx))),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("instrumented", &self.record.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+    E: 'static,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this
+                .record
+                .as_ref()
+                .map(|r| &r.scope)
+                .or(this.pass.as_ref())
+                .map(Scope::enter);
+            ready!(this.inner.poll(cx))
+        };
+        // the record is updated where it is and moved once, into the body
+        let Some(record) = this.record.as_mut() else {
+            return Poll::Ready(result.map(|r| r.map(ResponseBody::untraced)));
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (response, complete) = record.head(response);
+                if complete {
+                    record.end(None);
+                    *this.record = None;
+                    Ok(response.map(ResponseBody::untraced))
+                } else {
+                    Ok(response.map(|b| ResponseBody::traced(b, this.record.take())))
+                }
+            }
+            Err(e) => {
+                let error_type = record.config.error_type(&e);
+                record.end(Some(error_type));
+                *this.record = None;
+                Err(e)
+            }
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The start of a server request: what is read off it, the span's start attributes (all of
+//! them set at the start, so that samplers see them), the parent context, the measurements'
+//! attributes, the log span and the mark for inner instances.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::request::Parts;
+use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
+use opentelemetry::{Context, KeyValue, StringValue};
+use opentelemetry_semantic_conventions::attribute as attr;
+
+use super::stack;
+use crate::config::Config;
+use crate::lifecycle::{Clock, Record, Scope};
+use crate::metrics::{Labeler, Measure};
+use crate::otel::RequestTracer;
+use crate::propagation::StrictHeaderExtractor;
+use crate::semconv::{self, ForwardedInfo, MethodInfo};
+
+/// How a request starts: recorded, or passed through with the caller's context (when a
+/// propagator would carry it on).
+#[allow(clippy::large_enum_variant)] // moved once, into the response future
+pub(super) enum Started {
+    Record(Record),
+    Pass(Option<Context>),
+}
+
+/// What the server reads off an incoming request (borrowed from it).
+struct Incoming<'a> {
+    method: MethodInfo,
+    route: Option<&'a str>,
+    https: bool,
+    version: Option<&'static str>,
+    /// `server.address` (shared by the span and the metrics) and `server.port`.
+    host: Option<(StringValue, i64)>,
+    forwarded: ForwardedInfo<'a>,
+    peer: Option<SocketAddr>,
+}
+
+impl<'a> Incoming<'a> {
+    fn read(config: &Config, parts: &'a Parts, wants_host: bool) -> Self {
+        let options = &config.server;
+        let forwarded = if options.trust_proxy_headers {
+            semconv::forwarded(&parts.headers)
+        } else {
+            ForwardedInfo::default()
+        };
+        let https = forwarded
+            .https
+            .or_else(|| parts.uri.scheme().map(|s| *s == http::uri::Scheme::HTTPS))
+            .unwrap_or(options.https);
+        let host = match parts.uri.authority() {
+            Some(a) => Some(a.as_str()),
+            None => parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
+        }
+        .filter(|_| wants_host)
+        .and_then(semconv::split_host)
+        .map(|(address, port)| {
+            let port = port.unwrap_or(if https { 443 } else { 80 });
+            (
+                StringValue::from(Arc::<str>::from(address)),
+                i64::from(port),
+            )
+        });
+        Incoming {
+            method: config.methods.get(&parts.method),
+            route: crate::route::matched_route(&parts.extensions),
+            https,
+            version: semconv::protocol_version(parts.version),
+            host,
+            forwarded,
+            peer: peer_address(parts),
+        }
+    }
+
+    fn measure(&self, config: &Config, request_bytes: Option<Arc<AtomicU64>>) -> Measure {
+        Measure {
+            method: self.method.metric_value(),
+            scheme: Some(self.https),
+            server: self
+                .host
+                .clone()
+                .filter(|_| config.server.metrics_server_address),
+            labeler: config.labeler.then(Labeler::new),
+            request_bytes,
+        }
+    }
+}
+
+/// The peer of the connection, from axum's `ConnectInfo`.
+fn peer_address(parts: &Parts) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    return parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
+    }
+}
+
+/// Start a request: its record (span, measurements, log span), or a pass-through when nothing
+/// would be recorded. `counts_body`: the request body is counted (returned: its counter).
+pub(super) fn start(
+    config: &Arc<Config>,
+    parts: &mut Parts,
+    counts_body: bool,
+) -> (Started, Option<Arc<AtomicU64>>) {
+    let tracer = config.tracer.resolve().filter(|_| config.spans);
+    let measured = config.meter.starts();
+    if tracer.is_none() && !measured {
+        // nothing to record: the caller's context still flows through
+        return (
+            Started::Pass(config.propagator.pass_through(&parts.headers)),
+            None,
+        );
+    }
+    let clock = Clock::start(tracer.is_some());
+    let incoming = Incoming::read(
+        config,
+        parts,
+        tracer.is_some() || config.server.metrics_server_address,
+    );
+    let mut record = Record::new(config.clone(), clock, &parts.method, incoming.method.label);
+    record.version = incoming.version;
+    record.template = incoming.route.map(|r| Cow::Owned(r.to_owned()));
+    let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
+    record.measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
+    let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, record.clock.wall()));
+    record.span = cx.is_some();
+    let route_known = incoming.route.is_some();
+    let label = incoming.method.label;
+    drop(incoming);
+    let cx = cx.or_else(|| config.propagator.pass_through(&parts.headers));
+    record.scope = Scope {
+        #[cfg(feature = "tracing")]
+        log: log_span(
+            config,
+            label,
+            record.template.as_deref(),
+            cx.as_ref(),
+            record.span,
+        ),
+        cx,
+    };
+    let _ = label;
+    record.slot = stack::mark(&mut parts.extensions, route_known);
+    if let Some(l) = record.measure.as_ref().and_then(|m| m.labeler.as_ref()) {
+        parts.extensions.insert(l.clone());
+    }
+    record.started();
+    (Started::Record(record), request_bytes)
+}
+
+/// Start the `SERVER` span, a child of the caller's context (or, for a public endpoint, a new
+/// root linked to it). `None` when the tracer makes no real spans.
+fn start_span(
+    config: &Config,
+    tracer: RequestTracer<'_>,
+    incoming: &Incoming<'_>,
+    parts: &Parts,
+    start: Option<SystemTime>,
+) -> Option<Context> {
+    let name = config.span_name(&parts.method, incoming.method.label, incoming.route);
+    let mut builder = SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(span_attributes(config, incoming, parts));
+    builder.start_time = start;
+    let parent = config
+        .propagator
+        .extract(&StrictHeaderExtractor::new(&parts.headers));
+    if config.server.public_endpoint.applies(parts) {
+        let sc = parent.span().span_context().clone();
+        if sc.is_valid() {
+            builder.links = Some(vec![Link::with_context(sc)]);
+        }
+        tracer.start(builder, &Context::new())
+    } else {
+        tracer.start(builder, &parent)
+    }
+}
+
+/// The span's start attributes (SEMCONV §1.3–1.6).
+fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> Vec<KeyValue> {
+    let mut attrs: Vec<KeyValue> = Vec::with_capacity(16 + config.request_headers.len());
+    attrs.push(incoming.method.attribute.clone());
+    if incoming.method.is_other {
+        attrs.push(KeyValue::new(
+            attr::HTTP_REQUEST_METHOD_ORIGINAL,
+            parts.method.as_str().to_owned(),
+        ));
+    }
+    attrs.push(KeyValue::new(attr::URL_PATH, parts.uri.path().to_owned()));
+    if let Some(q) = parts.uri.query() {
+        let q = semconv::redact_query(q, &config.redacted_query_keys);
+        attrs.push(KeyValue::new(attr::URL_QUERY, q.into_owned()));
+    }
+    attrs.push(semconv::scheme_attribute(incoming.https));
+    if let Some(v) = incoming.version {
+        attrs.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
+    }
+    if let Some((address, port)) = &incoming.host {
+        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
+        attrs.push(KeyValue::new(attr::SERVER_PORT, *port));
+    }
+    peer_attributes(config, incoming, &mut attrs);
+    if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
+        attrs.push(KeyValue::new(
+            attr::USER_AGENT_ORIGINAL,
+            semconv::header_value_string(ua),
+        ));
+    }
+    if let Some(route) = incoming.route {
+        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.to_owned()));
+    }
+    config.request_extras(parts, &mut attrs);
+    attrs
+}
+
+/// `network.peer.*` from the connection; `client.address` from trusted proxy headers, else the
+/// peer (`client.port` opt-in).
+fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<KeyValue>) {
+    let peer_ip: Option<StringValue> = incoming
+        .peer
+        .map(|p| Arc::<str>::from(p.ip().to_string()).into());
+    if let (Some(p), Some(ip)) = (incoming.peer, &peer_ip) {
+        attrs.push(KeyValue::new(attr::NETWORK_PEER_ADDRESS, ip.clone()));
+        attrs.push(KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(p.port())));
+    }
+    let client = match (incoming.forwarded.client, incoming.peer, peer_ip) {
+        (Some(client), ..) => Some((
+            StringValue::from(client.to_owned()),
+            incoming.forwarded.client_port,
+        )),
+        (None, Some(p), Some(ip)) => Some((ip, Some(p.port()))),
+        _ => None,
+    };
+    if let Some((address, port)) = client {
+        attrs.push(KeyValue::new(attr::CLIENT_ADDRESS, address));
+        if let (true, Some(port)) = (config.server.client_port, port) {
+            attrs.push(KeyValue::new(attr::CLIENT_PORT, i64::from(port)));
+        }
+    }
+}
+
+/// The per-request `tracing` span carrying the span's ids (when a span is recorded and log
+/// correlation is on).
+#[cfg(feature = "tracing")]
+fn log_span(
+    config: &Config,
+    label: &'static str,
+    route: Option<&str>,
+    cx: Option<&Context>,
+    span: bool,
+) -> tracing::Span {
+    match (config.server.log_correlation, span, cx) {
+        (true, true, Some(cx)) => {
+            let s =
+                crate::logs::request_span(config.server.log_level, label, cx.span().span_context());
+            if let Some(r) = route {
+                s.record("http.route", r);
+            }
+            s
+        }
+        _ => tracing::Span::none(),
+    }
+}
