@@ -92,7 +92,13 @@ impl Config {
     ) -> Cow<'static, str> {
         match (&self.span_name, template) {
             (Some(f), _) => Cow::Owned(f(method, template)),
-            (None, Some(t)) => Cow::Owned(format!("{label} {t}")),
+            (None, Some(t)) => {
+                let mut name = String::with_capacity(label.len() + 1 + t.len());
+                name.push_str(label);
+                name.push(' ');
+                name.push_str(t);
+                Cow::Owned(name)
+            }
             (None, None) => Cow::Borrowed(label),
         }
     }

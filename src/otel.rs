@@ -214,12 +214,12 @@ fn is_noop_propagator(p: &dyn TextMapPropagator) -> bool {
 
 impl PropagatorSource {
     /// Run `f` with the propagator for this request: the configured one, the global one, or
-    /// (no global installed) the built-in W3C Trace Context. The global is looked at on every
-    /// request while one is installed (opentelemetry keeps it behind a lock), else once every
-    /// [`RECHECK_EVERY`] requests on this thread.
-    fn with<T>(&self, mut f: impl FnMut(&dyn TextMapPropagator) -> T) -> T {
+    /// `None` while no global propagator is installed (the global is looked at on every
+    /// request while one is installed — opentelemetry keeps it behind a lock — else once every
+    /// [`RECHECK_EVERY`] requests on this thread).
+    fn with<T>(&self, mut f: impl FnMut(Option<&dyn TextMapPropagator>) -> T) -> T {
         match self {
-            PropagatorSource::Fixed(p) => f(p.as_ref()),
+            PropagatorSource::Fixed(p) => f(Some(p.as_ref())),
             PropagatorSource::Global => {
                 let skip = GLOBALS
                     .try_with(|g| {
@@ -228,7 +228,7 @@ impl PropagatorSource {
                     })
                     .unwrap_or(false);
                 if skip {
-                    return f(&propagation::W3cFallback);
+                    return f(None);
                 }
                 global::get_text_map_propagator(|p| {
                     let noop = is_noop_propagator(p);
@@ -239,33 +239,55 @@ impl PropagatorSource {
                             g.propagator_check = Recheck(RECHECK_EVERY - 1);
                         }
                     });
-                    if noop {
-                        f(&propagation::W3cFallback)
-                    } else {
-                        f(p)
-                    }
+                    f((!noop).then_some(p))
                 })
             }
         }
     }
 
-    /// The caller's context (the parent of a server span), on top of an empty context.
+    /// The caller's context, the parent of the span this layer records: extracted by the
+    /// propagator, or by W3C Trace Context while none is installed.
     pub(crate) fn extract(&self, extractor: &StrictHeaderExtractor<'_>) -> Context {
-        self.with(|p| propagation::extract_with(p, extractor))
+        self.with(|p| match p {
+            Some(p) => propagation::extract_with(p, extractor),
+            None => {
+                let cx = Context::current();
+                match extractor.span_context() {
+                    Some(sc) => cx.with_remote_span_context(sc),
+                    None => cx,
+                }
+            }
+        })
     }
 
-    /// The caller's context to make current when no span of ours is recorded; `None` when it
-    /// carries nothing (no valid parent, no baggage).
+    /// The caller's context to make current when no span of ours is recorded: `None` when no
+    /// propagator is configured or installed (nothing would carry it on) or it carries nothing
+    /// (no valid parent, no baggage). Headers are parsed only when a propagator wants them.
     pub(crate) fn pass_through(&self, headers: &http::HeaderMap) -> Option<Context> {
-        let cx = self.extract(&StrictHeaderExtractor::new(headers));
+        let cx = self.with(|p| {
+            p.map(|p| propagation::extract_with(p, &StrictHeaderExtractor::new(headers)))
+        })?;
         let carries = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
         carries.then_some(cx)
     }
 
-    /// Write `cx` into outgoing request headers.
-    #[allow(dead_code)] // the client layer, next
-    pub(crate) fn inject(&self, cx: &Context, headers: &mut http::HeaderMap) {
-        self.with(|p| p.inject_context(cx, &mut propagation::HeaderInjector(headers)));
+    /// Write the context of a span this layer records into outgoing request headers: with the
+    /// propagator, or W3C Trace Context while none is installed.
+    pub(crate) fn inject_span(&self, cx: &Context, headers: &mut http::HeaderMap) {
+        self.with(|p| {
+            p.unwrap_or(&propagation::W3cFallback)
+                .inject_context(cx, &mut propagation::HeaderInjector(headers))
+        });
+    }
+
+    /// Write a context merely passed through (no span of ours) into outgoing request headers:
+    /// only through a configured or installed propagator.
+    pub(crate) fn inject_passed(&self, cx: &Context, headers: &mut http::HeaderMap) {
+        self.with(|p| {
+            if let Some(p) = p {
+                p.inject_context(cx, &mut propagation::HeaderInjector(headers));
+            }
+        });
     }
 }
 

@@ -41,12 +41,19 @@ const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
-/// Lowercase hex digits only: no uppercase, no signs, no whitespace (which `from_str_radix`,
-/// underneath opentelemetry's `from_hex`, would accept).
-fn lower_hex(s: &str) -> Option<&str> {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        .then_some(s)
+/// Lowercase hex digits only (no uppercase, no signs, no whitespace, which `from_str_radix`
+/// underneath opentelemetry's `from_hex` would accept), at most 32 of them.
+fn lower_hex(s: &[u8]) -> Option<u128> {
+    let mut v: u128 = 0;
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -70,21 +77,21 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
-    let version = u8::from_str_radix(lower_hex(&value[0..2])?, 16).ok()?;
+    let version = lower_hex(&b[0..2])?;
     // version ff is invalid; version 00 has exactly four fields; higher versions may append
     // fields after a '-'
     if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return None;
     }
-    let trace_id = TraceId::from_hex(lower_hex(&value[3..35])?).ok()?;
-    let span_id = SpanId::from_hex(lower_hex(&value[36..52])?).ok()?;
-    let flags = u8::from_str_radix(lower_hex(&value[53..55])?, 16).ok()?;
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+    let trace_id = lower_hex(&b[3..35])?;
+    let span_id = u64::try_from(lower_hex(&b[36..52])?).ok()?;
+    let flags = u8::try_from(lower_hex(&b[53..55])?).ok()?;
+    if trace_id == 0 || span_id == 0 {
         return None;
     }
     Some(Traceparent {
-        trace_id,
-        span_id,
+        trace_id: TraceId::from(trace_id),
+        span_id: SpanId::from(span_id),
         flags,
     })
 }
@@ -176,7 +183,7 @@ impl<'a> StrictHeaderExtractor<'a> {
 
     /// The span context of a valid `traceparent` and its `tracestate` (remote; the sampled
     /// and random-trace-id flags kept).
-    fn span_context(&self) -> Option<SpanContext> {
+    pub(crate) fn span_context(&self) -> Option<SpanContext> {
         let tp = self.traceparent()?;
         let state = self
             .tracestate

@@ -142,8 +142,9 @@ pub(crate) struct Record {
     pub(crate) span: bool,
     pub(crate) clock: Clock,
     pub(crate) measure: Option<Measure>,
-    /// The server's `http.route`, the client's `url.template`.
-    pub(crate) template: Option<Cow<'static, str>>,
+    /// The server's `http.route`, the client's `url.template` (shared by the span, the log
+    /// span and the measurements: cloning it takes no allocation).
+    pub(crate) template: Option<StringValue>,
     /// The server's route, when it is settled only after routing.
     pub(crate) slot: Option<Arc<crate::server::RouteSlot>>,
     /// The method, for a span name settled after routing.
@@ -285,7 +286,7 @@ impl Record {
             let name = self.config.span_name(&self.method, self.label, Some(route));
             #[cfg(feature = "tracing")]
             self.scope.log.record("http.route", route);
-            self.template = Some(Cow::Owned(route.to_owned()));
+            self.template = Some(Arc::<str>::from(route).into());
             if let Some(span) = self.span() {
                 span.update_name(name);
             }

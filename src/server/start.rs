@@ -2,7 +2,6 @@
 //! them set at the start, so that samplers see them), the parent context, the measurements'
 //! attributes, the log span and the mark for inner instances.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -33,6 +32,8 @@ pub(super) enum Started {
 struct Incoming<'a> {
     method: MethodInfo,
     route: Option<&'a str>,
+    /// `http.route`, shared by the span and the measurements.
+    template: Option<StringValue>,
     https: bool,
     version: Option<&'static str>,
     /// `server.address` (shared by the span and the metrics) and `server.port`.
@@ -69,9 +70,11 @@ impl<'a> Incoming<'a> {
                 i64::from(port),
             )
         });
+        let route = crate::route::matched_route(&parts.extensions);
         Incoming {
             method: config.methods.get(&parts.method),
-            route: crate::route::matched_route(&parts.extensions),
+            route,
+            template: route.map(|r| Arc::<str>::from(r).into()),
             https,
             version: semconv::protocol_version(parts.version),
             host,
@@ -132,27 +135,29 @@ pub(super) fn start(
     );
     let mut record = Record::new(config.clone(), clock, &parts.method, incoming.method.label);
     record.version = incoming.version;
-    record.template = incoming.route.map(|r| Cow::Owned(r.to_owned()));
+    record.template = incoming.template.clone();
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
     record.measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
     let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, record.clock.wall()));
     record.span = cx.is_some();
     let route_known = incoming.route.is_some();
+    #[cfg(feature = "tracing")]
     let label = incoming.method.label;
     drop(incoming);
     let cx = cx.or_else(|| config.propagator.pass_through(&parts.headers));
+    #[cfg(feature = "tracing")]
+    let log = log_span(
+        config,
+        label,
+        record.template.as_ref(),
+        cx.as_ref(),
+        record.span,
+    );
     record.scope = Scope {
         #[cfg(feature = "tracing")]
-        log: log_span(
-            config,
-            label,
-            record.template.as_deref(),
-            cx.as_ref(),
-            record.span,
-        ),
+        log,
         cx,
     };
-    let _ = label;
     record.slot = stack::mark(&mut parts.extensions, route_known);
     if let Some(l) = record.measure.as_ref().and_then(|m| m.labeler.as_ref()) {
         parts.extensions.insert(l.clone());
@@ -219,8 +224,8 @@ fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> V
             semconv::header_value_string(ua),
         ));
     }
-    if let Some(route) = incoming.route {
-        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.to_owned()));
+    if let Some(route) = &incoming.template {
+        attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
     }
     config.request_extras(parts, &mut attrs);
     attrs
@@ -258,7 +263,7 @@ fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<Key
 fn log_span(
     config: &Config,
     label: &'static str,
-    route: Option<&str>,
+    route: Option<&StringValue>,
     cx: Option<&Context>,
     span: bool,
 ) -> tracing::Span {
@@ -267,7 +272,7 @@ fn log_span(
             let s =
                 crate::logs::request_span(config.server.log_level, label, cx.span().span_context());
             if let Some(r) = route {
-                s.record("http.route", r);
+                s.record("http.route", r.as_str());
             }
             s
         }
