@@ -20,3 +20,103 @@ pub(crate) fn matched_route(ext: &http::Extensions) -> Option<&str> {
 pub(crate) fn matched_route(_ext: &http::Extensions) -> Option<&str> {
     None
 }
+
+/// How many distinct route templates are interned for the whole process. Route templates come
+/// from the application's router, never from traffic, so real applications stay far below it;
+/// beyond it, route values and span names are allocated per request instead.
+pub const MAX_INTERNED_ROUTES: usize = 4096;
+
+/// An interned route template and its span names, one per method label.
+#[derive(Clone, Default)]
+struct Interned {
+    route: &'static str,
+    names: Vec<(&'static str, &'static str)>,
+}
+
+type Interner = std::collections::HashMap<Box<str>, Interned>;
+
+thread_local! {
+    /// This thread's copy of the entries it used: the hot path takes no lock shared between
+    /// cores (see [`crate::otel`] on why that matters on a many-core server).
+    static LOCAL: std::cell::RefCell<Interner> = std::cell::RefCell::default();
+}
+
+/// The process-wide interner, locked only when a thread meets a route (or a method of a
+/// route) for the first time.
+fn shared() -> &'static std::sync::Mutex<Interner> {
+    static SHARED: std::sync::OnceLock<std::sync::Mutex<Interner>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Default::default)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The route template and the span name `"{label} {route}"` as `&'static str`, so that
+/// neither is formatted nor allocated per request; `None` once [`MAX_INTERNED_ROUTES`] routes
+/// are interned (the caller then allocates).
+pub(crate) fn interned(label: &'static str, route: &str) -> Option<(&'static str, &'static str)> {
+    let found = LOCAL.try_with(|l| {
+        let l = l.try_borrow().ok()?;
+        let e = l.get(route)?;
+        let (_, name) = e.names.iter().find(|(l, _)| *l == label)?;
+        Some((e.route, *name))
+    });
+    if let Ok(Some(hit)) = found {
+        return Some(hit);
+    }
+    let entry = intern_shared(label, route)?;
+    let hit = (
+        entry.route,
+        entry.names.iter().find(|(l, _)| *l == label)?.1,
+    );
+    let _ = LOCAL.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            l.insert(route.into(), entry);
+        }
+    });
+    Some(hit)
+}
+
+/// Intern `route` and its name for `label` in the process-wide interner; a copy of the entry.
+fn intern_shared(label: &'static str, route: &str) -> Option<Interned> {
+    let mut shared = shared().lock().ok()?;
+    if !shared.contains_key(route) {
+        if shared.len() >= MAX_INTERNED_ROUTES {
+            return None;
+        }
+        let entry = Interned {
+            route: leak(route.to_owned()),
+            names: Vec::new(),
+        };
+        shared.insert(route.into(), entry);
+    }
+    let entry = shared.get_mut(route)?;
+    if !entry.names.iter().any(|(l, _)| *l == label) {
+        let name = leak(format!("{label} {route}"));
+        entry.names.push((label, name));
+    }
+    Some(entry.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_names_are_interned_once() {
+        let (r1, n1) = interned("GET", "/interned/{id}").unwrap();
+        let (r2, n2) = interned("GET", "/interned/{id}").unwrap();
+        assert_eq!(n1, "GET /interned/{id}");
+        assert_eq!(r1, "/interned/{id}");
+        assert!(std::ptr::eq(n1, n2) && std::ptr::eq(r1, r2));
+        let (r3, n3) = interned("POST", "/interned/{id}").unwrap();
+        assert_eq!(n3, "POST /interned/{id}");
+        assert!(std::ptr::eq(r1, r3), "one copy of the route");
+        // another thread finds the same copies
+        let other = std::thread::spawn(|| interned("GET", "/interned/{id}").unwrap())
+            .join()
+            .unwrap();
+        assert!(std::ptr::eq(other.0, r1) && std::ptr::eq(other.1, n1));
+    }
+}

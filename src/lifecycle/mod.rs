@@ -283,10 +283,17 @@ impl Record {
     /// name and `http.route` are settled now.
     fn settle_route(&mut self) {
         if let (None, Some(route)) = (&self.template, self.slot.as_ref().and_then(|s| s.get())) {
-            let name = self.config.span_name(&self.method, self.label, Some(route));
+            let interned = crate::route::interned(self.label, route);
+            let name = match (interned, &self.config.span_name) {
+                (Some((_, name)), None) => Cow::Borrowed(name),
+                _ => self.config.span_name(&self.method, self.label, Some(route)),
+            };
             #[cfg(feature = "tracing")]
             self.scope.log.record("http.route", route);
-            self.template = Some(Arc::<str>::from(route).into());
+            self.template = Some(match interned {
+                Some((route, _)) => route.into(),
+                None => Arc::<str>::from(route).into(),
+            });
             if let Some(span) = self.span() {
                 span.update_name(name);
             }

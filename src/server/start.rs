@@ -34,6 +34,8 @@ struct Incoming<'a> {
     route: Option<&'a str>,
     /// `http.route`, shared by the span and the measurements.
     template: Option<StringValue>,
+    /// The default span name, interned.
+    name: Option<&'static str>,
     https: bool,
     version: Option<&'static str>,
     /// `server.address` (shared by the span and the metrics) and `server.port`.
@@ -70,11 +72,18 @@ impl<'a> Incoming<'a> {
                 i64::from(port),
             )
         });
+        let method = config.methods.get(&parts.method);
         let route = crate::route::matched_route(&parts.extensions);
+        let (template, name) = match route.map(|r| (r, crate::route::interned(method.label, r))) {
+            Some((_, Some((route, name)))) => (Some(StringValue::from(route)), Some(name)),
+            Some((r, None)) => (Some(StringValue::from(Arc::<str>::from(r))), None),
+            None => (None, None),
+        };
         Incoming {
-            method: config.methods.get(&parts.method),
+            method,
             route,
-            template: route.map(|r| Arc::<str>::from(r).into()),
+            template,
+            name,
             https,
             version: semconv::protocol_version(parts.version),
             host,
@@ -175,7 +184,10 @@ fn start_span(
     parts: &Parts,
     start: Option<SystemTime>,
 ) -> Option<Context> {
-    let name = config.span_name(&parts.method, incoming.method.label, incoming.route);
+    let name = match (incoming.name, &config.span_name) {
+        (Some(name), None) => name.into(),
+        _ => config.span_name(&parts.method, incoming.method.label, incoming.route),
+    };
     let mut builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Server)
         .with_attributes(span_attributes(config, incoming, parts));
