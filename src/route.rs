@@ -33,7 +33,30 @@ struct Interned {
     names: Vec<(&'static str, &'static str)>,
 }
 
-type Interner = std::collections::HashMap<Box<str>, Interned>;
+/// FNV-1a: the keys are route templates from the application, not input from callers, so a
+/// fast unkeyed hash is fine (SipHash would cost more than the rest of the lookup).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Interner = std::collections::HashMap<Box<str>, Interned, std::hash::BuildHasherDefault<Fnv>>;
 
 thread_local! {
     /// This thread's copy of the entries it used: the hot path takes no lock shared between

@@ -12,7 +12,6 @@ mod body;
 mod future;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -147,17 +146,16 @@ pub(crate) struct Record {
     pub(crate) template: Option<StringValue>,
     /// The server's route, when it is settled only after routing.
     pub(crate) slot: Option<Arc<crate::server::RouteSlot>>,
-    /// The method, for a span name settled after routing.
-    pub(crate) method: Method,
+    /// The method, kept only for the user's span-name function when the route is settled
+    /// after routing (boxed: rare, and the record is moved several times per request).
+    pub(crate) method: Option<Box<Method>>,
     /// The span-name label of the method (`GET`, or `HTTP` for `_OTHER`).
     pub(crate) label: &'static str,
     pub(crate) body_rule: BodyRule,
     /// `network.protocol.version`: the request's (server), the response's (client).
-    pub(crate) version: Option<&'static str>,
+    pub(crate) version: Option<http::Version>,
     /// The response status, once the head is out.
     pub(crate) status: Option<StatusCode>,
-    /// The client's peer, from the connection (hyper-util's `HttpInfo`).
-    pub(crate) peer: Option<SocketAddr>,
     /// Response body bytes transferred so far.
     pub(crate) sent: u64,
     /// The response body's declared length (`Content-Length`, or an exact size hint).
@@ -181,12 +179,11 @@ impl Record {
             measure: None,
             template: None,
             slot: None,
-            method: method.clone(),
+            method: None,
             label,
             body_rule: BodyRule::of(method),
             version: None,
             status: None,
-            peer: None,
             sent: 0,
             declared: None,
             done: false,
@@ -226,9 +223,14 @@ impl Record {
                 }
             }
             Side::Client => {
-                self.version = semconv::protocol_version(response.version());
-                self.peer = crate::client::peer_of(response.extensions());
+                self.version = Some(response.version());
                 if let Some(span) = self.span() {
+                    if let Some(peer) = crate::client::peer_of(response.extensions()) {
+                        span.set_attributes([
+                            KeyValue::new(attr::NETWORK_PEER_ADDRESS, peer.ip().to_string()),
+                            KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(peer.port())),
+                        ]);
+                    }
                     let sc = span.span_context().clone();
                     response.extensions_mut().insert(sc);
                 }
@@ -286,7 +288,10 @@ impl Record {
             let interned = crate::route::interned(self.label, route);
             let name = match (interned, &self.config.span_name) {
                 (Some((_, name)), None) => Cow::Borrowed(name),
-                _ => self.config.span_name(&self.method, self.label, Some(route)),
+                _ => {
+                    let method = self.method.as_deref().unwrap_or(&Method::GET);
+                    self.config.span_name(method, self.label, Some(route))
+                }
             };
             #[cfg(feature = "tracing")]
             self.scope.log.record("http.route", route);
@@ -316,35 +321,44 @@ impl Record {
         let error = error.or_else(|| self.status.and_then(|s| status_error(self.config.side, s)));
         self.settle_route();
         // what the span and the duration metric share at the end, built once
-        let mut shared: smallvec::SmallVec<[KeyValue; 3]> = smallvec::SmallVec::new();
-        if let Some(s) = self.status {
-            shared.push(KeyValue::new(
-                attr::HTTP_RESPONSE_STATUS_CODE,
-                i64::from(s.as_u16()),
-            ));
-        }
-        if let Some(e) = &error {
-            shared.push(KeyValue::new(
-                attr::ERROR_TYPE,
-                StringValue::from(e.clone()),
-            ));
-        }
+        let status = self
+            .status
+            .map(|s| KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(s.as_u16())));
+        let error_type = error
+            .as_ref()
+            .map(|e| KeyValue::new(attr::ERROR_TYPE, StringValue::from(e.clone())));
         let version = self
             .version
+            .and_then(semconv::protocol_version)
             .map(|v| KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
         let template = self.template.as_ref().map(|t| {
             let key = match self.config.side {
                 Side::Server => attr::HTTP_ROUTE,
                 Side::Client => attr::URL_TEMPLATE,
             };
-            KeyValue::new(key, StringValue::from(t.clone()))
+            KeyValue::new(key, t.clone())
         });
-        self.end_span(&shared, &version, &template, error.is_some(), end_time);
+        if let Some(span) = self.span() {
+            let client = self.config.side == Side::Client;
+            let late = [
+                status.clone(),
+                error_type.clone(),
+                version.clone().filter(|_| client),
+                template.clone().filter(|_| self.route_settled_late()),
+            ];
+            span.set_attributes(late.into_iter().flatten());
+            if error.is_some() {
+                span.set_status(Status::error(""));
+            }
+            match end_time {
+                Some(t) => span.end_with_timestamp(t),
+                None => span.end(),
+            }
+        }
         if let Some(m) = &self.measure {
             let template = template.filter(|_| self.template_on_metrics());
-            let end: smallvec::SmallVec<[KeyValue; 5]> =
-                shared.into_iter().chain(version).chain(template).collect();
-            m.record(&self.config.meter, elapsed.as_secs_f64(), self.sent, &end);
+            let end = [status, error_type, version, template];
+            m.record(&self.config.meter, elapsed.as_secs_f64(), self.sent, end);
         }
     }
 
@@ -353,46 +367,6 @@ impl Record {
         match self.config.side {
             Side::Server => true,
             Side::Client => self.config.client.metrics_url_template,
-        }
-    }
-
-    fn end_span(
-        &self,
-        shared: &[KeyValue],
-        version: &Option<KeyValue>,
-        template: &Option<KeyValue>,
-        error: bool,
-        end_time: Option<SystemTime>,
-    ) {
-        let Some(span) = self.span() else {
-            return;
-        };
-        let mut attrs: smallvec::SmallVec<[KeyValue; 8]> = shared.iter().cloned().collect();
-        if self.config.side == Side::Client {
-            attrs.extend(version.clone());
-            if let Some(peer) = self.peer {
-                attrs.push(KeyValue::new(
-                    attr::NETWORK_PEER_ADDRESS,
-                    peer.ip().to_string(),
-                ));
-                attrs.push(KeyValue::new(
-                    attr::NETWORK_PEER_PORT,
-                    i64::from(peer.port()),
-                ));
-            }
-        }
-        if self.route_settled_late() {
-            attrs.extend(template.clone());
-        }
-        if !attrs.is_empty() {
-            span.set_attributes(attrs);
-        }
-        if error {
-            span.set_status(Status::error(""));
-        }
-        match end_time {
-            Some(t) => span.end_with_timestamp(t),
-            None => span.end(),
         }
     }
 

@@ -68,8 +68,9 @@ pub(crate) struct Measure {
     pub(crate) method: &'static str,
     /// `url.scheme` (`true`: https), when recorded on this side's metrics.
     pub(crate) scheme: Option<bool>,
-    /// `server.address` / `server.port`, when recorded on this side's metrics.
-    pub(crate) server: Option<(StringValue, i64)>,
+    /// `server.address` / `server.port`, when recorded on this side's metrics (boxed on the
+    /// server, where they are opt-in: the record is moved several times per request).
+    pub(crate) server: Option<Box<(StringValue, i64)>>,
     pub(crate) labeler: Option<Labeler>,
     /// Bytes of request body read or sent, when counted.
     pub(crate) request_bytes: Option<Arc<AtomicU64>>,
@@ -82,7 +83,7 @@ impl Measure {
         if let Some(https) = self.scheme {
             out.push(crate::semconv::scheme_attribute(https));
         }
-        if let Some((address, port)) = &self.server {
+        if let Some((address, port)) = self.server.as_deref() {
             out.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
             out.push(KeyValue::new(attr::SERVER_PORT, *port));
         }
@@ -106,13 +107,13 @@ impl Measure {
         meter: &MeterSource,
         seconds: f64,
         response_bytes: u64,
-        end: &[KeyValue],
+        end: [Option<KeyValue>; 4],
     ) {
         meter.with(|i| {
             let mut a = AttrList::new();
             self.base(&mut a);
-            for kv in end {
-                a.push(kv.clone());
+            for kv in end.into_iter().flatten() {
+                a.push(kv);
             }
             if let Some(l) = &self.labeler {
                 l.for_each(|kv| a.push(kv.clone()));

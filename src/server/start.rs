@@ -99,7 +99,8 @@ impl<'a> Incoming<'a> {
             server: self
                 .host
                 .clone()
-                .filter(|_| config.server.metrics_server_address),
+                .filter(|_| config.server.metrics_server_address)
+                .map(Box::new),
             labeler: config.labeler.then(Labeler::new),
             request_bytes,
         }
@@ -143,7 +144,10 @@ pub(super) fn start(
         tracer.is_some() || config.server.metrics_server_address,
     );
     let mut record = Record::new(config.clone(), clock, &parts.method, incoming.method.label);
-    record.version = incoming.version;
+    record.version = Some(parts.version);
+    if config.span_name.is_some() && incoming.route.is_none() {
+        record.method = Some(Box::new(parts.method.clone()));
+    }
     record.template = incoming.template.clone();
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
     record.measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
