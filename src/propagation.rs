@@ -41,19 +41,32 @@ const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
-/// Lowercase hex digits only (no uppercase, no signs, no whitespace, which `from_str_radix`
-/// underneath opentelemetry's `from_hex` would accept), at most 32 of them.
-fn lower_hex(s: &[u8]) -> Option<u128> {
-    let mut v: u128 = 0;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
+/// The value of each lowercase hex digit; `0xff` for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
     }
-    Some(v)
+    t
+};
+
+/// `2 * N` lowercase hex digits (no uppercase, no signs, no whitespace, which `from_str_radix`
+/// underneath opentelemetry's `from_hex` would accept) as `N` bytes.
+fn lower_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    // any invalid byte set the high bits
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -77,21 +90,21 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
-    let version = lower_hex(&b[0..2])?;
+    let [version] = lower_hex::<1>(&b[0..2])?;
     // version ff is invalid; version 00 has exactly four fields; higher versions may append
     // fields after a '-'
     if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return None;
     }
-    let trace_id = lower_hex(&b[3..35])?;
-    let span_id = u64::try_from(lower_hex(&b[36..52])?).ok()?;
-    let flags = u8::try_from(lower_hex(&b[53..55])?).ok()?;
-    if trace_id == 0 || span_id == 0 {
+    let trace_id = lower_hex::<16>(&b[3..35])?;
+    let span_id = lower_hex::<8>(&b[36..52])?;
+    let [flags] = lower_hex::<1>(&b[53..55])?;
+    if trace_id == [0; 16] || span_id == [0; 8] {
         return None;
     }
     Some(Traceparent {
-        trace_id: TraceId::from(trace_id),
-        span_id: SpanId::from(span_id),
+        trace_id: TraceId::from_bytes(trace_id),
+        span_id: SpanId::from_bytes(span_id),
         flags,
     })
 }
