@@ -41,32 +41,22 @@ const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
-/// The value of each lowercase hex digit; `0xff` for every other byte.
-const HEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 16 {
-        t[b"0123456789abcdef"[i] as usize] = i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// `2 * N` lowercase hex digits (no uppercase, no signs, no whitespace, which `from_str_radix`
-/// underneath opentelemetry's `from_hex` would accept) as `N` bytes.
+/// `2 * N` lowercase hex digits as `N` bytes: no uppercase, no signs, no whitespace (which
+/// `from_str_radix`, underneath opentelemetry's `from_hex`, would accept).
 fn lower_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
     if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
-    // any invalid byte set the high bits
-    (bad & 0xf0 == 0).then_some(out)
+    Some(out)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -329,6 +319,25 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn every_byte_value_in_every_id_position_is_accepted_iff_lowercase_hex() {
+        for pos in (3..35).chain(36..52).chain(53..55) {
+            for v in 0..=255u8 {
+                let mut b = VALID.as_bytes().to_vec();
+                b[pos] = v;
+                let Ok(s) = std::str::from_utf8(&b) else {
+                    continue;
+                };
+                let hex = v.is_ascii_digit() || (b'a'..=b'f').contains(&v);
+                assert_eq!(
+                    parse_traceparent(s).is_some(),
+                    hex,
+                    "byte {v:#04x} at {pos}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn accepts_valid() {

@@ -257,6 +257,71 @@ pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
     }
 }
 
+/// Values longer than this are never kept by [`recent_user_agent`] or [`recent_host`].
+const MAX_KEPT_LEN: usize = 256;
+
+thread_local! {
+    /// The last `User-Agent` seen on this thread.
+    static RECENT_USER_AGENT: std::cell::RefCell<Option<Arc<str>>> =
+        const { std::cell::RefCell::new(None) };
+    /// The last `Host` value seen on this thread, parsed.
+    static RECENT_HOST: std::cell::RefCell<Option<(Box<str>, Arc<str>, Option<u16>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `user_agent.original` for a value that repeats from request to request (a client sends the
+/// same one each time): the last one seen on this thread is kept, so a repeat costs a
+/// comparison instead of an allocation. Per thread (no lock shared between cores), one value
+/// (bounded memory).
+pub(crate) fn recent_user_agent(s: &str) -> StringValue {
+    if s.len() > MAX_KEPT_LEN {
+        return StringValue::from(s.to_owned());
+    }
+    RECENT_USER_AGENT
+        .try_with(|r| {
+            let mut r = r.try_borrow_mut().ok()?;
+            match &*r {
+                Some(a) if **a == *s => Some(a.clone()),
+                _ => {
+                    let a: Arc<str> = Arc::from(s);
+                    *r = Some(a.clone());
+                    Some(a)
+                }
+            }
+        })
+        .ok()
+        .flatten()
+        .map_or_else(|| StringValue::from(s.to_owned()), StringValue::from)
+}
+
+/// [`split_host`] with the address as a shared attribute value, for a value that repeats from
+/// request to request: the last `Host` seen on this thread is kept parsed, so a repeat costs
+/// one comparison (no parse, no allocation).
+pub(crate) fn recent_host(value: &str) -> Option<(StringValue, Option<u16>)> {
+    if value.len() > MAX_KEPT_LEN {
+        return split_host(value).map(|(a, p)| (StringValue::from(a.to_owned()), p));
+    }
+    let hit = RECENT_HOST
+        .try_with(|r| {
+            let r = r.try_borrow().ok()?;
+            let (raw, address, port) = r.as_ref()?;
+            (**raw == *value).then(|| (StringValue::from(address.clone()), *port))
+        })
+        .ok()
+        .flatten();
+    if hit.is_some() {
+        return hit;
+    }
+    let (address, port) = split_host(value)?;
+    let address: Arc<str> = Arc::from(address);
+    let _ = RECENT_HOST.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r = Some((value.into(), address.clone(), port));
+        }
+    });
+    Some((StringValue::from(address), port))
+}
+
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
 pub(crate) fn capture_headers(
     headers: &http::HeaderMap,
@@ -427,6 +492,36 @@ mod tests {
     }
 
     #[test]
+    fn recent_hosts_are_parsed_like_split_host() {
+        for v in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:3000",
+            "example.com",
+            "bad host",
+            "",
+            "a:1:2",
+            "[::1]:3000",
+            "example.com:65536",
+        ] {
+            let got = recent_host(v);
+            let want = split_host(v);
+            assert_eq!(got.as_ref().map(|(a, p)| (a.as_str(), *p)), want, "{v:?}");
+        }
+        let long = format!("{}.example", "x".repeat(MAX_KEPT_LEN));
+        assert_eq!(recent_host(&long), None, "too long for a host anyway");
+    }
+
+    #[test]
+    fn recent_user_agents_are_exact() {
+        assert_eq!(recent_user_agent("curl/8.0").as_str(), "curl/8.0");
+        assert_eq!(recent_user_agent("curl/8.0").as_str(), "curl/8.0");
+        assert_eq!(recent_user_agent("other/1.0").as_str(), "other/1.0");
+        let long = "x".repeat(1000);
+        assert_eq!(recent_user_agent(&long).as_str(), long);
+    }
+
+    #[test]
     fn host_parsing() {
         assert_eq!(split_host("example.com"), Some(("example.com", None)));
         assert_eq!(
@@ -518,6 +613,12 @@ mod robustness {
                 random_str(&mut seed, tricky)
             };
             let _ = split_host(&s);
+            assert_eq!(
+                recent_host(&s)
+                    .as_ref()
+                    .map(|(a, p)| (a.as_str().to_owned(), *p)),
+                split_host(&s).map(|(a, p)| (a.to_owned(), p)),
+            );
             let _ = redact_query(&s, &keys);
             let _ = crate::propagation::parse_traceparent(&s);
             let mut h = http::HeaderMap::new();

@@ -235,10 +235,11 @@ fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> V
     }
     peer_attributes(config, incoming, &mut attrs);
     if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
-        attrs.push(KeyValue::new(
-            attr::USER_AGENT_ORIGINAL,
-            semconv::header_value_string(ua),
-        ));
+        let ua = match ua.to_str() {
+            Ok(s) => semconv::recent_user_agent(s),
+            Err(_) => semconv::header_value_string(ua),
+        };
+        attrs.push(KeyValue::new(attr::USER_AGENT_ORIGINAL, ua));
     }
     if let Some(route) = &incoming.template {
         attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
