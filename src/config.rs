@@ -342,6 +342,19 @@ macro_rules! common_builder_methods {
             self
         }
 
+        /// Override the span name. The function gets the method and the template — the
+        /// server's route, the client's [`UrlTemplate`](crate::client::UrlTemplate) — when
+        /// known; on a server it is called again when the route becomes known only after
+        /// routing. The default, `"{method} {template}"` or `"{method}"`, is what the
+        /// conventions require: names built from raw paths or URLs have unbounded cardinality.
+        pub fn with_span_name<F>(mut self, name: F) -> Self
+        where
+            F: Fn(&http::Method, Option<&str>) -> String + Send + Sync + 'static,
+        {
+            self.config_mut().span_name = Some(std::sync::Arc::new(name));
+            self
+        }
+
         /// Classify the inner service's errors for `error.type`: `f` gets errors of type `E`
         /// (the service's error type) and returns a short, stable value, or `None` to leave the
         /// error to the default classification ([`error::classify`](crate::error::classify),

@@ -24,7 +24,9 @@
 //! An inner service's error is classified by the user's function when one is configured
 //! (`with_error_type` on the server and client layers), else by [`classify`] when the error can
 //! be seen as a [`std::error::Error`] (a boxed error, `std::io::Error`, hyper's and hyper-util's
-//! errors, tower's and tokio's `Elapsed`), else `_OTHER`.
+//! errors, tower's and tokio's `Elapsed`, reqwest's and reqwest-middleware's errors), else
+//! `_OTHER`. A response body that fails is classified the same way, `response_body` when
+//! nothing more specific is known.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -96,6 +98,16 @@ fn as_std_error(e: &dyn Any) -> Option<&(dyn StdError + 'static)> {
     );
     #[cfg(feature = "hyper-client")]
     known!(hyper::Error, hyper_util::client::legacy::Error);
+    #[cfg(feature = "reqwest")]
+    {
+        known!(reqwest::Error);
+        // its `source()` skips the error it wraps (`#[error(transparent)]`): unwrap it here
+        match e.downcast_ref::<reqwest_middleware::Error>() {
+            Some(reqwest_middleware::Error::Reqwest(e)) => return Some(e),
+            Some(reqwest_middleware::Error::Middleware(e)) => return Some(e.as_ref()),
+            None => {}
+        }
+    }
     None
 }
 
@@ -125,6 +137,18 @@ pub fn classify(error: &(dyn StdError + 'static)) -> &'static str {
 fn recognise(e: &(dyn StdError + 'static)) -> Option<&'static str> {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         return io_kind(io.kind());
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+        if r.is_connect() {
+            return Some(CONNECT);
+        }
+        if r.is_timeout() {
+            return Some(TIMEOUT);
+        }
+        if r.is_body() || r.is_decode() {
+            return Some(RESPONSE_BODY);
+        }
     }
     if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
         return Some(TIMEOUT);

@@ -64,11 +64,13 @@ pub mod logs;
 pub mod metrics;
 mod otel;
 pub mod propagation;
+mod request_body;
 pub mod response_header;
 pub mod route;
 pub mod semconv;
 pub mod server;
 
+pub use client::{OtelClient, OtelClientLayer};
 pub use server::{OtelServer, OtelServerLayer};
 
 /// Entry point for the layers of this crate.
@@ -85,5 +87,10 @@ impl OtelLayer {
     /// The server layer with its defaults; see [`OtelServerLayer`].
     pub fn server() -> OtelServerLayer {
         OtelServerLayer::new()
+    }
+
+    /// The client layer with its defaults; see [`OtelClientLayer`].
+    pub fn client() -> OtelClientLayer {
+        OtelClientLayer::new()
     }
 }

@@ -192,6 +192,42 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
     Cow::Owned(out)
 }
 
+/// `url.full` for an outgoing request (SEMCONV §3.1–3.2): credentials replaced by
+/// `REDACTED:REDACTED`, the values of sensitive query keys by `REDACTED`. A URI without scheme
+/// or authority is written as it is (path and redacted query).
+pub(crate) fn url_full(uri: &http::Uri, keys: &[Box<str>]) -> String {
+    let len = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let mut out = String::with_capacity(len + 32);
+    if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+        out.push_str(scheme);
+        out.push_str("://");
+        let authority = authority.as_str();
+        match authority.rsplit_once('@') {
+            Some((_, host)) => {
+                out.push_str("REDACTED:REDACTED@");
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+    }
+    out.push_str(uri.path());
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(&redact_query(q, keys));
+    }
+    out
+}
+
+/// The default port of a scheme.
+pub(crate) fn default_port(https: bool) -> u16 {
+    if https {
+        443
+    } else {
+        80
+    }
+}
+
 /// Split a `Host` / `:authority` value into address and port. Returns `None` for values that are
 /// not a plausible host (empty, whitespace, control characters, bad port, unbalanced brackets).
 pub(crate) fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
@@ -257,15 +293,12 @@ pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
     }
 }
 
-/// Values longer than this are never kept by [`recent_user_agent`] or [`recent_host`].
+/// Values longer than this are never kept by [`recent_user_agent`].
 const MAX_KEPT_LEN: usize = 256;
 
 thread_local! {
     /// The last `User-Agent` seen on this thread.
     static RECENT_USER_AGENT: std::cell::RefCell<Option<Arc<str>>> =
-        const { std::cell::RefCell::new(None) };
-    /// The last `Host` value seen on this thread, parsed.
-    static RECENT_HOST: std::cell::RefCell<Option<(Box<str>, Arc<str>, Option<u16>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -292,34 +325,6 @@ pub(crate) fn recent_user_agent(s: &str) -> StringValue {
         .ok()
         .flatten()
         .map_or_else(|| StringValue::from(s.to_owned()), StringValue::from)
-}
-
-/// [`split_host`] with the address as a shared attribute value, for a value that repeats from
-/// request to request: the last `Host` seen on this thread is kept parsed, so a repeat costs
-/// one comparison (no parse, no allocation).
-pub(crate) fn recent_host(value: &str) -> Option<(StringValue, Option<u16>)> {
-    if value.len() > MAX_KEPT_LEN {
-        return split_host(value).map(|(a, p)| (StringValue::from(a.to_owned()), p));
-    }
-    let hit = RECENT_HOST
-        .try_with(|r| {
-            let r = r.try_borrow().ok()?;
-            let (raw, address, port) = r.as_ref()?;
-            (**raw == *value).then(|| (StringValue::from(address.clone()), *port))
-        })
-        .ok()
-        .flatten();
-    if hit.is_some() {
-        return hit;
-    }
-    let (address, port) = split_host(value)?;
-    let address: Arc<str> = Arc::from(address);
-    let _ = RECENT_HOST.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            *r = Some((value.into(), address.clone(), port));
-        }
-    });
-    Some((StringValue::from(address), port))
 }
 
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
@@ -492,33 +497,32 @@ mod tests {
     }
 
     #[test]
-    fn recent_hosts_are_parsed_like_split_host() {
-        for v in [
-            "example.com",
-            "example.com:8080",
-            "[::1]:3000",
-            "example.com",
-            "bad host",
-            "",
-            "a:1:2",
-            "[::1]:3000",
-            "example.com:65536",
-        ] {
-            let got = recent_host(v);
-            let want = split_host(v);
-            assert_eq!(got.as_ref().map(|(a, p)| (a.as_str(), *p)), want, "{v:?}");
-        }
-        let long = format!("{}.example", "x".repeat(MAX_KEPT_LEN));
-        assert_eq!(recent_host(&long), None, "too long for a host anyway");
-    }
-
-    #[test]
     fn recent_user_agents_are_exact() {
         assert_eq!(recent_user_agent("curl/8.0").as_str(), "curl/8.0");
         assert_eq!(recent_user_agent("curl/8.0").as_str(), "curl/8.0");
         assert_eq!(recent_user_agent("other/1.0").as_str(), "other/1.0");
         let long = "x".repeat(1000);
         assert_eq!(recent_user_agent(&long).as_str(), long);
+    }
+
+    #[test]
+    fn url_full_is_redacted() {
+        let k = keys();
+        let u = |s: &str| s.parse::<http::Uri>().unwrap();
+        assert_eq!(
+            url_full(&u("https://user:pass@host/p?sig=x&q=1"), &k),
+            "https://REDACTED:REDACTED@host/p?sig=REDACTED&q=1"
+        );
+        assert_eq!(
+            url_full(&u("http://user@host:8080/"), &k),
+            "http://REDACTED:REDACTED@host:8080/"
+        );
+        assert_eq!(
+            url_full(&u("http://[::1]:3000/a/b?X-Amz-Signature=s"), &k),
+            "http://[::1]:3000/a/b?X-Amz-Signature=REDACTED"
+        );
+        assert_eq!(url_full(&u("/relative?q=1"), &k), "/relative?q=1");
+        assert_eq!(url_full(&u("http://host"), &k), "http://host/");
     }
 
     #[test]
@@ -613,12 +617,7 @@ mod robustness {
                 random_str(&mut seed, tricky)
             };
             let _ = split_host(&s);
-            assert_eq!(
-                recent_host(&s)
-                    .as_ref()
-                    .map(|(a, p)| (a.as_str().to_owned(), *p)),
-                split_host(&s).map(|(a, p)| (a.to_owned(), p)),
-            );
+            assert_eq!(recent_user_agent(&s).as_str(), s);
             let _ = redact_query(&s, &keys);
             let _ = crate::propagation::parse_traceparent(&s);
             let mut h = http::HeaderMap::new();

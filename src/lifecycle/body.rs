@@ -12,8 +12,9 @@ pin_project! {
     ///
     /// The request ends when the body reaches its end (`None`, or a frame after which
     /// [`is_end_stream`](Body::is_end_stream) is true), when its declared length
-    /// (`Content-Length`, an exact size hint) has been transferred, or when it fails or ends
-    /// short of its declared length (`error.type = "response_body"`). Dropped before that, a server reports
+    /// (`Content-Length`, an exact size hint) has been transferred, or when it fails
+    /// (`error.type` from the error, `"response_body"` when nothing more specific is known) or
+    /// ends short of its declared length (`"response_body"`). Dropped before that, a server reports
     /// `error.type = "response_body_dropped"` (the client went away mid-body); a client's
     /// caller dropping it is no error. The request's context is current while the body is
     /// polled.
@@ -45,7 +46,11 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: 'static,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -63,7 +68,10 @@ impl<B: Body> Body for ResponseBody<B> {
         };
         let end = match &frame {
             None => Some(record.short_of_declared()),
-            Some(Err(_)) => Some(Some(error::RESPONSE_BODY.into())),
+            Some(Err(e)) => Some(Some(match record.config.error_type(e) {
+                t if t == error::OTHER => error::RESPONSE_BODY.into(),
+                t => t,
+            })),
             Some(Ok(f)) => {
                 let n = f.data_ref().map_or(0, bytes::Buf::remaining);
                 if record.transferred(n) {

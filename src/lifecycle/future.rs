@@ -93,3 +93,32 @@ where
         })
     }
 }
+
+#[cfg(feature = "reqwest")]
+pin_project! {
+    /// A future polled inside a request's [`Scope`] (for `async` code, where a scope cannot be
+    /// held across an `.await`).
+    pub(crate) struct InScope<'a, F> {
+        #[pin]
+        inner: F,
+        scope: &'a Scope,
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl<'a, F> InScope<'a, F> {
+    pub(crate) fn new(inner: F, scope: &'a Scope) -> Self {
+        Self { inner, scope }
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl<F: Future> Future for InScope<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.scope.enter();
+        this.inner.poll(cx)
+    }
+}

@@ -26,6 +26,8 @@ use crate::metrics::Measure;
 use crate::semconv;
 
 pub use body::ResponseBody;
+#[cfg(feature = "reqwest")]
+pub(crate) use future::InScope;
 pub use future::ResponseFuture;
 
 /// What a request's polls run inside: its OpenTelemetry context and its log span.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use http::request;
 use tower_layer::Layer;
 
-use super::request_body::{Counted, Uncounted};
 use super::OtelServer;
 use crate::config::{common_builder_methods, Config, RequestPredicate, Side};
+use crate::request_body::{Counted, Uncounted};
 use crate::response_header::{HeaderConfig, ResponseHeader};
 
 /// When the span of a long-lived streaming response ends.
@@ -276,18 +276,6 @@ impl<M> OtelServerLayer<M> {
         F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
     {
         self.config_mut().server.public_endpoint = PublicEndpoint::When(Arc::new(is_public));
-        self
-    }
-
-    /// Override the span name. The function gets the method and the route template (when
-    /// known); it is called again when the route becomes known only after routing. The
-    /// default, `"{method} {route}"` or `"{method}"`, is what the conventions require: names
-    /// built from raw paths have unbounded cardinality.
-    pub fn with_span_name<F>(mut self, name: F) -> Self
-    where
-        F: Fn(&http::Method, Option<&str>) -> String + Send + Sync + 'static,
-    {
-        self.config_mut().span_name = Some(Arc::new(name));
         self
     }
 

@@ -78,14 +78,13 @@
 //! `RecordRouteLayer`.
 
 mod layer;
-mod request_body;
 mod service;
 mod stack;
 mod start;
 
 pub use crate::lifecycle::{ResponseBody, ResponseFuture};
+pub use crate::request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
 pub use layer::{OtelServerLayer, SpanEnd};
-pub use request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
 pub use service::OtelServer;
 pub use stack::{RecordRoute, RecordRouteLayer};
 

@@ -5,10 +5,10 @@ use std::task::{Context as TaskContext, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::request_body::{RequestBodyMode, Uncounted};
 use super::start::{start, Started};
 use super::{stack, ResponseBody, ResponseFuture};
 use crate::config::Config;
+use crate::request_body::{RequestBodyMode, Uncounted};
 
 /// The service built by [`OtelServerLayer`](super::OtelServerLayer).
 ///

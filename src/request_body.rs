@@ -1,3 +1,6 @@
+//! Request-body counting for `http.server.request.body.size` and
+//! `http.client.request.body.size`.
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,12 +13,15 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// Whether the server layer counts request-body bytes (for `http.server.request.body.size`).
+/// Whether a layer counts request-body bytes (read by the server's inner service, or sent by
+/// the client's).
 ///
 /// Counting wraps the request body, which changes the body type the inner service sees, so it
 /// is chosen at the type level: [`Uncounted`] (the default: the inner service gets the request
-/// body untouched) or [`Counted`] (set by
-/// [`OtelServerLayer::with_request_body_size`](super::OtelServerLayer::with_request_body_size)).
+/// body untouched) or [`Counted`] (set by `with_request_body_size()` on
+/// [`OtelServerLayer`](crate::server::OtelServerLayer::with_request_body_size) and
+/// [`OtelClientLayer`](crate::client::OtelClientLayer::with_request_body_size)). Keeping the
+/// default body type is what lets the layer sit anywhere without changing types.
 pub trait RequestBodyMode: sealed::Sealed + Send + Sync + 'static {
     /// The request body type the inner service receives.
     type Body<B>;
@@ -56,7 +62,7 @@ impl RequestBodyMode for Counted {
 }
 
 pin_project! {
-    /// A request body that counts the bytes the inner service reads from it.
+    /// A request body that counts the bytes read from it.
     pub struct RequestBody<B> {
         #[pin]
         inner: B,

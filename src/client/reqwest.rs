@@ -1,0 +1,118 @@
+//! The client layer as a `reqwest_middleware::Middleware` (feature `reqwest`).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use http::Extensions;
+use reqwest::ResponseBuilderExt;
+use reqwest_middleware::{Middleware, Next};
+
+use super::start::{is_inner, start};
+use super::{Attempts, ClientMarker, OtelClientLayer, ResponseBody};
+use crate::lifecycle::{InScope, Record};
+
+/// The parts of a reqwest request the client's start code reads and writes: its headers and
+/// the middleware's extensions are moved in (and back out with [`restore`]), nothing copied but
+/// the URL.
+fn parts_of(req: &mut reqwest::Request, ext: &mut Extensions) -> Option<http::request::Parts> {
+    let uri: http::Uri = req.url().as_str().parse().ok()?;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = uri;
+    parts.version = req.version();
+    parts.headers = std::mem::take(req.headers_mut());
+    parts.extensions = std::mem::take(ext);
+    Some(parts)
+}
+
+fn restore(req: &mut reqwest::Request, ext: &mut Extensions, parts: http::request::Parts) {
+    *req.headers_mut() = parts.headers;
+    *ext = parts.extensions;
+}
+
+/// The response with its body wrapped (the record ends when the caller has read it, or drops
+/// it); what reqwest users rely on is kept: `Response::url()`, the extensions, the headers.
+fn wrap_response(mut record: Record, response: reqwest::Response) -> reqwest::Response {
+    let url = response.url().clone();
+    let response: http::Response<reqwest::Body> = response.into();
+    let (response, complete) = record.head(response);
+    let response = if complete {
+        record.end(None);
+        response
+    } else {
+        response.map(|b| reqwest::Body::wrap(ResponseBody::traced(b, Some(record))))
+    };
+    let (mut parts, body) = response.into_parts();
+    // `Response::url()` travels in an extension only reqwest can name: rebuild it there
+    if let Ok(with_url) = http::Response::builder().url(url).body(()) {
+        let mut ext = with_url.into_parts().0.extensions;
+        ext.extend(std::mem::take(&mut parts.extensions));
+        parts.extensions = ext;
+    }
+    reqwest::Response::from(http::Response::from_parts(parts, body))
+}
+
+/// The client layer as a reqwest-middleware middleware: one `CLIENT` span and measurement per
+/// attempt, the trace context sent along. Place it after a retry middleware, so that every
+/// attempt is seen (resends get `http.request.resend_count`).
+///
+/// ```
+/// use reqwest_middleware::ClientBuilder;
+/// use tower_otel_http::OtelLayer;
+///
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(OtelLayer::client())
+///     .build();
+/// # let _ = client;
+/// ```
+///
+/// Redirects that reqwest follows by itself happen inside one call: the span covers them all
+/// and records the final response. For a span per hop, disable reqwest's redirects
+/// (`redirect::Policy::none()`) and follow them in a middleware placed before this one.
+#[async_trait::async_trait]
+impl Middleware for OtelClientLayer {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        // reqwest-retry resends with these same extensions: the count carries over
+        if ext.get::<Attempts>().is_none() {
+            ext.insert(Attempts::new());
+        }
+        if is_inner(ext) {
+            return next.run(req, ext).await;
+        }
+        let Some(mut parts) = parts_of(&mut req, ext) else {
+            return next.run(req, ext).await;
+        };
+        let record = if self.config.admits(&parts) {
+            start(&self.config, &mut parts, false).0
+        } else {
+            None
+        };
+        restore(&mut req, ext, parts);
+        let Some(mut record) = record else {
+            return next.run(req, ext).await;
+        };
+        if let Some(m) = &mut record.measure {
+            let known = req
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map(<[u8]>::len);
+            m.request_bytes = known.map(|n| Arc::new(AtomicU64::new(n as u64)));
+        }
+        let result = InScope::new(next.run(req, ext), &record.scope).await;
+        // a resend with these extensions is a new attempt
+        ext.remove::<ClientMarker>();
+        match result {
+            Ok(response) => Ok(wrap_response(record, response)),
+            Err(e) => {
+                let error_type = record.config.error_type(&e);
+                record.end(Some(error_type));
+                Err(e)
+            }
+        }
+    }
+}
