@@ -714,7 +714,10 @@ async fn client_metrics_follow_the_conventions() {
     assert_eq!(active.len(), 2, "one series per method");
     for p in &active {
         assert_eq!(p.attr("server.address"), Some("127.0.0.1"));
-        assert!(matches!(p.attr("http.request.method"), Some("POST" | "GET")));
+        assert!(matches!(
+            p.attr("http.request.method"),
+            Some("POST" | "GET")
+        ));
         assert_eq!(p.attr("http.response.status_code"), None);
     }
 }

@@ -1,0 +1,508 @@
+//! The pizzeria: a root router with `/health`, an API sub-router and a UI sub-router,
+//! instrumented **once** at the root; one handler calls a downstream service (the oven) through
+//! the instrumented client, so trace propagation shows.
+//!
+//! ```text
+//! cargo run --example pizzeria                 # serves 127.0.0.1:3000, sends itself a few requests
+//! cargo run --example pizzeria -- --once       # the same, then exits
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run --example pizzeria
+//! ```
+//!
+//! With no collector (the default), spans print one line each, logs are JSON lines on stdout
+//! carrying `trace_id`/`span_id`, and metrics are served at `/metrics` for Prometheus. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, traces, metrics and logs are also exported over OTLP
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `grpc`), honouring the
+//! SDK's variables: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`(`_ARG`),
+//! `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`. `RUST_LOG` (`target=level,...`) replaces the
+//! default log filter (`pizzeria=info,tower_otel_http=info,warn`). Ctrl-C or SIGTERM stops the
+//! server and flushes the telemetry.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::global;
+use opentelemetry::trace::SpanKind;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::Resource;
+use serde_json::json;
+use tower::{Layer, ServiceExt};
+use tower_otel_http::client::UrlTemplate;
+use tower_otel_http::logs::JsonFormat;
+use tower_otel_http::OtelLayer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
+
+const DEFAULT_LOG_FILTER: &str = "pizzeria=info,tower_otel_http=info,warn";
+
+// ---------------------------------------------------------------- the application
+
+type OvenClient = tower_otel_http::OtelClient<Client<HttpConnector, Empty<Bytes>>>;
+
+#[derive(Clone)]
+struct App {
+    oven: OvenClient,
+    oven_url: String,
+    next_order: Arc<AtomicU64>,
+}
+
+fn app(state: App) -> Router {
+    let api = Router::new()
+        .route("/menu", get(menu))
+        .route("/orders", get(list_orders).post(place_order))
+        .route("/orders/{id}", get(order))
+        .route("/kitchen/status", get(kitchen_status));
+    let ui = Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Html("<h1>Pizzeria</h1>") }),
+        )
+        .route(
+            "/orders",
+            get(|| async { axum::response::Html("<ul><li>42</li></ul>") }),
+        );
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .nest("/api", api)
+        .nest("/ui", ui)
+        // once, on the root: spans, metrics, the traceresponse header, log correlation
+        .layer(OtelLayer::server())
+        .with_state(state)
+}
+
+async fn menu() -> Json<serde_json::Value> {
+    tracing::info!(items = 3, "listing the menu");
+    Json(json!(["margherita", "marinara", "quattro formaggi"]))
+}
+
+async fn list_orders() -> Json<serde_json::Value> {
+    tracing::info!("listing orders");
+    Json(json!([{"id": 42, "pizza": "margherita"}]))
+}
+
+async fn place_order(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
+    let id = app.next_order.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(order = id, "order placed");
+    (StatusCode::CREATED, Json(json!({"id": id})))
+}
+
+async fn order(Path(id): Path<u64>) -> Result<Json<serde_json::Value>, StatusCode> {
+    if id == 0 {
+        tracing::warn!(order = id, "no such order");
+        return Err(StatusCode::NOT_FOUND);
+    }
+    tracing::info!(order = id, "order looked up");
+    Ok(Json(json!({"id": id, "pizza": "margherita"})))
+}
+
+/// Calls the oven (another service) through the instrumented client: the oven's span is a
+/// child of this request's span, in the same trace.
+async fn kitchen_status(State(app): State<App>) -> Result<String, StatusCode> {
+    tracing::info!("asking the oven");
+    let mut req = http::Request::get(format!("{}/oven/temperature", app.oven_url))
+        .body(Empty::new())
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    req.extensions_mut()
+        .insert(UrlTemplate::new("/oven/temperature"));
+    let reply = app.oven.oneshot(req).await.map_err(|e| {
+        tracing::error!(error = %e, "the oven did not answer");
+        StatusCode::BAD_GATEWAY
+    })?;
+    let degrees = reply
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY)?
+        .to_bytes();
+    Ok(format!("oven at {} °C", String::from_utf8_lossy(&degrees)))
+}
+
+/// The downstream service, instrumented with the same layer.
+fn oven() -> Router {
+    Router::new()
+        .route(
+            "/oven/temperature",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                tracing::info!("reading the thermometer");
+                "420"
+            }),
+        )
+        .layer(OtelLayer::server())
+}
+
+// ---------------------------------------------------------------- telemetry
+
+/// Prints one line per span (the embedded default, in place of a collector).
+#[derive(Debug)]
+struct SpanLines;
+
+impl SpanExporter for SpanLines {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut out = String::new();
+        for s in batch {
+            let kind = match s.span_kind {
+                SpanKind::Server => "SERVER",
+                SpanKind::Client => "CLIENT",
+                _ => "INTERNAL",
+            };
+            let status = s
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "http.response.status_code")
+                .map(|kv| kv.value.to_string())
+                .unwrap_or_else(|| "-".into());
+            let ms = s
+                .end_time
+                .duration_since(s.start_time)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3;
+            let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+                "root".to_owned()
+            } else {
+                format!("parent={}", s.parent_span_id)
+            };
+            let _ = writeln!(
+                out,
+                "span {kind:<6} {:<28} {status} {ms:>6.1} ms  trace={} span={} {parent}",
+                s.name,
+                s.span_context.trace_id(),
+                s.span_context.span_id(),
+            );
+        }
+        print!("{out}");
+        Ok(())
+    }
+}
+
+struct Telemetry {
+    tracer: SdkTracerProvider,
+    meter: SdkMeterProvider,
+    logger: Option<SdkLoggerProvider>,
+    registry: prometheus::Registry,
+    otlp: bool,
+}
+
+fn resource() -> Resource {
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the SDK; this is the fallback
+    Resource::builder()
+        .with_service_name(
+            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "pizzeria".to_owned()),
+        )
+        .build()
+}
+
+/// The SDK: stdout lines and `/metrics` by default, OTLP as well when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must run inside the Tokio runtime (OTLP over gRPC
+/// needs it).
+fn telemetry() -> Result<Telemetry, Box<dyn std::error::Error>> {
+    let otlp = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    let registry = prometheus::Registry::new();
+    let prom = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()?;
+    let mut meter = SdkMeterProvider::builder()
+        .with_resource(resource())
+        .with_reader(prom);
+    let mut tracer = SdkTracerProvider::builder().with_resource(resource());
+    let mut logger = None;
+    if otlp {
+        // the protocol comes from OTEL_EXPORTER_OTLP_PROTOCOL (http/protobuf by default)
+        tracer = tracer.with_batch_exporter(opentelemetry_otlp::SpanExporter::builder().build()?);
+        meter =
+            meter.with_periodic_exporter(opentelemetry_otlp::MetricExporter::builder().build()?);
+        logger = Some(
+            SdkLoggerProvider::builder()
+                .with_resource(resource())
+                .with_batch_exporter(opentelemetry_otlp::LogExporter::builder().build()?)
+                .build(),
+        );
+    } else {
+        tracer = tracer.with_simple_exporter(SpanLines);
+    }
+    let t = Telemetry {
+        tracer: tracer.build(),
+        meter: meter.build(),
+        logger,
+        registry,
+        otlp,
+    };
+    global::set_tracer_provider(t.tracer.clone());
+    global::set_meter_provider(t.meter.clone());
+    global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(
+        vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ],
+    ));
+
+    // logs: JSON lines with the ids on stdout, filtered to the app's own level; the
+    // OpenTelemetry log bridge too when exporting
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) => Targets::from_str(&f).map_err(|e| format!("RUST_LOG {f:?}: {e}"))?,
+        Err(_) => Targets::from_str(DEFAULT_LOG_FILTER)?,
+    };
+    let bridge = t.logger.as_ref().map(|l| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
+            .with_filter(filter.clone())
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonFormat::new())
+                .with_filter(filter),
+        )
+        .with(bridge)
+        .try_init()?;
+    Ok(t)
+}
+
+impl Telemetry {
+    /// Flush and shut down (blocking: never on a runtime worker thread).
+    fn shutdown(self) {
+        let _ = self.tracer.shutdown();
+        let _ = self.meter.shutdown();
+        if let Some(l) = self.logger {
+            let _ = l.shutdown();
+        }
+    }
+
+    /// One line per route: requests and mean duration, from the Prometheus registry.
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        for family in self.registry.gather() {
+            if family.name() != "http_server_request_duration_seconds" {
+                continue;
+            }
+            for m in family.get_metric() {
+                let label = |k: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == k)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                let h = m.get_histogram();
+                let route = label("http_route");
+                let _ = writeln!(
+                    out,
+                    "  {:<6} {:<22} {:>3}  count {}  mean {:.1} ms",
+                    label("http_request_method"),
+                    if route.is_empty() {
+                        "(no route)".into()
+                    } else {
+                        route
+                    },
+                    label("http_response_status_code"),
+                    h.get_sample_count(),
+                    h.get_sample_sum() / h.get_sample_count().max(1) as f64 * 1e3,
+                );
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+struct Args {
+    addr: SocketAddr,
+    once: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut out = Args {
+        addr: "127.0.0.1:3000".parse().map_err(|e| format!("{e}"))?,
+        once: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--addr" => {
+                let v = it.next().ok_or("--addr needs HOST:PORT")?;
+                out.addr = v.parse().map_err(|e| {
+                    format!("--addr {v:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:3000)")
+                })?;
+            }
+            "--once" => out.once = true,
+            "-h" | "--help" => {
+                println!("usage: pizzeria [--addr HOST:PORT] [--once]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A few requests, so that telemetry shows at once.
+async fn burst(base: &str) {
+    let client = reqwest::Client::new();
+    let calls: [(&str, &str); 7] = [
+        ("GET", "/health"),
+        ("GET", "/api/menu"),
+        ("POST", "/api/orders"),
+        ("GET", "/api/orders/42"),
+        ("GET", "/api/orders/0"),
+        ("GET", "/api/kitchen/status"),
+        ("GET", "/ui"),
+    ];
+    for (method, path) in calls {
+        let req = client.request(
+            method.parse().unwrap_or(reqwest::Method::GET),
+            format!("{base}{path}"),
+        );
+        if let Err(e) = req
+            .send()
+            .await
+            .and_then(|r| r.error_for_status().map(|_| ()))
+        {
+            if e.status().is_none() {
+                eprintln!("request {method} {path} failed: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("pizzeria: {e}");
+            std::process::exit(2);
+        }
+    };
+    let telemetry = match telemetry() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pizzeria: telemetry setup failed: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    // the downstream service on a port of its own
+    let oven_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the oven");
+    let oven_url = format!(
+        "http://{}",
+        oven_listener.local_addr().expect("oven address")
+    );
+    tokio::spawn(async move { axum::serve(oven_listener, oven()).await });
+
+    let state = App {
+        // the client layer: a CLIENT span per call, its context sent along
+        oven: OtelLayer::client().layer(Client::builder(TokioExecutor::new()).build_http()),
+        oven_url,
+        next_order: Arc::new(AtomicU64::new(1)),
+    };
+    let registry = telemetry.registry.clone();
+    let router = app(state).route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                prometheus::TextEncoder::new()
+                    .encode_to_string(&registry.gather())
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            }
+        }),
+    );
+    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pizzeria: cannot listen on {}: {e} (try --addr 127.0.0.1:0)",
+                args.addr
+            );
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("local address");
+    let base = format!("http://{addr}");
+    println!("pizzeria listening on {base}");
+    println!(
+        "telemetry: {}; metrics at {base}/metrics\n",
+        if telemetry.otlp {
+            "exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT), logs as JSON lines"
+        } else {
+            "one line per span, logs as JSON lines with trace_id/span_id (set OTEL_EXPORTER_OTLP_ENDPOINT to export over OTLP)"
+        }
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = stop_rx => {},
+            }
+        })
+        .await
+    });
+
+    burst(&base).await;
+    // give the last spans a moment to be written
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    println!("\nmetrics (http.server.request.duration per route):");
+    print!("{}", telemetry.summary());
+    println!(
+        "\nnext:  curl -i {base}/api/orders/42     (the traceresponse header)\n       \
+         curl -s {base}/metrics | grep http_server_request_duration_seconds_count\n       \
+         docker compose -f deploy/docker-compose.yml up -d   (then OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318)"
+    );
+    if args.once {
+        let _ = stop_tx.send(());
+    } else {
+        println!("       Ctrl-C to stop (telemetry is flushed)\n");
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("pizzeria: server error: {e}"),
+        Err(e) => eprintln!("pizzeria: server task failed: {e}"),
+    }
+    // flush: the OTLP HTTP exporter is blocking, so not on a runtime worker thread
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+}
