@@ -383,3 +383,65 @@ macro_rules! common_builder_methods {
 }
 
 pub(crate) use common_builder_methods;
+
+/// The service struct of a layer and its plumbing (`Clone`, `Debug`, accessors), the same for
+/// the server and the client: `$name` wraps the inner service and the layer's configuration.
+macro_rules! instrumented_service {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<S, M = $crate::request_body::Uncounted> {
+            inner: S,
+            /// One reference count per request is taken on it (the request's record holds it):
+            /// axum clones the whole service per request anyway, so the cache line is already
+            /// this core's.
+            config: std::sync::Arc<$crate::config::Config>,
+            _mode: std::marker::PhantomData<fn() -> M>,
+        }
+
+        impl<S: Clone, M> Clone for $name<S, M> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: self.inner.clone(),
+                    config: self.config.clone(),
+                    _mode: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl<S: std::fmt::Debug, M> std::fmt::Debug for $name<S, M> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("inner", &self.inner)
+                    .field("config", &self.config)
+                    .finish()
+            }
+        }
+
+        impl<S, M> $name<S, M> {
+            pub(crate) fn new(inner: S, config: std::sync::Arc<$crate::config::Config>) -> Self {
+                $name {
+                    inner,
+                    config,
+                    _mode: std::marker::PhantomData,
+                }
+            }
+
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// Unwrap the inner service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+
+pub(crate) use instrumented_service;

@@ -9,7 +9,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::start::{is_inner, start};
 use super::{Attempts, ClientMarker, OtelClientLayer, ResponseBody};
-use crate::lifecycle::{InScope, Record};
+use crate::lifecycle::{InScope, Record, Started};
 
 /// The parts of a reqwest request the client's start code reads and writes: its headers and
 /// the middleware's extensions are moved in (and back out with [`restore`]), nothing copied but
@@ -87,13 +87,13 @@ impl Middleware for OtelClientLayer {
         let Some(mut parts) = parts_of(&mut req, ext) else {
             return next.run(req, ext).await;
         };
-        let record = if self.config.admits(&parts) {
+        let started = if self.config.admits(&parts) {
             start(&self.config, &mut parts, false).0
         } else {
-            None
+            Started::Pass(None)
         };
         restore(&mut req, ext, parts);
-        let Some(mut record) = record else {
+        let Started::Record(mut record) = started else {
             return next.run(req, ext).await;
         };
         if let Some(m) = &mut record.measure {

@@ -13,7 +13,7 @@ use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::{Attempts, ClientMarker, NoPropagation, UrlTemplate};
 use crate::config::Config;
-use crate::lifecycle::{Clock, Record, Scope};
+use crate::lifecycle::{Clock, Record, Scope, Started};
 use crate::metrics::{Labeler, Measure};
 use crate::otel::RequestTracer;
 use crate::semconv::{self, MethodInfo};
@@ -98,14 +98,14 @@ pub(super) fn is_inner(ext: &http::Extensions) -> bool {
     ext.get::<ClientMarker>().is_some()
 }
 
-/// Start a request: its record (span, measurements), or `None` when nothing would be
+/// Start a request: its record (span, measurements), or a pass-through when nothing would be
 /// recorded (the current context is still sent on through a propagator). `counts_body`: the
 /// request body is counted (returned: its counter).
 pub(crate) fn start(
     config: &Arc<Config>,
     parts: &mut Parts,
     counts_body: bool,
-) -> (Option<Record>, Option<Arc<AtomicU64>>) {
+) -> (Started, Option<Arc<AtomicU64>>) {
     let resend = parts.extensions.get::<Attempts>().map_or(0, Attempts::next);
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
@@ -115,7 +115,7 @@ pub(crate) fn start(
         if propagate {
             config.propagator.inject_passed(&parent, &mut parts.headers);
         }
-        return (None, None);
+        return (Started::Pass(None), None);
     }
     let clock = Clock::start(tracer.is_some());
     let mut target = Target::read(config, parts);
@@ -140,7 +140,7 @@ pub(crate) fn start(
         parts.extensions.insert(l.clone());
     }
     record.started();
-    (Some(record), request_bytes)
+    (Started::Record(record), request_bytes)
 }
 
 /// Start the `CLIENT` span, a child of the current context. `None` when the tracer makes no

@@ -72,6 +72,39 @@ impl Scope {
     }
 }
 
+/// How a request starts: recorded, or passed through with the caller's context (when a
+/// propagator would carry it on).
+#[allow(clippy::large_enum_variant)] // moved once, into the response future
+pub(crate) enum Started {
+    Record(Record),
+    Pass(Option<Context>),
+}
+
+impl Started {
+    /// Call the inner service inside the request's scope; its future, wrapped.
+    pub(crate) fn call<S, R>(self, inner: &mut S, req: R) -> ResponseFuture<S::Future>
+    where
+        S: tower_service::Service<R>,
+    {
+        match self {
+            Started::Record(record) => {
+                let future = {
+                    let _entered = record.scope.enter();
+                    inner.call(req)
+                };
+                ResponseFuture::recorded(future, record)
+            }
+            Started::Pass(cx) => {
+                let future = {
+                    let _guard = cx.clone().map(Context::attach);
+                    inner.call(req)
+                };
+                ResponseFuture::pass(future, cx)
+            }
+        }
+    }
+}
+
 /// The request's clock: a monotonic start for the duration, and the wall-clock start of the
 /// span; the span's end timestamp is its start plus the monotonic duration, so the span and the
 /// duration metric agree exactly.

@@ -70,7 +70,7 @@
 //! the request and `MatchedPath` holds the full template (`/api/v1/users/{id}`): span name and
 //! `http.route` are set at the start. Applied around the whole router instead (e.g. with
 //! `ServiceBuilder`, for middleware that must run before routing), the layer cannot see the
-//! route: add [`RecordRouteLayer`](crate::route::RecordRouteLayer) (or a second instance of this
+//! route: add [`RecordRouteLayer`] (or a second instance of this
 //! layer) with `Router::layer` and the route is filled in after routing, then set on the span
 //! when the response comes back. Routes added with `nest_service` are opaque to axum's
 //! `MatchedPath`, so they get no `http.route` (and the span name is the method alone) unless

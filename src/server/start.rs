@@ -14,19 +14,11 @@ use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::stack;
 use crate::config::Config;
-use crate::lifecycle::{Clock, Record, Scope};
+use crate::lifecycle::{Clock, Record, Scope, Started};
 use crate::metrics::{Labeler, Measure};
 use crate::otel::RequestTracer;
 use crate::propagation::StrictHeaderExtractor;
 use crate::semconv::{self, ForwardedInfo, MethodInfo};
-
-/// How a request starts: recorded, or passed through with the caller's context (when a
-/// propagator would carry it on).
-#[allow(clippy::large_enum_variant)] // moved once, into the response future
-pub(super) enum Started {
-    Record(Record),
-    Pass(Option<Context>),
-}
 
 /// What the server reads off an incoming request (borrowed from it).
 struct Incoming<'a> {
