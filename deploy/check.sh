@@ -53,6 +53,15 @@ run() {
   fi
 }
 
+# promql_check RULES: promtool parses the generated rules; on failure, say which query is which.
+promql_check() {
+  promtool check rules "$1" || {
+    echo "which query is which:"
+    cat "$1.map"
+    return 1
+  }
+}
+
 skip() {
   SKIPPED=$((SKIPPED + 1))
   echo "skip $1"
@@ -501,7 +510,7 @@ if command -v promtool >/dev/null 2>&1; then
   run "promtool test rules prometheus/rules_test.yml" promtool test rules prometheus/rules_test.yml
   if python3 "$PY" promql-rules "$TMP/queries.yml" >"$TMP/n" 2>&1; then
     run "PromQL syntax of the $(cat "$TMP/n") dashboard/rule/datasource queries" \
-      bash -c 'promtool check rules "$1" || { echo "which query is which:"; cat "$1.map"; exit 1; }' _ "$TMP/queries.yml"
+      promql_check "$TMP/queries.yml"
   else
     FAILED=$((FAILED + 1))
     FAILURES+=("PromQL extraction from the dashboards, rules and datasources")

@@ -136,11 +136,7 @@ pub(crate) fn start(
     }
     record.scope = Scope::context(cx);
     parts.extensions.insert(ClientMarker);
-    if let Some(l) = record.measure.as_ref().and_then(|m| m.labeler.as_ref()) {
-        parts.extensions.insert(l.clone());
-    }
-    record.started();
-    (Started::Record(record), request_bytes)
+    (record.begin(&mut parts.extensions), request_bytes)
 }
 
 /// Start the `CLIENT` span, a child of the current context. `None` when the tracer makes no

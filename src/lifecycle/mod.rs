@@ -232,11 +232,16 @@ impl Record {
         }
     }
 
-    /// The request has started: one active request more.
-    pub(crate) fn started(&self) {
+    /// The request begins: its [`Labeler`](crate::metrics::Labeler) goes into the request's
+    /// extensions, and there is one active request more.
+    pub(crate) fn begin(self, ext: &mut http::Extensions) -> Started {
         if let Some(m) = &self.measure {
+            if let Some(l) = &m.labeler {
+                ext.insert(l.clone());
+            }
             m.add_active(&self.config.meter, 1);
         }
+        Started::Record(self)
     }
 
     /// The response head. Returns the response (with the trace-context header on a server,

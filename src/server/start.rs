@@ -164,11 +164,7 @@ pub(super) fn start(
         cx,
     };
     record.slot = stack::mark(&mut parts.extensions, route_known);
-    if let Some(l) = record.measure.as_ref().and_then(|m| m.labeler.as_ref()) {
-        parts.extensions.insert(l.clone());
-    }
-    record.started();
-    (Started::Record(record), request_bytes)
+    (record.begin(&mut parts.extensions), request_bytes)
 }
 
 /// Start the `SERVER` span, a child of the caller's context (or, for a public endpoint, a new
