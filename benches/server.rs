@@ -16,6 +16,8 @@
 //! # only the interleaved table, for some variants, 60 rounds:
 //! BENCH_VARIANTS=spans_metrics_sdk,naive_spans_metrics_layer BENCH_ROUNDS=60 \
 //!     cargo bench --bench server -- no-criterion-variant-matches-this
+//! # no SDK installed at all (a process of its own: nothing global is set), the defaults:
+//! BENCH_NO_SDK=1 cargo bench --bench server -- no-criterion-variant-matches-this
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -469,7 +471,45 @@ criterion_group! {
     targets = bench
 }
 
+/// No SDK installed: the default layer on the untouched globals, against bare axum.
+fn no_sdk() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let variants = vec![
+        Variant {
+            name: "bare",
+            router: Svc::Router(app()),
+        },
+        Variant {
+            name: "no_sdk_defaults",
+            router: Svc::Router(app().layer(OtelLayer::server())),
+        },
+    ];
+    let allocs: Vec<f64> = variants
+        .iter()
+        .map(|v| allocations(&rt, &v.router))
+        .collect();
+    let paired = interleaved(&rt, &variants);
+    println!("no SDK installed (interleaved, median ratio of rounds)");
+    println!("| variant | ns | × bare (p25–p75) | allocations over bare |");
+    println!("|---|---:|---:|---:|");
+    for (i, v) in variants.iter().enumerate() {
+        let (ns, p25, p50, p75) = paired[i];
+        println!(
+            "| {} | {ns:.0} | {p50:.2} ({p25:.2}–{p75:.2}) | {:+.1} |",
+            v.name,
+            allocs[i] - allocs[0]
+        );
+    }
+}
+
 fn main() {
+    if std::env::var_os("BENCH_NO_SDK").is_some() {
+        no_sdk();
+        return;
+    }
     providers();
     benches();
     Criterion::default().configure_from_args().final_summary();

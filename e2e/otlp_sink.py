@@ -191,6 +191,7 @@ def process_logs(resource_logs):
                         "span_id": _hex(lr.span_id),
                         "flags": lr.flags,
                         "time_unix_nano": lr.time_unix_nano,
+                        "observed_time_unix_nano": lr.observed_time_unix_nano,
                         "attributes": _attrs(lr.attributes),
                     }
                 )

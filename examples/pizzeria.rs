@@ -84,7 +84,7 @@ fn app(state: App) -> Router {
         .nest("/api", api)
         .nest("/ui", ui)
         // once, on the root: spans, metrics, the traceresponse header, log correlation
-        .layer(OtelLayer::server())
+        .layer(OtelLayer::server().with_active_requests(true))
         .with_state(state)
 }
 

@@ -1,8 +1,9 @@
 //! # tower-otel-http
 //!
 //! Composable [tower](https://docs.rs/tower) layers that give HTTP servers (axum, hyper, tonic)
+//! and HTTP clients (hyper-util, any tower client, reqwest through reqwest-middleware)
 //! OpenTelemetry spans and metrics that follow the stable HTTP semantic conventions, W3C trace
-//! context continued from the caller, the trace id in a response header and on every log line.
+//! context in and out, the trace id in a response header and on every log line.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -30,9 +31,27 @@
 //! - a `tracing` span carrying `trace_id`/`span_id`/`trace_flags`, so that every log line of
 //!   the request can be correlated (`logs`, feature `tracing`).
 //!
+//! For the calls a handler makes, the client layer ([`client`]) records a `CLIENT` span per
+//! request, a child of the server span, and sends its context along:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::ServiceBuilder;
+//! use tower_otel_http::OtelLayer;
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(OtelLayer::client()) // a CLIENT span per request, its context sent along
+//!     .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+//! # let _ = client;
+//! ```
+//!
 //! By default the global tracer provider, meter provider and propagator are used as they are
 //! when requests arrive; pass your own with `with_tracer_provider`, `with_meter_provider` and
-//! `with_propagator` (the fastest choice too).
+//! `with_propagator` (the fastest choice too). Nothing is recorded until an OpenTelemetry SDK
+//! with an exporter is installed: the README's "Getting telemetry out" shows the dependency
+//! lines, OTLP and Prometheus setups, shutdown and a log filter, each compiled as a doctest.
 //!
 //! ## Features
 //!
@@ -40,10 +59,14 @@
 //! |---|---|---|
 //! | `axum` | yes | route templates from axum's `MatchedPath`, peer addresses from `ConnectInfo`, [`route::RecordRouteLayer`], the [`metrics::Labeler`] extractor |
 //! | `tracing` | yes | log correlation: a `tracing` span per request with `trace_id`/`span_id`/`trace_flags`, and formatters that write them on every line (`logs`) |
+//! | `hyper-client` | no | for hyper-util's legacy client: `error.type` from its errors and hyper's, `network.peer.*` from its connection info |
+//! | `reqwest` | no | [`OtelClientLayer`] is a `reqwest_middleware::Middleware` (implies `hyper-client`) |
 //!
 //! ## Modules
 //!
 //! - [`server`]: the server layer and what it records.
+//! - [`client`]: the client layer and what it records.
+//! - [`error`]: the `error.type` vocabulary and error classification.
 //! - [`metrics`]: the HTTP metrics and [`metrics::Labeler`].
 //! - [`response_header`]: the trace-context response header.
 //! - `logs` (feature `tracing`): log correlation and formatters.
@@ -69,6 +92,11 @@ pub mod response_header;
 pub mod route;
 pub mod semconv;
 pub mod server;
+
+/// The README's code blocks, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 pub use client::{OtelClient, OtelClientLayer};
 pub use server::{OtelServer, OtelServerLayer};

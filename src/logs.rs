@@ -1,4 +1,4 @@
-//! Log correlation (SEMCONV §5.6): every `tracing` event emitted while a request is handled
+//! Log correlation: every `tracing` event emitted while a request is handled
 //! carries the request's `trace_id`, `span_id` and `trace_flags`.
 //!
 //! # How

@@ -1,4 +1,4 @@
-//! W3C trace-context handling: strict `traceparent` validation (SEMCONV §5.1), a
+//! W3C trace-context handling: strict `traceparent` validation, a
 //! [`HeaderMap`] extractor that only ever hands a propagator validated trace context, an
 //! injector for outgoing requests, and the W3C Trace Context propagation used when no global
 //! propagator is installed.
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn long_tracestate_within_32_members_is_kept_whole() {
-        // SEMCONV 5.2: at least 512 characters propagate
+        // W3C: at least 512 characters propagate
         let members: Vec<String> = (0..20)
             .map(|i| format!("vendor{i:02}=value-{}", "x".repeat(20)))
             .collect();

@@ -1,4 +1,4 @@
-//! The trace context of the server span in a response header (SEMCONV §5.5), so that a support
+//! The trace context of the server span in a response header, so that a support
 //! engineer can paste the trace id of a failed response into Grafana.
 //!
 //! - [`ResponseHeader::TraceResponse`] (default): `traceresponse: 00-<trace-id>-<span-id>-<flags>`

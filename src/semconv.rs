@@ -20,7 +20,8 @@ pub const DEFAULT_KNOWN_METHODS: [&str; 10] = [
 /// Environment variable that overrides the known-methods list (comma separated).
 pub const KNOWN_METHODS_ENV: &str = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS";
 
-/// The query keys whose values are redacted by default (SEMCONV §3.2).
+/// The query keys whose values are recorded as `REDACTED` by default (case-sensitive; the key
+/// is kept): the conventions' list of keys that carry credentials.
 pub const DEFAULT_REDACTED_QUERY_KEYS: [&str; 7] = [
     "AWSAccessKeyId",
     "Signature",
@@ -162,7 +163,7 @@ pub(crate) fn scheme_attribute(https: bool) -> KeyValue {
     KeyValue::new(attr::URL_SCHEME, if https { "https" } else { "http" })
 }
 
-/// Redact the values of sensitive query keys (SEMCONV §3.2). Returns the input untouched (no
+/// Redact the values of sensitive query keys. Returns the input untouched (no
 /// allocation beyond the caller's) when nothing needs redacting.
 pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str> {
     if keys.is_empty() {
@@ -192,7 +193,7 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
     Cow::Owned(out)
 }
 
-/// `url.full` for an outgoing request (SEMCONV §3.1–3.2): credentials replaced by
+/// `url.full` for an outgoing request: credentials replaced by
 /// `REDACTED:REDACTED`, the values of sensitive query keys by `REDACTED`. A URI without scheme
 /// or authority is written as it is (path and redacted query).
 pub(crate) fn url_full(uri: &http::Uri, keys: &[Box<str>]) -> String {

@@ -160,7 +160,8 @@ fn start_span(
     tracer.start(builder, parent)
 }
 
-/// The span's start attributes (SEMCONV §2.2).
+/// The span's start attributes: the required and recommended ones of a `CLIENT` span, and
+/// the opt-in ones configured.
 fn span_attributes(config: &Config, target: &Target<'_>, parts: &Parts) -> Vec<KeyValue> {
     let mut attrs: Vec<KeyValue> = Vec::with_capacity(12 + config.request_headers.len());
     attrs.push(target.method.attribute.clone());

@@ -3,7 +3,7 @@
 //! [`head`](Record::head), [`end`](Record::end) and drop — so that the span, the duration
 //! metric, active requests, the log span and the response header cannot disagree.
 //!
-//! The rules that differ between the sides (SEMCONV §1 and §2) are in [`Record::head`],
+//! The rules that differ between the sides are in [`Record::head`],
 //! [`status_error`] and [`Record`]'s `Drop`: a server counts 5xx as errors, a client ≥ 400; a
 //! server whose response future or body is dropped early reports it (the client went away), a
 //! client whose caller drops them does not (the caller chose to).
@@ -152,7 +152,7 @@ impl BodyRule {
     }
 }
 
-/// `error.type` for a response status (SEMCONV §1.8–1.9, §2.3): the code for 5xx on a server
+/// `error.type` for a response status: the code for 5xx on a server
 /// and for ≥ 400 on a client, `_OTHER` for codes outside `100..=599`, none otherwise.
 pub(crate) fn status_error(side: Side, code: StatusCode) -> Option<Cow<'static, str>> {
     let first_error = match side {
@@ -289,7 +289,7 @@ impl Record {
         (response, complete)
     }
 
-    /// Whether nothing of the body will be transferred (SEMCONV §1.10): `1xx` (a `101`
+    /// Whether nothing of the body will be transferred: `1xx` (a `101`
     /// upgrade included), `204`, `304`, a response to `HEAD`, a `2xx` to `CONNECT`, an empty
     /// body, and (server, configured) an event stream.
     fn complete_at_head<B: http_body::Body>(&self, response: &Response<B>) -> bool {

@@ -258,7 +258,7 @@ impl<M> OtelServerLayer<M> {
         self
     }
 
-    /// Treat every caller as untrusted (SEMCONV §5.4): each request starts a new trace, and the
+    /// Treat every caller as untrusted: each request starts a new trace, and the
     /// caller's context, when valid, is attached as a span link.
     pub fn with_public_endpoint(mut self, public: bool) -> Self {
         self.config_mut().server.public_endpoint = if public {

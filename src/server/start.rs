@@ -198,7 +198,8 @@ fn start_span(
     }
 }
 
-/// The span's start attributes (SEMCONV §1.3–1.6).
+/// The span's start attributes: the required, conditionally required and recommended ones of a
+/// `SERVER` span, and the opt-in ones configured.
 fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> Vec<KeyValue> {
     let mut attrs: Vec<KeyValue> = Vec::with_capacity(16 + config.request_headers.len());
     attrs.push(incoming.method.attribute.clone());
