@@ -431,6 +431,33 @@ def evaluate_otlp(args):
             errs.append(f"{w}: count {p.get('count')}, expected 1")
     rep.check("metric http.client.request.duration: unit s, bounds, server.address/server.port", errs)
 
+    # the demo turns on the opt-in up-down counter (deploy/'s dashboards query it); after the
+    # burst every request has ended, so each series is back at 0
+    act = [p for p in latest if p["metric"] == "http.server.active_requests"]
+    errs = []
+    if not act:
+        errs.append("http.server.active_requests not received (the demo enables it with with_active_requests(true))")
+    methods = set()
+    for p in act:
+        a = p["attributes"]
+        w = f"active requests {a.get('http.request.method')}"
+        if p.get("type") != "sum" or p.get("is_monotonic") is not False:
+            errs.append(f"{w}: type {p.get('type')!r} monotonic={p.get('is_monotonic')!r}, expected a non-monotonic sum")
+        if p.get("unit") != "{request}":
+            errs.append(f"{w}: unit {p.get('unit')!r}, expected '{{request}}'")
+        missing = {"http.request.method", "url.scheme"} - a.keys()
+        bad = a.keys() - {"http.request.method", "url.scheme", "server.address", "server.port"}
+        if missing:
+            errs.append(f"{w}: missing {sorted(missing)}")
+        if bad:
+            errs.append(f"{w}: attributes not allowed on the metric: {sorted(bad)}")
+        if p.get("value") != 0:
+            errs.append(f"{w}: value {p.get('value')!r} after every request ended, expected 0")
+        methods.add(a.get("http.request.method"))
+    if act and methods != {"GET", "POST"}:
+        errs.append(f"series for methods {sorted(methods, key=str)}, expected GET and POST")
+    rep.check("metric http.server.active_requests: non-monotonic sum, {request}, method + scheme, back to 0", errs)
+
     # logs: each carries the ids of the request it was written in
     errs = []
     by_path = {}

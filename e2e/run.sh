@@ -16,6 +16,7 @@ ROOT="$(dirname "$E2E")"
 OUT="$E2E/out"
 VENV="$E2E/.venv"
 T0=$(date +%s)
+T_BUILT=""
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -45,6 +46,21 @@ FAILED=0
 FAILURES=()
 
 section() { printf '\n== %s\n' "$*"; }
+summary() {
+  local t1
+  t1=$(date +%s)
+  section "summary ($((t1 - T0))s in all${T_BUILT:+, $((t1 - T_BUILT))s after the build}; logs and received telemetry in e2e/out/)"
+  if [[ $FAILED -gt 0 ]]; then
+    echo "failed:"
+    printf '  %s\n' "${FAILURES[@]}"
+  fi
+  echo "e2e: $PASSED passed, $FAILED failed"
+}
+# die: a failure the rest cannot run without; prints the summary and exits 1
+die() {
+  summary
+  exit 1
+}
 pass() { PASSED=$((PASSED + 1)); echo "PASS $*"; }
 fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL $*"; }
 
@@ -140,15 +156,21 @@ if ldd "$ROTEL" | grep -q 'not found'; then
 fi
 echo "rotel-agent $("$ROTEL" version 2>&1 | tail -1) (pip rotel $("$PY" -c 'import importlib.metadata as m; print(m.version("rotel"))'))"
 
-echo "cargo build --example pizzeria"
-(cd "$ROOT" && cargo build --example pizzeria) >"$OUT/build.log" 2>&1 || {
-  tail -30 "$OUT/build.log"
-  fail "cargo build --example pizzeria"
-  exit 1
-}
-TARGET_DIR="$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-DEMO="$TARGET_DIR/debug/examples/pizzeria"
-[[ -x "$DEMO" ]] || { fail "demo binary at $DEMO"; exit 1; }
+if [[ -n "${E2E_DEMO:-}" ]]; then
+  # a prebuilt demo binary (by hand: skips the build)
+  DEMO="$E2E_DEMO"
+  echo "demo: $DEMO (E2E_DEMO, not rebuilt)"
+else
+  echo "cargo build --example pizzeria"
+  if ! (cd "$ROOT" && cargo build --example pizzeria) >"$OUT/build.log" 2>&1; then
+    tail -30 "$OUT/build.log"
+    fail "cargo build --example pizzeria (log: e2e/out/build.log)"
+    die
+  fi
+  TARGET_DIR="$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  DEMO="$TARGET_DIR/debug/examples/pizzeria"
+fi
+[[ -x "$DEMO" ]] || { fail "demo binary at $DEMO"; die; }
 T_BUILT=$(date +%s)
 
 CHECK=("$PY" "$E2E/check.py")
@@ -176,7 +198,7 @@ if wait_tcp "$OTLP_HTTP" 15 && wait_tcp "$OTLP_GRPC" 5; then
 else
   tail -20 "$OUT/rotel.log"
   fail "rotel listening"
-  exit 1
+  die
 fi
 
 # the SDK variables every demo run gets (e2e.phase tells runs apart in what rotel received)
@@ -224,7 +246,7 @@ if grep -q 'Ctrl-C to stop' "$OUT/demo-live.log" && wait_tcp "$PORT_LIVE" 5; the
 else
   tail -20 "$OUT/demo-live.log"
   fail "live demo serving"
-  exit 1
+  die
 fi
 
 # ---------------------------------------------------------------- check B
@@ -311,11 +333,5 @@ stop "$ROTEL_PID" 10 || true
 
 # ---------------------------------------------------------------- summary
 
-T1=$(date +%s)
-section "summary ($((T1 - T0))s in all, $((T1 - T_BUILT))s after the build; logs and received telemetry in e2e/out/)"
-if [[ $FAILED -gt 0 ]]; then
-  echo "failed:"
-  printf '  %s\n' "${FAILURES[@]}"
-fi
-echo "e2e: $PASSED passed, $FAILED failed"
+summary
 [[ $FAILED -eq 0 ]]

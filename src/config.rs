@@ -48,6 +48,10 @@ pub(crate) struct Config {
     pub(crate) redacted_query_keys: Vec<Box<str>>,
     pub(crate) error_type: Option<ErrorTypeFn>,
     pub(crate) labeler: bool,
+    /// The longest value taken from a request that is recorded (bytes).
+    pub(crate) max_value_length: usize,
+    /// Record allow-listed sensitive headers (`authorization`, `cookie`, ...) too.
+    pub(crate) sensitive_headers: bool,
     pub(crate) server: crate::server::ServerOptions,
     pub(crate) client: crate::client::ClientOptions,
 }
@@ -73,6 +77,8 @@ impl Config {
                 .collect(),
             error_type: None,
             labeler: false,
+            max_value_length: semconv::DEFAULT_MAX_VALUE_LENGTH,
+            sensitive_headers: false,
             server: Default::default(),
             client: Default::default(),
         }
@@ -105,7 +111,13 @@ impl Config {
 
     /// The attributes the user's request hook and header allow-list add at the start.
     pub(crate) fn request_extras(&self, parts: &request::Parts, attrs: &mut Vec<KeyValue>) {
-        semconv::capture_headers(&parts.headers, &self.request_headers, attrs);
+        semconv::capture_headers(
+            &parts.headers,
+            &self.request_headers,
+            self.sensitive_headers,
+            self.max_value_length,
+            attrs,
+        );
         if let Some(hook) = &self.request_hook {
             hook(parts, attrs);
         }
@@ -118,7 +130,13 @@ impl Config {
         response: http::Response<B>,
         attrs: &mut Vec<KeyValue>,
     ) -> http::Response<B> {
-        semconv::capture_headers(response.headers(), &self.response_headers, attrs);
+        semconv::capture_headers(
+            response.headers(),
+            &self.response_headers,
+            self.sensitive_headers,
+            self.max_value_length,
+            attrs,
+        );
         match &self.response_hook {
             Some(hook) => {
                 let (parts, body) = response.into_parts();
@@ -127,6 +145,11 @@ impl Config {
             }
             None => response,
         }
+    }
+
+    /// `s` cut to the longest value recorded.
+    pub(crate) fn cap<'a>(&self, s: &'a str) -> &'a str {
+        semconv::capped(s, self.max_value_length)
     }
 
     /// Whether anything is captured at the response head.
@@ -176,7 +199,9 @@ impl fmt::Debug for Config {
             .field("span_name", &self.span_name.is_some())
             .field("redacted_query_keys", &self.redacted_query_keys)
             .field("error_type", &self.error_type.is_some())
-            .field("labeler", &self.labeler);
+            .field("labeler", &self.labeler)
+            .field("max_value_length", &self.max_value_length)
+            .field("sensitive_headers", &self.sensitive_headers);
         match self.side {
             Side::Server => d.field("server", &self.server),
             Side::Client => d.field("client", &self.client),
@@ -280,7 +305,10 @@ macro_rules! common_builder_methods {
         }
 
         /// Record these request headers as `http.request.header.<name>` (string arrays). Names
-        /// are case-insensitive; invalid names are ignored. Nothing is recorded by default.
+        /// are case-insensitive; invalid names are ignored. Nothing is recorded by default, and
+        /// `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are not recorded
+        /// even when listed unless [`with_sensitive_headers`](Self::with_sensitive_headers)
+        /// forces them.
         pub fn with_request_headers<I, S>(mut self, names: I) -> Self
         where
             I: IntoIterator<Item = S>,
@@ -327,6 +355,25 @@ macro_rules! common_builder_methods {
                 + 'static,
         {
             self.config_mut().response_hook = Some(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// Record allow-listed `authorization`, `proxy-authorization`, `cookie` and `set-cookie`
+        /// headers too (default `false`: they carry credentials, and telemetry backends are
+        /// rarely protected like a secrets store).
+        pub fn with_sensitive_headers(mut self, record: bool) -> Self {
+            self.config_mut().sensitive_headers = record;
+            self
+        }
+
+        /// The longest value taken from a request that is recorded, in bytes (default
+        /// [`DEFAULT_MAX_VALUE_LENGTH`](crate::semconv::DEFAULT_MAX_VALUE_LENGTH), 2 KiB):
+        /// `url.path`, `url.query`, `url.full`, `user_agent.original`,
+        /// `http.request.method_original` and captured header values are cut at the last
+        /// character boundary before it, so that a caller cannot make telemetry grow with its
+        /// input.
+        pub fn with_max_value_length(mut self, bytes: usize) -> Self {
+            self.config_mut().max_value_length = bytes;
             self
         }
 

@@ -286,11 +286,47 @@ pub(crate) fn header_key(prefix: &str, name: &http::HeaderName) -> Key {
     Key::from(Arc::<str>::from(format!("{prefix}.{}", name.as_str())))
 }
 
-/// A string attribute value from a header, lossily decoded if it is not UTF-8.
-pub(crate) fn header_value_string(v: &http::HeaderValue) -> StringValue {
+/// The default of the longest value taken from a request that is recorded (bytes): longer
+/// values are cut at the last character boundary before it.
+pub const DEFAULT_MAX_VALUE_LENGTH: usize = 2048;
+
+/// The headers whose values are never recorded unless the user forces it
+/// (`with_sensitive_headers(true)`), even when allow-listed: they carry credentials.
+pub const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// An owned string cut to at most `max` bytes, on a character boundary.
+pub(crate) fn cap_owned(mut s: String, max: usize) -> String {
+    let end = capped(&s, max).len();
+    s.truncate(end);
+    s
+}
+
+/// A string attribute value from a header, at most `max` bytes, lossily decoded if it is not
+/// UTF-8.
+pub(crate) fn header_value_string(v: &http::HeaderValue, max: usize) -> StringValue {
     match v.to_str() {
-        Ok(s) => StringValue::from(s.to_owned()),
-        Err(_) => StringValue::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        Ok(s) => StringValue::from(capped(s, max).to_owned()),
+        Err(_) => {
+            let s = String::from_utf8_lossy(v.as_bytes());
+            StringValue::from(capped(&s, max).to_owned())
+        }
     }
 }
 
@@ -332,14 +368,19 @@ pub(crate) fn recent_user_agent(s: &str) -> StringValue {
 pub(crate) fn capture_headers(
     headers: &http::HeaderMap,
     names: &[(http::HeaderName, Key)],
+    sensitive_allowed: bool,
+    max: usize,
     out: &mut Vec<KeyValue>,
 ) {
     for (name, key) in names {
+        if !sensitive_allowed && SENSITIVE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
         let mut values = headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             continue;
         }
-        let values: Vec<StringValue> = values.map(header_value_string).collect();
+        let values: Vec<StringValue> = values.map(|v| header_value_string(v, max)).collect();
         out.push(KeyValue::new(
             key.clone(),
             Value::Array(opentelemetry::Array::String(values)),
@@ -524,6 +565,41 @@ mod tests {
         );
         assert_eq!(url_full(&u("/relative?q=1"), &k), "/relative?q=1");
         assert_eq!(url_full(&u("http://host"), &k), "http://host/");
+    }
+
+    #[test]
+    fn values_are_capped_on_character_boundaries() {
+        assert_eq!(capped("abc", 2), "ab");
+        assert_eq!(capped("abc", 3), "abc");
+        assert_eq!(capped("été", 2), "é");
+        assert_eq!(capped("été", 1), "");
+        assert_eq!(capped("日本語", 4), "日");
+        assert_eq!(cap_owned("日本語".to_owned(), 7), "日本");
+        let v = http::HeaderValue::from_bytes(b"ab\xffcd").unwrap();
+        assert_eq!(header_value_string(&v, 100).as_str(), "ab\u{fffd}cd");
+        assert_eq!(header_value_string(&v, 3).as_str(), "ab");
+    }
+
+    #[test]
+    fn sensitive_headers_are_skipped_unless_allowed() {
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "Bearer secret".parse().unwrap());
+        h.insert("x-request-id", "r1".parse().unwrap());
+        let names: Vec<(http::HeaderName, Key)> = ["authorization", "x-request-id"]
+            .iter()
+            .map(|n| {
+                let n = http::HeaderName::from_static(n);
+                let k = header_key("http.request.header", &n);
+                (n, k)
+            })
+            .collect();
+        let mut out = Vec::new();
+        capture_headers(&h, &names, false, 100, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_str(), "http.request.header.x-request-id");
+        let mut out = Vec::new();
+        capture_headers(&h, &names, true, 100, &mut out);
+        assert_eq!(out.len(), 2, "forced");
     }
 
     #[test]

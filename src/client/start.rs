@@ -168,7 +168,7 @@ fn span_attributes(config: &Config, target: &Target<'_>, parts: &Parts) -> Vec<K
     if target.method.is_other {
         attrs.push(KeyValue::new(
             attr::HTTP_REQUEST_METHOD_ORIGINAL,
-            parts.method.as_str().to_owned(),
+            config.cap(parts.method.as_str()).to_owned(),
         ));
     }
     if let Some((address, port)) = &target.host {
@@ -177,7 +177,10 @@ fn span_attributes(config: &Config, target: &Target<'_>, parts: &Parts) -> Vec<K
     }
     attrs.push(KeyValue::new(
         attr::URL_FULL,
-        semconv::url_full(&parts.uri, &config.redacted_query_keys),
+        semconv::cap_owned(
+            semconv::url_full(&parts.uri, &config.redacted_query_keys),
+            config.max_value_length,
+        ),
     ));
     if let Some(t) = target.template_value() {
         attrs.push(KeyValue::new(attr::URL_TEMPLATE, t));

@@ -206,13 +206,16 @@ fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> V
     if incoming.method.is_other {
         attrs.push(KeyValue::new(
             attr::HTTP_REQUEST_METHOD_ORIGINAL,
-            parts.method.as_str().to_owned(),
+            config.cap(parts.method.as_str()).to_owned(),
         ));
     }
-    attrs.push(KeyValue::new(attr::URL_PATH, parts.uri.path().to_owned()));
+    attrs.push(KeyValue::new(
+        attr::URL_PATH,
+        config.cap(parts.uri.path()).to_owned(),
+    ));
     if let Some(q) = parts.uri.query() {
         let q = semconv::redact_query(q, &config.redacted_query_keys);
-        attrs.push(KeyValue::new(attr::URL_QUERY, q.into_owned()));
+        attrs.push(KeyValue::new(attr::URL_QUERY, config.cap(&q).to_owned()));
     }
     attrs.push(semconv::scheme_attribute(incoming.https));
     if let Some(v) = incoming.version {
@@ -225,8 +228,8 @@ fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> V
     peer_attributes(config, incoming, &mut attrs);
     if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
         let ua = match ua.to_str() {
-            Ok(s) => semconv::recent_user_agent(s),
-            Err(_) => semconv::header_value_string(ua),
+            Ok(s) => semconv::recent_user_agent(config.cap(s)),
+            Err(_) => semconv::header_value_string(ua, config.max_value_length),
         };
         attrs.push(KeyValue::new(attr::USER_AGENT_ORIGINAL, ua));
     }
