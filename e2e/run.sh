@@ -92,9 +92,9 @@ bg() {
 
 # stop PID [SECONDS]: SIGTERM and wait for it to exit (the demo flushes telemetry on SIGTERM)
 stop() {
-  local pid="$1" secs="${2:-15}" i
+  local pid="$1" secs="${2:-15}"
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 $((secs * 10))); do
+  for _ in $(seq 1 $((secs * 10))); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -108,8 +108,8 @@ stop() {
 
 # wait_tcp PORT SECONDS
 wait_tcp() {
-  local port="$1" secs="$2" i
-  for i in $(seq 1 $((secs * 10))); do
+  local port="$1" secs="$2"
+  for _ in $(seq 1 $((secs * 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       return 0
     fi
@@ -132,7 +132,7 @@ apt_install() {
 
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   echo "installing Debian's prometheus"
-  apt_install prometheus
+  apt_install prometheus || { tail -5 "$OUT/apt.log"; fail "apt-get install prometheus (log: e2e/out/apt.log)"; die; }
 fi
 prometheus --version 2>&1 | head -1
 
@@ -145,14 +145,18 @@ PY="$VENV/bin/python"
 REQ_HASH="$(sha256sum "$E2E/requirements.txt" | cut -d' ' -f1)"
 if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$REQ_HASH" ]]; then
   echo "installing e2e/requirements.txt into e2e/.venv"
-  "$PY" -m pip install -q --disable-pip-version-check -r "$E2E/requirements.txt"
+  if ! "$PY" -m pip install -q --disable-pip-version-check -r "$E2E/requirements.txt" >"$OUT/pip.log" 2>&1; then
+    tail -20 "$OUT/pip.log"
+    fail "pip install -r e2e/requirements.txt (log: e2e/out/pip.log)"
+    die
+  fi
   echo "$REQ_HASH" >"$VENV/.requirements.sha256"
 fi
 ROTEL="$("$PY" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
 # rotel-agent embeds the system's libpython3.11 for its Python processors
 if ldd "$ROTEL" | grep -q 'not found'; then
   echo "installing libpython3.11 for rotel-agent"
-  apt_install libpython3.11
+  apt_install libpython3.11 || { tail -5 "$OUT/apt.log"; fail "apt-get install libpython3.11 (log: e2e/out/apt.log)"; die; }
 fi
 echo "rotel-agent $("$ROTEL" version 2>&1 | tail -1) (pip rotel $("$PY" -c 'import importlib.metadata as m; print(m.version("rotel"))'))"
 

@@ -16,6 +16,7 @@
 use std::any::TypeId;
 use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use opentelemetry::baggage::BaggageExt;
@@ -81,7 +82,9 @@ impl Recheck {
 
 #[derive(Default)]
 struct ThreadGlobals {
-    tracer: Option<BoxedTracer>,
+    /// Shared with the request starting a span, so that no borrow is held while the SDK (and
+    /// the user's sampler and processors) run.
+    tracer: Option<Rc<BoxedTracer>>,
     /// `tracer` was fetched for this request and has not made a real span yet.
     tracer_fresh: bool,
     tracer_check: Recheck,
@@ -143,9 +146,11 @@ impl TracerSource {
             TracerSource::Fixed(t) => Some(RequestTracer::Fixed(t.as_ref())),
             TracerSource::Global => GLOBALS
                 .try_with(|g| {
-                    let mut g = g.borrow_mut();
+                    let Ok(mut g) = g.try_borrow_mut() else {
+                        return false;
+                    };
                     if g.tracer_check.due() {
-                        g.tracer = Some(global::tracer_with_scope(scope()));
+                        g.tracer = Some(Rc::new(global::tracer_with_scope(scope())));
                         g.tracer_fresh = true;
                     }
                     g.tracer.is_some()
@@ -162,30 +167,33 @@ impl RequestTracer<'_> {
     pub(crate) fn start(self, builder: SpanBuilder, parent: &Context) -> Option<Context> {
         match self {
             RequestTracer::Fixed(t) => Some(t.start_span(builder, parent)),
-            RequestTracer::Global => GLOBALS
-                .try_with(|g| {
-                    let mut g = g.borrow_mut();
-                    let cx = StartSpan::start_span(g.tracer.as_ref()?, builder, parent);
-                    // A no-op tracer hands back the parent's span context (or an invalid one);
-                    // a shut-down SDK an invalid one. Real spans have their own id.
-                    let span = cx.span();
-                    let sc = span.span_context();
-                    let real =
-                        sc.is_valid() && sc.span_id() != parent.span().span_context().span_id();
+            RequestTracer::Global => {
+                let tracer = GLOBALS
+                    .try_with(|g| g.try_borrow().ok()?.tracer.clone())
+                    .ok()
+                    .flatten()?;
+                let cx = StartSpan::start_span(&*tracer, builder, parent);
+                // A no-op tracer hands back the parent's span context (or an invalid one); a
+                // shut-down SDK an invalid one. Real spans have their own id.
+                let span = cx.span();
+                let sc = span.span_context();
+                let real = sc.is_valid() && sc.span_id() != parent.span().span_context().span_id();
+                let _ = GLOBALS.try_with(|g| {
+                    let Ok(mut g) = g.try_borrow_mut() else {
+                        return;
+                    };
                     let fresh = std::mem::take(&mut g.tracer_fresh);
-                    if real {
-                        return Some(cx);
+                    if !real {
+                        g.tracer = None;
+                        if !fresh {
+                            // a tracer that made real spans stopped (its provider was shut
+                            // down or replaced): look again at the next request
+                            g.tracer_check.reset();
+                        }
                     }
-                    g.tracer = None;
-                    if !fresh {
-                        // a tracer that made real spans stopped (its provider was shut down or
-                        // replaced): look again at the next request
-                        g.tracer_check.reset();
-                    }
-                    None
-                })
-                .ok()
-                .flatten(),
+                });
+                real.then_some(cx)
+            }
         }
     }
 }
@@ -223,7 +231,9 @@ impl PropagatorSource {
             PropagatorSource::Global => {
                 let skip = GLOBALS
                     .try_with(|g| {
-                        let mut g = g.borrow_mut();
+                        let Ok(mut g) = g.try_borrow_mut() else {
+                            return false;
+                        };
                         g.propagator_noop && !g.propagator_check.due()
                     })
                     .unwrap_or(false);
@@ -233,7 +243,9 @@ impl PropagatorSource {
                 global::get_text_map_propagator(|p| {
                     let noop = is_noop_propagator(p);
                     let _ = GLOBALS.try_with(|g| {
-                        let mut g = g.borrow_mut();
+                        let Ok(mut g) = g.try_borrow_mut() else {
+                            return;
+                        };
                         if g.propagator_noop != noop {
                             g.propagator_noop = noop;
                             g.propagator_check = Recheck(RECHECK_EVERY - 1);

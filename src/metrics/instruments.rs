@@ -248,7 +248,10 @@ impl MeterSource {
     /// (it counts towards the next look at the global).
     fn thread_global<T>(&self, count: bool, mut f: impl FnMut(Option<&Instruments>) -> T) -> T {
         let done = METERS.try_with(|m| {
-            let mut m = m.borrow_mut();
+            let Ok(mut m) = m.try_borrow_mut() else {
+                // re-entered (an SDK call back into a layer on this thread): the global itself
+                return f(self.global_instruments().as_deref());
+            };
             let at = match m.iter().position(|e| e.id == self.global.id) {
                 Some(at) => at,
                 None => {
