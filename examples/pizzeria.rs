@@ -427,7 +427,13 @@ async fn main() {
         "http://{}",
         oven_listener.local_addr().expect("oven address")
     );
-    tokio::spawn(async move { axum::serve(oven_listener, oven()).await });
+    tokio::spawn(async move {
+        axum::serve(
+            oven_listener,
+            oven().into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
 
     let state = App {
         // the client layer: a CLIENT span per call, its context sent along
