@@ -27,7 +27,7 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tower_otel_http::logs::JsonFormat;
+use tower_otel_http::logs;
 use tower_otel_http::OtelLayer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     // log lines as JSON, with the request's trace_id / span_id / trace_flags at the top level
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().event_format(JsonFormat::new()))
+        .with(logs::json_layer())
         .init();
 
     let port: u16 = std::env::var("PORT")

@@ -44,7 +44,7 @@ use opentelemetry_sdk::Resource;
 use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_otel_http::client::UrlTemplate;
-use tower_otel_http::logs::JsonFormat;
+use tower_otel_http::logs;
 use tower_otel_http::OtelLayer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -266,11 +266,7 @@ fn telemetry() -> Result<Telemetry, Box<dyn std::error::Error>> {
             .with_filter(filter.clone())
     });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .event_format(JsonFormat::new())
-                .with_filter(filter),
-        )
+        .with(logs::json_layer().with_filter(filter))
         .with(bridge)
         .try_init()?;
     Ok(t)

@@ -13,14 +13,14 @@
 //!
 //! Any `tracing-subscriber` formatter then shows the ids as span fields; [`JsonFormat`] and
 //! [`TextFormat`] write them as **top-level fields of each line**, which is what Loki, Grafana
-//! and the OpenTelemetry Collector's parsers look for:
+//! and the OpenTelemetry Collector's parsers look for. [`json_layer`] and [`text_layer`] are
+//! `fmt` layers with them and without the span-field formatting they would not show
+//! ([`NoSpanFields`]: most of what a `fmt` subscriber costs per request):
 //!
 //! ```
 //! use tracing_subscriber::layer::SubscriberExt;
-//! use tower_otel_http::logs::JsonFormat;
 //!
-//! let subscriber = tracing_subscriber::registry()
-//!     .with(tracing_subscriber::fmt::layer().event_format(JsonFormat::new()));
+//! let subscriber = tracing_subscriber::registry().with(tower_otel_http::logs::json_layer());
 //! # let _ = subscriber;
 //! ```
 //!
@@ -61,6 +61,7 @@ use std::fmt;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -102,24 +103,35 @@ impl fmt::Display for Flags {
     }
 }
 
-/// Open the per-request span for `sc` (a cheap level check when no subscriber wants it).
-pub(crate) fn request_span(level: Level, method: &'static str, sc: &SpanContext) -> tracing::Span {
+/// Open the per-request span for `sc`, with every field given at its creation (each later
+/// `record` goes through the whole subscriber stack again); a level check when no subscriber
+/// wants it, one atomic load when there is no subscriber at all.
+pub(crate) fn request_span(
+    level: Level,
+    method: &'static str,
+    route: Option<&str>,
+    sc: &SpanContext,
+) -> tracing::Span {
     macro_rules! make {
-        ($lvl:expr) => {
+        ($lvl:expr) => {{
+            if !tracing::span_enabled!(target: TARGET, $lvl) {
+                return tracing::Span::none();
+            }
+            let tp = crate::propagation::traceparent_bytes(sc);
             tracing::span!(
                 target: TARGET,
                 $lvl,
                 REQUEST_SPAN_NAME,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-                trace_flags = tracing::field::Empty,
+                // `%`: shown as they are (no quotes) by the stock formatter
+                trace_id = %crate::propagation::ascii(&tp[3..35]),
+                span_id = %crate::propagation::ascii(&tp[36..52]),
+                trace_flags = %crate::propagation::ascii(&tp[53..55]),
                 http.request.method = method,
-                http.route = tracing::field::Empty,
+                http.route = route,
             )
-        };
+        }};
     }
     if !tracing::dispatcher::has_been_set() {
-        // no subscriber anywhere in the process: one atomic load, not a callsite lookup
         return tracing::Span::none();
     }
     let span = match level {
@@ -133,12 +145,6 @@ pub(crate) fn request_span(level: Level, method: &'static str, sc: &SpanContext)
         // a span without metadata: entering it is free even with tracing's `log` feature
         return tracing::Span::none();
     }
-    span.record("trace_id", tracing::field::display(sc.trace_id()));
-    span.record("span_id", tracing::field::display(sc.span_id()));
-    span.record(
-        "trace_flags",
-        tracing::field::display(Flags(sc.trace_flags())),
-    );
     let ids = CorrelationIds::from_span_context(sc);
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
@@ -266,6 +272,51 @@ impl<W: fmt::Write> Visit for JsonVisitor<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, |w| json_display(w, format_args!("{value:?}")));
     }
+}
+
+/// A [`FormatFields`] that formats nothing. `tracing_subscriber::fmt`'s layer formats every
+/// span's fields into a string when the span is created, to show them on later lines;
+/// [`JsonFormat`] and [`TextFormat`] never show span fields, so with them that work (the bulk of
+/// what a `fmt` subscriber costs per request: the per-request span has five fields) is wasted.
+/// [`json_layer`] and [`text_layer`] use it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(&self, _writer: Writer<'writer>, _fields: R) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// A `tracing_subscriber::fmt` layer writing [`JsonFormat`] lines (to stdout; change it with
+/// `.with_writer(...)`), with [`NoSpanFields`].
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let subscriber = tracing_subscriber::registry().with(tower_otel_http::logs::json_layer());
+/// # let _ = subscriber;
+/// ```
+#[must_use]
+pub fn json_layer<S>() -> tracing_subscriber::fmt::Layer<S, NoSpanFields, JsonFormat>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(NoSpanFields)
+        .event_format(JsonFormat::new())
+}
+
+/// A `tracing_subscriber::fmt` layer writing [`TextFormat`] lines (to stdout; change it with
+/// `.with_writer(...)`), with [`NoSpanFields`].
+#[must_use]
+pub fn text_layer<S>() -> tracing_subscriber::fmt::Layer<S, NoSpanFields, TextFormat>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(NoSpanFields)
+        .event_format(TextFormat::new())
 }
 
 /// One JSON object per event with `trace_id`, `span_id` and `trace_flags` at the top level

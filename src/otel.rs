@@ -88,8 +88,8 @@ struct ThreadGlobals {
     /// `tracer` was fetched for this request and has not made a real span yet.
     tracer_fresh: bool,
     tracer_check: Recheck,
-    /// The global propagator was the no-op one at the last look.
-    propagator_noop: bool,
+    /// What the global propagator was at the last look.
+    propagator: PropagatorKind,
     propagator_check: Recheck,
 }
 
@@ -198,60 +198,112 @@ impl RequestTracer<'_> {
     }
 }
 
+/// What a propagator is, as far as this crate is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum PropagatorKind {
+    /// The no-op one: nothing installed.
+    #[default]
+    Noop,
+    /// W3C Trace Context alone (its fields are exactly `traceparent` and `tracestate`, like
+    /// opentelemetry_sdk's `TraceContextPropagator`): read and written by this crate's strict
+    /// W3C code, with the same result, and no lock taken per request for the global one.
+    W3c,
+    /// Anything else: called for every request.
+    Other,
+}
+
+impl PropagatorKind {
+    fn of(p: &dyn TextMapPropagator) -> Self {
+        let mut fields = p.fields();
+        match (fields.next(), fields.next(), fields.next()) {
+            (None, ..) => PropagatorKind::Noop,
+            (Some(a), Some(b), None)
+                if (a.eq_ignore_ascii_case(propagation::TRACEPARENT)
+                    && b.eq_ignore_ascii_case(propagation::TRACESTATE))
+                    || (a.eq_ignore_ascii_case(propagation::TRACESTATE)
+                        && b.eq_ignore_ascii_case(propagation::TRACEPARENT)) =>
+            {
+                PropagatorKind::W3c
+            }
+            _ => PropagatorKind::Other,
+        }
+    }
+}
+
+/// The propagator of one request.
+enum Prop<'a> {
+    /// None configured or installed.
+    None,
+    /// W3C Trace Context, by this crate's code.
+    W3c,
+    Other(&'a dyn TextMapPropagator),
+}
+
 /// Where the caller's context is extracted from (server) and the outgoing context injected with
 /// (client).
 #[derive(Clone)]
 pub(crate) enum PropagatorSource {
-    /// The global propagator; while none is installed (it is the no-op one), W3C Trace Context.
+    /// The global propagator as it stands (per thread, see the module docs); while none is
+    /// installed, W3C Trace Context for the spans this crate records.
     Global,
-    Fixed(Arc<dyn TextMapPropagator + Send + Sync>),
+    Fixed(Arc<dyn TextMapPropagator + Send + Sync>, PropagatorKind),
 }
 
 impl fmt::Debug for PropagatorSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PropagatorSource::Global => "Global",
-            PropagatorSource::Fixed(_) => "Fixed",
-        })
+        match self {
+            PropagatorSource::Global => f.write_str("Global"),
+            PropagatorSource::Fixed(_, kind) => write!(f, "Fixed({kind:?})"),
+        }
     }
 }
 
-fn is_noop_propagator(p: &dyn TextMapPropagator) -> bool {
-    p.fields().next().is_none()
-}
-
 impl PropagatorSource {
-    /// Run `f` with the propagator for this request: the configured one, the global one, or
-    /// `None` while no global propagator is installed (the global is looked at on every
-    /// request while one is installed — opentelemetry keeps it behind a lock — else once every
-    /// [`RECHECK_EVERY`] requests on this thread).
-    fn with<T>(&self, mut f: impl FnMut(Option<&dyn TextMapPropagator>) -> T) -> T {
+    pub(crate) fn fixed(p: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        let kind = PropagatorKind::of(p.as_ref());
+        PropagatorSource::Fixed(p, kind)
+    }
+
+    /// Run `f` with the propagator for this request. The global one is looked at on every
+    /// request only when it is neither the no-op one nor W3C Trace Context alone
+    /// (opentelemetry keeps it behind a lock); else once every [`RECHECK_EVERY`] requests on
+    /// this thread.
+    fn with<T>(&self, mut f: impl FnMut(Prop<'_>) -> T) -> T {
+        fn from_kind(kind: PropagatorKind, p: &dyn TextMapPropagator) -> Prop<'_> {
+            match kind {
+                PropagatorKind::Noop => Prop::None,
+                PropagatorKind::W3c => Prop::W3c,
+                PropagatorKind::Other => Prop::Other(p),
+            }
+        }
         match self {
-            PropagatorSource::Fixed(p) => f(Some(p.as_ref())),
+            PropagatorSource::Fixed(p, kind) => f(from_kind(*kind, p.as_ref())),
             PropagatorSource::Global => {
-                let skip = GLOBALS
+                let known = GLOBALS
                     .try_with(|g| {
-                        let Ok(mut g) = g.try_borrow_mut() else {
-                            return false;
-                        };
-                        g.propagator_noop && !g.propagator_check.due()
+                        let mut g = g.try_borrow_mut().ok()?;
+                        let kind = g.propagator;
+                        (kind != PropagatorKind::Other && !g.propagator_check.due()).then_some(kind)
                     })
-                    .unwrap_or(false);
-                if skip {
-                    return f(None);
+                    .ok()
+                    .flatten();
+                match known {
+                    Some(PropagatorKind::Noop) => return f(Prop::None),
+                    Some(PropagatorKind::W3c) => return f(Prop::W3c),
+                    _ => {}
                 }
                 global::get_text_map_propagator(|p| {
-                    let noop = is_noop_propagator(p);
+                    let kind = PropagatorKind::of(p);
                     let _ = GLOBALS.try_with(|g| {
                         let Ok(mut g) = g.try_borrow_mut() else {
                             return;
                         };
-                        if g.propagator_noop != noop {
-                            g.propagator_noop = noop;
+                        if g.propagator != kind {
+                            g.propagator = kind;
                             g.propagator_check = Recheck(RECHECK_EVERY - 1);
                         }
                     });
-                    f((!noop).then_some(p))
+                    f(from_kind(kind, p))
                 })
             }
         }
@@ -261,8 +313,8 @@ impl PropagatorSource {
     /// propagator, or by W3C Trace Context while none is installed.
     pub(crate) fn extract(&self, extractor: &StrictHeaderExtractor<'_>) -> Context {
         self.with(|p| match p {
-            Some(p) => propagation::extract_with(p, extractor),
-            None => {
+            Prop::Other(p) => propagation::extract_with(p, extractor),
+            Prop::None | Prop::W3c => {
                 let cx = Context::current();
                 match extractor.span_context() {
                     Some(sc) => cx.with_remote_span_context(sc),
@@ -276,19 +328,29 @@ impl PropagatorSource {
     /// propagator is configured or installed (nothing would carry it on) or it carries nothing
     /// (no valid parent, no baggage). Headers are parsed only when a propagator wants them.
     pub(crate) fn pass_through(&self, headers: &http::HeaderMap) -> Option<Context> {
-        let cx = self.with(|p| {
-            p.map(|p| propagation::extract_with(p, &StrictHeaderExtractor::new(headers)))
-        })?;
-        let carries = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
-        carries.then_some(cx)
+        self.with(|p| {
+            let cx = match p {
+                Prop::None => return None,
+                Prop::W3c => Context::current()
+                    .with_remote_span_context(StrictHeaderExtractor::new(headers).span_context()?),
+                Prop::Other(p) => {
+                    propagation::extract_with(p, &StrictHeaderExtractor::new(headers))
+                }
+            };
+            let carries = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
+            carries.then_some(cx)
+        })
     }
 
     /// Write the context of a span this layer records into outgoing request headers: with the
     /// propagator, or W3C Trace Context while none is installed.
     pub(crate) fn inject_span(&self, cx: &Context, headers: &mut http::HeaderMap) {
         self.with(|p| {
-            p.unwrap_or(&propagation::W3cFallback)
-                .inject_context(cx, &mut propagation::HeaderInjector(headers))
+            let p: &dyn TextMapPropagator = match p {
+                Prop::Other(p) => p,
+                Prop::None | Prop::W3c => &propagation::W3cFallback,
+            };
+            p.inject_context(cx, &mut propagation::HeaderInjector(headers));
         });
     }
 
@@ -296,9 +358,12 @@ impl PropagatorSource {
     /// only through a configured or installed propagator.
     pub(crate) fn inject_passed(&self, cx: &Context, headers: &mut http::HeaderMap) {
         self.with(|p| {
-            if let Some(p) = p {
-                p.inject_context(cx, &mut propagation::HeaderInjector(headers));
-            }
+            let p: &dyn TextMapPropagator = match p {
+                Prop::Other(p) => p,
+                Prop::W3c => &propagation::W3cFallback,
+                Prop::None => return,
+            };
+            p.inject_context(cx, &mut propagation::HeaderInjector(headers));
         });
     }
 }
@@ -306,6 +371,26 @@ impl PropagatorSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn propagator_kinds() {
+        use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator as _};
+        use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+        let w3c = TraceContextPropagator::new();
+        assert_eq!(PropagatorKind::of(&w3c), PropagatorKind::W3c);
+        assert_eq!(
+            PropagatorKind::of(&propagation::W3cFallback),
+            PropagatorKind::W3c
+        );
+        let noop = opentelemetry::trace::noop::NoopTextMapPropagator::new();
+        assert_eq!(PropagatorKind::of(&noop), PropagatorKind::Noop);
+        let both = TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]);
+        assert_eq!(PropagatorKind::of(&both), PropagatorKind::Other);
+        assert!(w3c.fields().count() == 2);
+    }
 
     #[test]
     fn recheck_counts_down() {

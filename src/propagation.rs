@@ -99,14 +99,28 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     })
 }
 
-/// `00-<trace-id>-<span-id>-<flags>` for a span context (lowercase hex).
-pub(crate) fn format_traceparent(sc: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    )
+/// `00-<trace-id>-<span-id>-<flags>` for a span context, lowercase hex, on the stack (the trace
+/// id is bytes 3..35, the span id 36..52, the flags 53..55).
+pub(crate) fn traceparent_bytes(sc: &SpanContext) -> [u8; 55] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    fn hex_into(out: &mut [u8], bytes: &[u8]) {
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+    }
+    let mut b = [b'-'; 55];
+    b[0] = b'0';
+    b[1] = b'0';
+    hex_into(&mut b[3..35], &sc.trace_id().to_bytes());
+    hex_into(&mut b[36..52], &sc.span_id().to_bytes());
+    hex_into(&mut b[53..55], &[sc.trace_flags().to_u8()]);
+    b
+}
+
+/// The ASCII text of (part of) [`traceparent_bytes`].
+pub(crate) fn ascii(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
 }
 
 /// Keep at most the first 32 `tracestate` members (whole members, never a cut one).
@@ -250,7 +264,7 @@ impl TextMapPropagator for W3cFallback {
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
-            injector.set(TRACEPARENT, format_traceparent(sc));
+            injector.set(TRACEPARENT, ascii(&traceparent_bytes(sc)).to_owned());
             let state = sc.trace_state().header();
             if !state.is_empty() {
                 injector.set(TRACESTATE, state);

@@ -59,25 +59,7 @@ pub(crate) struct HeaderConfig {
     pub(crate) expose: bool,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0x0f)];
-    }
-}
-
-/// `00-<trace-id>-<span-id>-<flags>` on the stack.
-fn traceparent_bytes(sc: &SpanContext) -> [u8; 55] {
-    let mut b = [b'-'; 55];
-    b[0] = b'0';
-    b[1] = b'0';
-    hex_into(&mut b[3..35], &sc.trace_id().to_bytes());
-    hex_into(&mut b[36..52], &sc.span_id().to_bytes());
-    hex_into(&mut b[53..55], &[sc.trace_flags().to_u8()]);
-    b
-}
+use crate::propagation::traceparent_bytes;
 
 impl HeaderConfig {
     /// Add the header for `sc` to `headers` unless it is off, `sc` is invalid or the handler set
@@ -117,9 +99,7 @@ impl HeaderConfig {
             }
             ResponseHeader::TraceId(name) => {
                 if let http::header::Entry::Vacant(e) = headers.entry(name) {
-                    let mut v = [0u8; 32];
-                    hex_into(&mut v, &sc.trace_id().to_bytes());
-                    if let Ok(v) = HeaderValue::from_bytes(&v) {
+                    if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)[3..35]) {
                         e.insert(v);
                         self.expose(headers, name);
                     }

@@ -277,14 +277,12 @@ fn log_span(
     span: bool,
 ) -> tracing::Span {
     match (config.server.log_correlation, span, cx) {
-        (true, true, Some(cx)) => {
-            let s =
-                crate::logs::request_span(config.server.log_level, label, cx.span().span_context());
-            if let Some(r) = route {
-                s.record("http.route", r.as_str());
-            }
-            s
-        }
+        (true, true, Some(cx)) => crate::logs::request_span(
+            config.server.log_level,
+            label,
+            route.map(StringValue::as_str),
+            cx.span().span_context(),
+        ),
         _ => tracing::Span::none(),
     }
 }
