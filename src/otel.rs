@@ -162,11 +162,15 @@ impl TracerSource {
 }
 
 impl RequestTracer<'_> {
-    /// Start a span as a child of `parent`; `None` when the global tracer turned out to make
-    /// no real spans (no SDK installed, or it was shut down).
+    /// Start a span as a child of `parent`; `None` when the tracer turned out to make no real
+    /// spans (no SDK installed, or it was shut down).
     pub(crate) fn start(self, builder: SpanBuilder, parent: &Context) -> Option<Context> {
         match self {
-            RequestTracer::Fixed(t) => Some(t.start_span(builder, parent)),
+            RequestTracer::Fixed(t) => {
+                let cx = t.start_span(builder, parent);
+                // a shut-down SDK hands out invalid span contexts: no span of ours then
+                cx.span().span_context().is_valid().then_some(cx)
+            }
             RequestTracer::Global => {
                 let tracer = GLOBALS
                     .try_with(|g| g.try_borrow().ok()?.tracer.clone())

@@ -13,8 +13,16 @@ use crate::request_body::{Counted, Uncounted};
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct HostPattern(Box<str>);
 
+/// An IPv6 literal without its brackets (`[::1]` → `::1`); other hosts as they are.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 impl HostPattern {
     fn matches(&self, host: &str) -> bool {
+        let host = unbracketed(host);
         let p = &*self.0;
         match p.strip_prefix('.') {
             Some(domain) => {
@@ -143,6 +151,13 @@ impl<M> OtelClientLayer<M> {
     /// a leading dot for a domain and its subdomains (`.svc.cluster.local`); case-insensitive.
     /// Requests to other hosts are still recorded, without `traceparent`/`tracestate`/`baggage`.
     /// By default trace context goes to every host.
+    ///
+    /// Redirects: the list is checked for every request this layer sees. A client that follows
+    /// redirects *inside* the layer re-sends the headers to the next host unseen — reqwest does
+    /// (its default policy follows up to 10): with a list, give reqwest a redirect policy that
+    /// stops at hosts not on it (`reqwest::redirect::Policy::custom`), or none. With a tower
+    /// client, put tower-http's `FollowRedirectLayer` outside this layer, so that every hop
+    /// passes through it.
     pub fn with_propagation_hosts<I, S>(mut self, hosts: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -150,7 +165,7 @@ impl<M> OtelClientLayer<M> {
     {
         let hosts = hosts
             .into_iter()
-            .map(|h| HostPattern(h.as_ref().trim().to_ascii_lowercase().into()))
+            .map(|h| HostPattern(unbracketed(h.as_ref().trim()).to_ascii_lowercase().into()))
             .filter(|h| !h.0.is_empty())
             .collect();
         self.config_mut().client.propagation_hosts = Some(hosts);
@@ -204,5 +219,10 @@ mod tests {
         assert!(c.propagates_to(Some("api.internal")));
         assert!(!c.propagates_to(Some("example.com")));
         assert!(!c.propagates_to(None), "an unknown host gets nothing");
+        let v6 = OtelClientLayer::new().with_propagation_hosts(["::1", "[2001:db8::1]"]);
+        let c = &v6.config.client;
+        assert!(c.propagates_to(Some("[::1]")) && c.propagates_to(Some("::1")));
+        assert!(c.propagates_to(Some("[2001:db8::1]")));
+        assert!(!c.propagates_to(Some("[::2]")));
     }
 }

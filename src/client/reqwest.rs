@@ -67,8 +67,21 @@ fn wrap_response(mut record: Record, response: reqwest::Response) -> reqwest::Re
 /// ```
 ///
 /// Redirects that reqwest follows by itself happen inside one call: the span covers them all
-/// and records the final response. For a span per hop, disable reqwest's redirects
-/// (`redirect::Policy::none()`) and follow them in a middleware placed before this one.
+/// and records the final response, and every hop gets the first hop's headers — trace context
+/// included, whatever [`with_propagation_hosts`](OtelClientLayer::with_propagation_hosts)
+/// says about the next host. For a span per hop, or with a host list, disable reqwest's
+/// redirects (`redirect::Policy::none()`) or stop them at hosts not on the list:
+///
+/// ```
+/// let policy = reqwest::redirect::Policy::custom(|attempt| {
+///     match attempt.url().host_str() {
+///         Some(h) if h.ends_with(".svc.cluster.local") => attempt.follow(),
+///         _ => attempt.stop(),
+///     }
+/// });
+/// let client = reqwest::Client::builder().redirect(policy).build();
+/// # let _ = client;
+/// ```
 #[async_trait::async_trait]
 impl Middleware for OtelClientLayer {
     async fn handle(

@@ -195,6 +195,8 @@ pub(crate) struct Record {
     pub(crate) sent: u64,
     /// The response body's declared length (`Content-Length`, or an exact size hint).
     pub(crate) declared: Option<u64>,
+    /// Counted as an active request (so it is uncounted at its end, and only then).
+    pub(crate) active: bool,
     pub(crate) done: bool,
 }
 
@@ -221,6 +223,7 @@ impl Record {
             status: None,
             sent: 0,
             declared: None,
+            active: false,
             done: false,
         }
     }
@@ -234,12 +237,13 @@ impl Record {
 
     /// The request begins: its [`Labeler`](crate::metrics::Labeler) goes into the request's
     /// extensions, and there is one active request more.
-    pub(crate) fn begin(self, ext: &mut http::Extensions) -> Started {
+    pub(crate) fn begin(mut self, ext: &mut http::Extensions) -> Started {
         if let Some(m) = &self.measure {
             if let Some(l) = &m.labeler {
                 ext.insert(l.clone());
             }
             m.add_active(&self.config.meter, 1);
+            self.active = true;
         }
         Started::Record(self)
     }
@@ -398,7 +402,13 @@ impl Record {
         if let Some(m) = &self.measure {
             let template = template.filter(|_| self.template_on_metrics());
             let end = [status, error_type, version, template];
-            m.record(&self.config.meter, elapsed.as_secs_f64(), self.sent, end);
+            m.record(
+                &self.config.meter,
+                elapsed.as_secs_f64(),
+                self.sent,
+                end,
+                self.active,
+            );
         }
     }
 

@@ -101,13 +101,15 @@ impl Measure {
     }
 
     /// Record the request's end: duration and body sizes with the base attributes, `end` (the
-    /// attributes the span gets at its end too) and the labeler's; one active request less.
+    /// attributes the span gets at its end too) and the labeler's; one active request less when
+    /// it was counted as one (`active`: a panic in a user's hook can end a request before).
     pub(crate) fn record(
         &self,
         meter: &MeterSource,
         seconds: f64,
         response_bytes: u64,
         end: [Option<KeyValue>; 4],
+        active: bool,
     ) {
         meter.with(|i| {
             let mut a = AttrList::new();
@@ -125,7 +127,7 @@ impl Measure {
             if let (Some(h), Some(n)) = (&i.request_body_size, &self.request_bytes) {
                 h.record(n.load(Ordering::Relaxed), &a.0);
             }
-            if let Some(c) = &i.active_requests {
+            if let (Some(c), true) = (&i.active_requests, active) {
                 // the same attributes as at the start: the base ones
                 a.0.truncate(self.base_len());
                 c.add(-1, &a.0);
