@@ -87,6 +87,8 @@ pub mod logs;
 pub mod metrics;
 mod otel;
 pub mod propagation;
+#[cfg(test)]
+mod properties;
 mod request_body;
 pub mod response_header;
 pub mod route;
