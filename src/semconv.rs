@@ -169,9 +169,10 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
     if keys.is_empty() {
         return Cow::Borrowed(query);
     }
+    let sensitive = |raw: &str| keys.iter().any(|k| key_matches(raw, k));
     let needs = query.split('&').any(|pair| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        keys.iter().any(|k| **k == *key) && pair.contains('=')
+        sensitive(key) && pair.contains('=')
     });
     if !needs {
         return Cow::Borrowed(query);
@@ -182,7 +183,7 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
             out.push('&');
         }
         match pair.split_once('=') {
-            Some((k, _)) if keys.iter().any(|key| **key == *k) => {
+            Some((k, _)) if sensitive(k) => {
                 out.push_str(k);
                 out.push('=');
                 out.push_str(REDACTED);
@@ -191,6 +192,41 @@ pub(crate) fn redact_query<'a>(query: &'a str, keys: &[Box<str>]) -> Cow<'a, str
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether a raw query key is `key`, also when it is percent-encoded (`si%67` is `sig`: a
+/// server decodes it, so it must not slip through redaction).
+fn key_matches(raw: &str, key: &str) -> bool {
+    if raw == key {
+        return true;
+    }
+    if !raw.contains('%') {
+        return false;
+    }
+    let hex = |c: &u8| (*c as char).to_digit(16);
+    let (raw, mut want) = (raw.as_bytes(), key.bytes());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = match (
+            raw[i],
+            raw.get(i + 1).and_then(hex),
+            raw.get(i + 2).and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                i += 3;
+                // two hex digits: at most 0xff
+                u8::try_from(h * 16 + l).unwrap_or(u8::MAX)
+            }
+            (b, ..) => {
+                i += 1;
+                b
+            }
+        };
+        if want.next() != Some(b) {
+            return false;
+        }
+    }
+    want.next().is_none()
 }
 
 /// `url.full` for an outgoing request: credentials replaced by
@@ -230,7 +266,8 @@ pub(crate) fn default_port(https: bool) -> u16 {
 }
 
 /// Split a `Host` / `:authority` value into address and port. Returns `None` for values that are
-/// not a plausible host (empty, whitespace, control characters, bad port, unbalanced brackets).
+/// not a plausible host (empty, whitespace, control or non-ASCII characters — a `Host` header is
+/// ASCII, international names travel as punycode —, bad port, unbalanced brackets).
 pub(crate) fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
     let b = value.as_bytes();
     if b.is_empty() || b.len() > 255 + 8 {
@@ -239,7 +276,7 @@ pub(crate) fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
     // one pass: reject whitespace, controls, '/' and '@'; find the colons
     let (mut colons, mut last_colon) = (0usize, 0usize);
     for (i, &c) in b.iter().enumerate() {
-        if c <= b' ' || c == 0x7f || c == b'/' || c == b'@' {
+        if c <= b' ' || c >= 0x7f || c == b'/' || c == b'@' {
             return None;
         }
         if c == b':' {
@@ -527,6 +564,13 @@ mod tests {
         );
         // case-sensitive
         assert_eq!(redact_query("SIG=abc", &k), "SIG=abc");
+        // percent-encoded keys are the keys a server sees
+        assert_eq!(redact_query("si%67=abc&x=1", &k), "si%67=REDACTED&x=1");
+        assert_eq!(
+            redact_query("X%2DAmz%2DSignature=s", &k),
+            "X%2DAmz%2DSignature=REDACTED"
+        );
+        assert_eq!(redact_query("si%6=abc&%=1", &k), "si%6=abc&%=1");
         assert_eq!(
             redact_query("AWSAccessKeyId=A&X-Goog-Signature=B&X-Amz-Credential=C&X-Amz-Security-Token=D", &k),
             "AWSAccessKeyId=REDACTED&X-Goog-Signature=REDACTED&X-Amz-Credential=REDACTED&X-Amz-Security-Token=REDACTED"

@@ -280,7 +280,9 @@ impl<M> OtelServerLayer<M> {
     }
 
     /// Trust `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` for `client.address` and
-    /// `url.scheme`. Off by default: only enable behind a proxy that sets these headers.
+    /// `url.scheme`: the first element is taken, the original client. Off by default: only
+    /// enable behind a proxy that *replaces* these headers — one that appends to what the caller
+    /// sent (nginx's `$proxy_add_x_forwarded_for`) leaves the first element to the caller.
     pub fn with_trusted_proxy_headers(mut self, trust: bool) -> Self {
         self.config_mut().server.trust_proxy_headers = trust;
         self
