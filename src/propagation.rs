@@ -245,9 +245,17 @@ pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // the trace-context names without building a header name; the value takes the
+        // string's buffer (validated, not copied)
+        let name = match key {
+            TRACEPARENT => Ok(TRACEPARENT_NAME),
+            TRACESTATE => Ok(TRACESTATE_NAME),
+            BAGGAGE => Ok(BAGGAGE_NAME),
+            other => http::HeaderName::from_bytes(other.as_bytes()),
+        };
         if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
+            name,
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value)),
         ) {
             self.0.insert(name, value);
         }

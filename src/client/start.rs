@@ -45,7 +45,8 @@ impl<'a> Target<'a> {
         .map(|(h, port)| {
             let h = h.trim_start_matches('[').trim_end_matches(']');
             let port = port.unwrap_or(semconv::default_port(https));
-            (StringValue::from(h.to_owned()), i64::from(port))
+            // shared by the span and the measurements without a copy
+            (StringValue::from(Arc::<str>::from(h)), i64::from(port))
         });
         let template = parts
             .extensions
