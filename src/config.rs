@@ -242,16 +242,16 @@ macro_rules! common_builder_methods {
         /// is ignored together with `tracestate`). By default the global propagator is used;
         /// when none is installed, W3C Trace Context is used for the spans this layer records.
         /// A global propagator installed later is picked up within 64 requests on each
-        /// thread. A propagator whose fields are exactly `traceparent` and `tracestate` (such
-        /// as opentelemetry_sdk's `TraceContextPropagator`) is W3C Trace Context: this crate
-        /// reads and writes those headers itself, with the same result, and takes no lock per
+        /// thread. The SDK's `TraceContextPropagator` (given here), and a global propagator
+        /// whose fields are exactly `traceparent` and `tracestate`, are taken for W3C Trace
+        /// Context: this crate reads and writes those headers itself (through its strict
+        /// parser, the random-trace-id flag kept, as with any propagator), and takes no lock per
         /// request for a global one.
         pub fn with_propagator<P>(mut self, propagator: P) -> Self
         where
             P: opentelemetry::propagation::TextMapPropagator + Send + Sync + 'static,
         {
-            self.config_mut().propagator =
-                $crate::otel::PropagatorSource::fixed(std::sync::Arc::new(propagator));
+            self.config_mut().propagator = $crate::otel::PropagatorSource::fixed(propagator);
             self
         }
 

@@ -208,9 +208,10 @@ pub(crate) enum PropagatorKind {
     /// The no-op one: nothing installed.
     #[default]
     Noop,
-    /// W3C Trace Context alone (its fields are exactly `traceparent` and `tracestate`, like
-    /// opentelemetry_sdk's `TraceContextPropagator`): read and written by this crate's strict
-    /// W3C code, with the same result, and no lock taken per request for the global one.
+    /// W3C Trace Context alone — the SDK's `TraceContextPropagator` given to the layer, or a
+    /// global propagator whose fields are exactly `traceparent` and `tracestate` (a global's
+    /// type cannot be known): read and written by this crate's strict W3C code, and no lock
+    /// taken per request for the global one.
     W3c,
     /// Anything else: called for every request.
     Other,
@@ -263,9 +264,16 @@ impl fmt::Debug for PropagatorSource {
 }
 
 impl PropagatorSource {
-    pub(crate) fn fixed(p: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
-        let kind = PropagatorKind::of(p.as_ref());
-        PropagatorSource::Fixed(p, kind)
+    /// A propagator given to the layer: W3C Trace Context alone only when it is the SDK's
+    /// `TraceContextPropagator` (a type of the user's is always called, whatever its fields).
+    pub(crate) fn fixed<P: TextMapPropagator + Send + Sync + 'static>(p: P) -> Self {
+        const SDK_W3C: &str =
+            "opentelemetry_sdk::propagation::trace_context::TraceContextPropagator";
+        let kind = match PropagatorKind::of(&p) {
+            PropagatorKind::W3c if std::any::type_name::<P>() != SDK_W3C => PropagatorKind::Other,
+            kind => kind,
+        };
+        PropagatorSource::Fixed(Arc::new(p), kind)
     }
 
     /// Run `f` with the propagator for this request. The global one is looked at on every
@@ -358,6 +366,25 @@ impl PropagatorSource {
         });
     }
 
+    /// Remove trace-context headers from outgoing request headers: W3C Trace Context's, W3C
+    /// Baggage's, and those of the propagator in use.
+    pub(crate) fn strip(&self, headers: &mut http::HeaderMap) {
+        for name in [
+            propagation::TRACEPARENT,
+            propagation::TRACESTATE,
+            propagation::BAGGAGE,
+        ] {
+            headers.remove(name);
+        }
+        self.with(|p| {
+            if let Prop::Other(p) = p {
+                for field in p.fields() {
+                    headers.remove(field);
+                }
+            }
+        });
+    }
+
     /// Write a context merely passed through (no span of ours) into outgoing request headers:
     /// only through a configured or installed propagator.
     pub(crate) fn inject_passed(&self, cx: &Context, headers: &mut http::HeaderMap) {
@@ -394,6 +421,37 @@ mod tests {
         ]);
         assert_eq!(PropagatorKind::of(&both), PropagatorKind::Other);
         assert!(w3c.fields().count() == 2);
+        // given to the layer: the SDK's type is W3C; a user's with the same fields is called
+        let fixed = PropagatorSource::fixed(TraceContextPropagator::new());
+        assert!(matches!(
+            fixed,
+            PropagatorSource::Fixed(_, PropagatorKind::W3c)
+        ));
+        #[derive(Debug)]
+        struct Mine;
+        impl opentelemetry::propagation::TextMapPropagator for Mine {
+            fn inject_context(
+                &self,
+                _: &Context,
+                _: &mut dyn opentelemetry::propagation::Injector,
+            ) {
+            }
+            fn extract_with_context(
+                &self,
+                cx: &Context,
+                _: &dyn opentelemetry::propagation::Extractor,
+            ) -> Context {
+                cx.clone()
+            }
+            fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+                propagation::W3cFallback.fields()
+            }
+        }
+        let mine = PropagatorSource::fixed(Mine);
+        assert!(matches!(
+            mine,
+            PropagatorSource::Fixed(_, PropagatorKind::Other)
+        ));
     }
 
     #[test]

@@ -101,11 +101,21 @@ pub(crate) fn interned(label: &'static str, route: &str) -> Option<(&'static str
     Some(hit)
 }
 
+/// The process-wide interner holds [`MAX_INTERNED_ROUTES`]: from then on, a route it does
+/// not hold is not interned, and its lock is no longer taken (a plain load, no lock per
+/// request).
+static FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Intern `route` and its name for `label` in the process-wide interner; a copy of the entry.
 fn intern_shared(label: &'static str, route: &str) -> Option<Interned> {
+    use std::sync::atomic::Ordering;
+    if FULL.load(Ordering::Relaxed) {
+        return None;
+    }
     let mut shared = shared().lock().ok()?;
     if !shared.contains_key(route) {
         if shared.len() >= MAX_INTERNED_ROUTES {
+            FULL.store(true, Ordering::Relaxed);
             return None;
         }
         let entry = Interned {

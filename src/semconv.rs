@@ -379,7 +379,10 @@ thread_local! {
 /// `user_agent.original` for a value that repeats from request to request (a client sends the
 /// same one each time): the last one seen on this thread is kept, so a repeat costs a
 /// comparison instead of an allocation. Per thread (no lock shared between cores), one value
-/// (bounded memory).
+/// (bounded memory). The span's copy is a reference count on this thread's value, released by
+/// whichever thread drops the span (the batch exporter's): the allocation it replaces would be
+/// freed there too, which takes the allocating thread's arena lock — no more traffic between
+/// cores than before, and ≈ 1 % less time per request (see the README's device table).
 pub(crate) fn recent_user_agent(s: &str) -> StringValue {
     if s.len() > MAX_KEPT_LEN {
         return StringValue::from(s.to_owned());

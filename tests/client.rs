@@ -1,6 +1,7 @@
 //! The client layer over real loopback TCP: hyper-util's client through the tower layer and
 //! reqwest through reqwest-middleware, against axum servers instrumented with the server layer
 //! (SEMCONV §2, §3, §4.2, §5).
+#![cfg(feature = "reqwest")]
 
 mod common;
 
@@ -761,4 +762,154 @@ async fn metrics_only_client_still_sends_the_current_context() {
         .unwrap()
         .to_owned();
     assert!(tp.contains(&trace_id.to_string()));
+}
+
+#[tokio::test]
+async fn a_filtered_request_is_left_alone_by_inner_instances_too() {
+    let t = Telemetry::new();
+    let seen = Seen::default();
+    let addr = serve(app(seen.clone())).await;
+    let client = ServiceBuilder::new()
+        .layer(client_layer(&t).with_filter(|req| req.uri.path() != "/ok"))
+        .layer(client_layer(&t))
+        .service(hyper_client());
+    let (status, _, _) = hyper_get(client, format!("http://{addr}/ok")).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(t.spans().is_empty(), "filtered by the outer instance");
+    assert!(!seen.lock().unwrap()[0].contains_key("traceparent"));
+}
+
+#[tokio::test]
+async fn trace_context_a_request_carries_is_removed_when_it_must_not_go_out() {
+    // a proxy forwarding its caller's headers to a host off the list, or opted out
+    let t = Telemetry::new();
+    let seen = Seen::default();
+    let addr = serve(app(seen.clone())).await;
+    let client = client_layer(&t)
+        .with_propagation_hosts(["allowed.example"])
+        .layer(hyper_client());
+    let forwarded = |opt_out: bool| {
+        let mut req = Request::get(format!("http://{addr}/ok"))
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header("tracestate", "vendor=secret")
+            .header("baggage", "user=alice")
+            .header("x-other", "kept")
+            .body(Full::default())
+            .unwrap();
+        if opt_out {
+            req.extensions_mut().insert(NoPropagation);
+        }
+        req
+    };
+    client.clone().oneshot(forwarded(false)).await.unwrap();
+    let open = client_layer(&t).layer(hyper_client());
+    open.oneshot(forwarded(true)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for h in &seen {
+        for name in ["traceparent", "tracestate", "baggage"] {
+            assert!(!h.contains_key(name), "{name} went out: {h:?}");
+        }
+        assert_eq!(h.get("x-other").unwrap(), "kept");
+    }
+}
+
+#[tokio::test]
+async fn a_labeler_given_with_the_request_gets_its_attributes_recorded() {
+    use tower_otel_http::metrics::Labeler;
+    let t = Telemetry::new();
+    let m = Metrics::new();
+    let addr = serve(app(Seen::default())).await;
+    let client = client_layer(&t)
+        .with_meter_provider(&m.provider)
+        .with_labeler(true)
+        .layer(hyper_client());
+    let labeler = Labeler::new();
+    labeler.add(opentelemetry::KeyValue::new("app.downstream", "users"));
+    let mut req = Request::get(format!("http://{addr}/ok"))
+        .body(Full::default())
+        .unwrap();
+    req.extensions_mut().insert(labeler);
+    let resp = client.oneshot(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    let p = &m.points("http.client.request.duration")[0];
+    assert_eq!(p.attr("app.downstream"), Some("users"));
+}
+
+#[tokio::test]
+async fn stacked_client_layers_measure_once() {
+    let t = Telemetry::new();
+    let m = Metrics::new();
+    let addr = serve(app(Seen::default())).await;
+    let client = ServiceBuilder::new()
+        .layer(client_layer(&t).with_meter_provider(&m.provider))
+        .layer(client_layer(&t).with_meter_provider(&m.provider))
+        .service(hyper_client());
+    hyper_get(client, format!("http://{addr}/ok")).await;
+    let d = m.points("http.client.request.duration");
+    assert_eq!(d.iter().map(|p| p.count).sum::<u64>(), 1);
+}
+
+#[tokio::test]
+async fn reqwest_counts_request_bodies_it_holds_in_full() {
+    let t = Telemetry::new();
+    let m = Metrics::new();
+    let addr = serve(app(Seen::default())).await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            client_layer(&t)
+                .with_meter_provider(&m.provider)
+                .with_request_body_size(),
+        )
+        .build();
+    let resp = client
+        .post(format!("http://{addr}/ok"))
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    resp.text().await.unwrap();
+    let sizes = m.points("http.client.request.body.size");
+    assert_eq!(sizes.len(), 1, "{sizes:?}");
+    assert_eq!(sizes[0].sum, 5.0);
+    assert_eq!(sizes[0].unit, "By");
+}
+
+#[tokio::test]
+async fn a_reqwest_resend_after_a_cancelled_attempt_is_recorded() {
+    // an outer middleware that gives up on the first attempt (a timeout) and resends with the
+    // same extensions: the second attempt must not pass for an inner instance's
+    struct CancelFirst;
+    #[async_trait::async_trait]
+    impl reqwest_middleware::Middleware for CancelFirst {
+        async fn handle(
+            &self,
+            req: reqwest::Request,
+            ext: &mut http::Extensions,
+            next: reqwest_middleware::Next<'_>,
+        ) -> reqwest_middleware::Result<reqwest::Response> {
+            let mut retry = req.try_clone().unwrap();
+            retry.url_mut().set_path("/ok");
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), next.clone().run(req, ext)).await;
+            next.run(retry, ext).await
+        }
+    }
+    let t = Telemetry::new();
+    let seen = Seen::default();
+    let addr = serve(app(seen.clone())).await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(CancelFirst)
+        .with(client_layer(&t))
+        .build();
+    // /slow answers after 5 s: the first attempt is cancelled; the resend goes to /ok
+    let _ = client.get(format!("http://{addr}/slow")).send().await;
+    let mut all = of_kind(&spans(&t, 2).await, SpanKind::Client);
+    all.sort_by_key(|s| s.start_time);
+    assert_eq!(all.len(), 2, "both attempts recorded");
+    assert_eq!(attr_i64(&all[1], "http.request.resend_count"), Some(1));
 }

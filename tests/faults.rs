@@ -3,6 +3,7 @@
 //! mid-body or before the head, exporters that block or fail, providers shut down while
 //! serving, and downstreams that close or reset the connection. Whatever happens, the request
 //! is recorded once with the right `error.type`, and nothing is left in flight.
+#![cfg(feature = "reqwest")]
 
 mod common;
 mod hardening;
@@ -755,6 +756,16 @@ async fn the_global_provider_shut_down_while_serving_leaves_requests_working() {
         .with_simple_exporter(ProbeExporter(probe.clone()))
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    /// Puts the global provider back however the test ends.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            opentelemetry::global::set_tracer_provider(
+                opentelemetry::trace::noop::NoopTracerProvider::new(),
+            );
+        }
+    }
+    let _restore = Restore;
     // the defaults: the global providers as they stand when requests arrive
     let app = Router::new()
         .route("/x", get(|| async { "ok" }))
@@ -788,9 +799,6 @@ async fn the_global_provider_shut_down_while_serving_leaves_requests_working() {
         probe.servers(),
         at_shutdown,
         "nothing exported after the shutdown"
-    );
-    opentelemetry::global::set_tracer_provider(
-        opentelemetry::trace::noop::NoopTracerProvider::new(),
     );
 }
 

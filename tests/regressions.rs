@@ -1,6 +1,7 @@
 //! Bugs found by the hardening pass, each pinned by the test that showed it (they failed before
 //! the fix): log ids after a shutdown, trace context across reqwest redirects, active requests
 //! after a panicking hook, IPv6 entries of the propagation allow-list.
+#![cfg(feature = "reqwest")]
 
 mod common;
 mod hardening;
@@ -146,10 +147,7 @@ async fn a_redirect_followed_by_reqwest_does_not_carry_trace_context_to_another_
         "the redirect to a third party is not followed"
     );
     let seen = seen.lock().unwrap().clone();
-    assert!(
-        seen.iter().all(|h| !h.contains_key("traceparent")),
-        "the third party received trace context"
-    );
+    assert!(seen.is_empty(), "the third party was contacted: {seen:?}");
 }
 
 /// Was: a panic in a user hook that runs while the request starts (`with_request_attributes`,

@@ -444,13 +444,19 @@ async fn series_stay_bounded_under_hostile_traffic() {
     let total: u64 = points.iter().map(|p| p.count).sum();
     assert_eq!(total, 11_000);
     // GET on the fallback, and _OTHER on a known route (405): two series, whatever was sent
-    assert!(
-        points.len() <= 2,
+    assert_eq!(
+        points.len(),
+        2,
         "series: {:?}",
         points.iter().map(|p| &p.attrs).collect::<Vec<_>>()
     );
+    let methods: std::collections::BTreeSet<&str> = points
+        .iter()
+        .filter_map(|p| p.attr("http.request.method"))
+        .collect();
+    assert_eq!(methods, ["GET", "_OTHER"].into_iter().collect());
     let active = b.m.points("http.server.active_requests");
-    assert!(active.len() <= 2);
+    assert_eq!(active.len(), 2, "GET and _OTHER");
     for p in &points {
         assert!(!p.attrs.contains_key("server.address"));
         assert!(!p.attrs.contains_key("url.path"));

@@ -932,7 +932,9 @@ async fn baggage_is_limited_by_the_propagator() {
             "/b",
             get(|| async {
                 let cx = opentelemetry::Context::current();
-                format!("{}", cx.baggage().len())
+                let b = cx.baggage();
+                let has = |k: &str| b.get(k).is_some();
+                format!("{} {} {} {}", b.len(), has("k0"), has("k63"), has("k64"))
             }),
         )
         .layer(t.layer().with_propagator(BaggagePropagator::new()));
@@ -942,13 +944,59 @@ async fn baggage_is_limited_by_the_propagator() {
         .body(Body::empty())
         .unwrap();
     let (_, _, body) = send(app.clone(), req).await;
-    let n: usize = body.parse().unwrap();
-    assert!(n <= 64, "{n} baggage members propagated");
-    assert!(n > 0);
+    assert_eq!(
+        body, "64 true true false",
+        "the first 64 whole members propagated"
+    );
     let req = Request::get("/b")
         .header("baggage", "a=1,b=2")
         .body(Body::empty())
         .unwrap();
     let (_, _, body) = send(app, req).await;
-    assert_eq!(body, "2", "small baggage propagated in full");
+    assert_eq!(
+        body, "2 false false false",
+        "small baggage propagated in full"
+    );
+}
+
+#[tokio::test]
+async fn a_public_endpoint_never_hands_on_the_callers_context_even_recording_no_span() {
+    use opentelemetry::trace::noop::NoopTracerProvider;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    let handler = || async {
+        let cx = opentelemetry::Context::current();
+        cx.span().span_context().trace_id().to_string()
+    };
+    let req = || {
+        Request::get("/ctx")
+            .header("traceparent", TRACEPARENT)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let m = Metrics::new();
+    for layer in [
+        // metrics only
+        OtelServerLayer::new()
+            .with_spans(false)
+            .with_meter_provider(&m.provider),
+        // records nothing at all
+        OtelServerLayer::new()
+            .with_tracer_provider(&NoopTracerProvider::new())
+            .with_metrics(false),
+    ] {
+        let layer = layer.with_propagator(TraceContextPropagator::new());
+        let public = Router::new()
+            .route("/ctx", get(handler))
+            .layer(layer.clone().with_public_endpoint(true));
+        let (_, _, body) = send(public, req()).await;
+        assert_eq!(
+            body,
+            TraceId::INVALID.to_string(),
+            "the caller's trace is not current"
+        );
+        // the control: not a public endpoint, the caller's context flows on
+        let internal = Router::new().route("/ctx", get(handler)).layer(layer);
+        let (_, _, body) = send(internal, req()).await;
+        assert_eq!(body, TRACE_ID);
+    }
 }

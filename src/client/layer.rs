@@ -129,14 +129,22 @@ impl OtelClientLayer {
 
     /// Also record `http.client.request.body.size`: the request body is wrapped in a
     /// [`RequestBody`](super::RequestBody) that counts the bytes sent (this changes the body type
-    /// the inner client gets, hence a method of its own). The reqwest middleware counts bodies
-    /// it knows the length of without it.
+    /// the inner client gets, hence a method of its own). As a reqwest middleware, the layer
+    /// counts the bodies whose bytes reqwest holds in full (not streamed ones).
     pub fn with_request_body_size(mut self) -> OtelClientLayer<Counted> {
         self.config_mut().meter.options_mut().request_body_size = true;
         OtelClientLayer {
             config: self.config,
             _mode: PhantomData,
         }
+    }
+
+    /// Every metric: duration, active requests, request and response body sizes.
+    pub fn with_all_metrics(self) -> OtelClientLayer<Counted> {
+        self.with_metrics(true)
+            .with_active_requests(true)
+            .with_response_body_size(true)
+            .with_request_body_size()
     }
 }
 
@@ -149,8 +157,10 @@ impl<M> OtelClientLayer<M> {
 
     /// Send trace context only to these hosts: exact names (`api.internal`, an IP address), or
     /// a leading dot for a domain and its subdomains (`.svc.cluster.local`); case-insensitive.
-    /// Requests to other hosts are still recorded, without `traceparent`/`tracestate`/`baggage`.
-    /// By default trace context goes to every host.
+    /// Requests to other hosts are still recorded, without `traceparent`/`tracestate`/`baggage`
+    /// (and the headers of the propagator in use): none is added, and any the request carries
+    /// (a proxy forwarding its caller's headers) is removed. By default trace context goes to
+    /// every host.
     ///
     /// Redirects: the list is checked for every request this layer sees. A client that follows
     /// redirects *inside* the layer re-sends the headers to the next host unseen — reqwest does

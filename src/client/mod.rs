@@ -93,6 +93,7 @@ pub struct UrlTemplate(Cow<'static, str>);
 
 impl UrlTemplate {
     /// A template; keep its values bounded (never an id or a raw path).
+    #[must_use]
     pub fn new(template: impl Into<Cow<'static, str>>) -> Self {
         UrlTemplate(template.into())
     }
@@ -105,7 +106,9 @@ impl UrlTemplate {
 }
 
 /// Put into a request's extensions to keep trace context (`traceparent`, `tracestate`,
-/// `baggage`) off it; the request is still recorded.
+/// `baggage`, and the headers of the propagator in use) off it: none is added, and any the
+/// request carries (a proxy forwarding its caller's headers) is removed. The request is still
+/// recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NoPropagation;
 

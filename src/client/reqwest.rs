@@ -1,15 +1,16 @@
 //! The client layer as a `reqwest_middleware::Middleware` (feature `reqwest`).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::Extensions;
 use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
 
-use super::start::{is_inner, start};
-use super::{Attempts, ClientMarker, OtelClientLayer, ResponseBody};
+use super::start::start;
+use super::{Attempts, OtelClientLayer, ResponseBody};
 use crate::lifecycle::{InScope, Record, Started};
+use crate::request_body::RequestBodyMode;
 
 /// The parts of a reqwest request the client's start code reads and writes: its headers and
 /// the middleware's extensions are moved in (and back out with [`restore`]), nothing copied but
@@ -82,8 +83,28 @@ fn wrap_response(mut record: Record, response: reqwest::Response) -> reqwest::Re
 /// let client = reqwest::Client::builder().redirect(policy).build();
 /// # let _ = client;
 /// ```
+/// The mark of an instance's call in reqwest-middleware's extensions, which outlive the call
+/// (reqwest-retry resends with them): it marks only while its call is in flight, so that a
+/// resend after a cancelled attempt is recorded again.
+#[derive(Clone, Debug)]
+struct InFlight(Arc<AtomicBool>);
+
+/// Ends an [`InFlight`] mark when the call ends, or is dropped.
+struct Landed(Arc<AtomicBool>);
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+fn in_flight(ext: &Extensions) -> bool {
+    ext.get::<InFlight>()
+        .is_some_and(|f| f.0.load(Ordering::Relaxed))
+}
+
 #[async_trait::async_trait]
-impl Middleware for OtelClientLayer {
+impl<M: RequestBodyMode> Middleware for OtelClientLayer<M> {
     async fn handle(
         &self,
         mut req: reqwest::Request,
@@ -94,9 +115,13 @@ impl Middleware for OtelClientLayer {
         if ext.get::<Attempts>().is_none() {
             ext.insert(Attempts::new());
         }
-        if is_inner(ext) {
+        // an outer instance instruments (or filtered out) this attempt
+        if in_flight(ext) {
             return next.run(req, ext).await;
         }
+        let flight = Arc::new(AtomicBool::new(true));
+        ext.insert(InFlight(flight.clone()));
+        let _landed = Landed(flight);
         let Some(mut parts) = parts_of(&mut req, ext) else {
             return next.run(req, ext).await;
         };
@@ -109,7 +134,11 @@ impl Middleware for OtelClientLayer {
         let Started::Record(mut record) = started else {
             return next.run(req, ext).await;
         };
-        if let Some(m) = &mut record.measure {
+        if let (Some(m), true) = (
+            &mut record.measure,
+            self.config.meter.options().request_body_size,
+        ) {
+            // the length of a body known in full (a streamed one is not counted)
             let known = req
                 .body()
                 .and_then(reqwest::Body::as_bytes)
@@ -117,8 +146,6 @@ impl Middleware for OtelClientLayer {
             m.request_bytes = known.map(|n| Arc::new(AtomicU64::new(n as u64)));
         }
         let result = InScope::new(next.run(req, ext), &record.scope).await;
-        // a resend with these extensions is a new attempt
-        ext.remove::<ClientMarker>();
         match result {
             Ok(response) => Ok(wrap_response(record, response)),
             Err(e) => {

@@ -4,6 +4,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::start::{is_inner, start};
+use super::ClientMarker;
 use super::{ResponseBody, ResponseFuture};
 use crate::lifecycle::Started;
 use crate::request_body::RequestBodyMode;
@@ -41,6 +42,8 @@ where
         } else {
             (Started::Pass(None), None)
         };
+        // inner instances pass it through, recorded here or filtered out
+        parts.extensions.insert(ClientMarker);
         let req = Request::from_parts(parts, M::wrap(body, request_bytes));
         started.call(&mut self.inner, req)
     }

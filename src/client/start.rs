@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::request::Parts;
+use http::HeaderMap;
 use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
@@ -18,6 +19,20 @@ use crate::metrics::{Labeler, Measure};
 use crate::otel::RequestTracer;
 use crate::semconv::{self, MethodInfo};
 
+/// The host an outgoing request goes to: its URL's, else its `Host` header's (brackets of an
+/// IPv6 literal removed), and the port given with it.
+fn target_host(parts: &Parts) -> Option<(&str, Option<u16>)> {
+    match parts.uri.host() {
+        Some(h) => Some((h, parts.uri.port_u16())),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(semconv::split_host),
+    }
+    .map(|(h, port)| (h.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
 /// What the client reads off an outgoing request.
 struct Target<'a> {
     method: MethodInfo,
@@ -25,25 +40,18 @@ struct Target<'a> {
     /// `server.address`, `server.port`.
     host: Option<(StringValue, i64)>,
     template: Option<&'a str>,
-    /// The template and the span name, interned.
-    interned: Option<(&'static str, &'static str)>,
+    /// `url.template`, shared by the span and the measurements.
+    template_value: Option<StringValue>,
+    /// The span name, interned with the template.
+    name: Option<&'static str>,
     resend: u32,
 }
 
 impl<'a> Target<'a> {
-    fn read(config: &Config, parts: &'a Parts) -> Self {
+    fn read(config: &Config, parts: &'a Parts, host: Option<(&str, Option<u16>)>) -> Self {
         let method = config.methods.get(&parts.method);
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = match parts.uri.host() {
-            Some(h) => Some((h, parts.uri.port_u16())),
-            None => parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(semconv::split_host),
-        }
-        .map(|(h, port)| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
+        let host = host.map(|(h, port)| {
             let port = port.unwrap_or(semconv::default_port(https));
             // shared by the span and the measurements without a copy
             (StringValue::from(Arc::<str>::from(h)), i64::from(port))
@@ -52,12 +60,19 @@ impl<'a> Target<'a> {
             .extensions
             .get::<UrlTemplate>()
             .map(UrlTemplate::as_str);
+        let interned = template.and_then(|t| crate::route::interned(method.label, t));
+        let template_value = match (interned, template) {
+            (Some((t, _)), _) => Some(t.into()),
+            (None, Some(t)) => Some(Arc::<str>::from(t).into()),
+            (None, None) => None,
+        };
         Target {
-            interned: template.and_then(|t| crate::route::interned(method.label, t)),
+            name: interned.map(|(_, name)| name),
             method,
             https,
             host,
             template,
+            template_value,
             resend: 0,
         }
     }
@@ -71,27 +86,6 @@ impl<'a> Target<'a> {
             request_bytes,
         }
     }
-
-    fn template_value(&self) -> Option<StringValue> {
-        match (self.interned, self.template) {
-            (Some((t, _)), _) => Some(t.into()),
-            (None, Some(t)) => Some(t.to_owned().into()),
-            (None, None) => None,
-        }
-    }
-}
-
-/// Whether trace context goes out with this request: not opted out, and to an allowed host.
-fn propagates(config: &Config, parts: &Parts) -> bool {
-    parts.extensions.get::<NoPropagation>().is_none()
-        && config.client.propagates_to(parts.uri.host().or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(semconv::split_host)
-                .map(|(h, _)| h)
-        }))
 }
 
 /// Whether an outer instance of the client layer already instruments this request.
@@ -100,8 +94,10 @@ pub(super) fn is_inner(ext: &http::Extensions) -> bool {
 }
 
 /// Start a request: its record (span, measurements), or a pass-through when nothing would be
-/// recorded (the current context is still sent on through a propagator). `counts_body`: the
-/// request body is counted (returned: its counter).
+/// recorded (the current context is still sent on through a propagator). Trace context goes
+/// out only when the request is not opted out ([`NoPropagation`]) and its host is allowed;
+/// otherwise trace-context headers it already carries (a proxy forwarding its caller's) are
+/// removed. `counts_body`: the request body is counted (returned: its counter).
 pub(crate) fn start(
     config: &Arc<Config>,
     parts: &mut Parts,
@@ -110,34 +106,41 @@ pub(crate) fn start(
     let resend = parts.extensions.get::<Attempts>().map_or(0, Attempts::next);
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
-    let propagate = propagates(config, parts);
+    let host = target_host(parts);
+    let propagate = parts.extensions.get::<NoPropagation>().is_none()
+        && config.client.propagates_to(host.map(|(h, _)| h));
     let parent = Context::current();
     if tracer.is_none() && !measured {
-        if propagate {
-            config.propagator.inject_passed(&parent, &mut parts.headers);
-        }
+        propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
     }
     let clock = Clock::start(tracer.is_some());
-    let mut target = Target::read(config, parts);
+    let mut target = Target::read(config, parts, host);
     target.resend = resend;
     let mut record = Record::new(config.clone(), clock, &parts.method, target.method.label);
-    record.template = target.template_value();
+    record.template = target.template_value.clone();
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
     record.measure = measured.then(|| target.measure(config, request_bytes.clone()));
     let cx =
         tracer.and_then(|t| start_span(config, t, &target, parts, &parent, record.clock.wall()));
     drop(target);
     record.span = cx.is_some();
-    if propagate {
-        match &cx {
-            Some(cx) => config.propagator.inject_span(cx, &mut parts.headers),
-            None => config.propagator.inject_passed(&parent, &mut parts.headers),
-        }
+    match &cx {
+        Some(cx) if propagate => config.propagator.inject_span(cx, &mut parts.headers),
+        _ => propagate_passed(config, propagate, &parent, &mut parts.headers),
     }
     record.scope = Scope::context(cx);
-    parts.extensions.insert(ClientMarker);
     (record.begin(&mut parts.extensions), request_bytes)
+}
+
+/// Send the current context on (no span of ours), or, when the request must go without trace
+/// context, remove what it carries.
+fn propagate_passed(config: &Config, propagate: bool, parent: &Context, headers: &mut HeaderMap) {
+    if propagate {
+        config.propagator.inject_passed(parent, headers);
+    } else {
+        config.propagator.strip(headers);
+    }
 }
 
 /// Start the `CLIENT` span, a child of the current context. `None` when the tracer makes no
@@ -150,8 +153,8 @@ fn start_span(
     parent: &Context,
     start: Option<SystemTime>,
 ) -> Option<Context> {
-    let name = match (target.interned, &config.span_name) {
-        (Some((_, name)), None) => name.into(),
+    let name = match (target.name, &config.span_name) {
+        (Some(name), None) => name.into(),
         _ => config.span_name(&parts.method, target.method.label, target.template),
     };
     let mut builder = SpanBuilder::from_name(name)
@@ -183,8 +186,8 @@ fn span_attributes(config: &Config, target: &Target<'_>, parts: &Parts) -> Vec<K
             config.max_value_length,
         ),
     ));
-    if let Some(t) = target.template_value() {
-        attrs.push(KeyValue::new(attr::URL_TEMPLATE, t));
+    if let Some(t) = &target.template_value {
+        attrs.push(KeyValue::new(attr::URL_TEMPLATE, t.clone()));
     }
     if target.resend > 0 {
         attrs.push(KeyValue::new(

@@ -236,11 +236,17 @@ impl Record {
     }
 
     /// The request begins: its [`Labeler`](crate::metrics::Labeler) goes into the request's
-    /// extensions, and there is one active request more.
+    /// extensions (or the one already there is used), and there is one active request more.
     pub(crate) fn begin(mut self, ext: &mut http::Extensions) -> Started {
-        if let Some(m) = &self.measure {
+        if let Some(m) = &mut self.measure {
             if let Some(l) = &m.labeler {
-                ext.insert(l.clone());
+                // one put there already (by the caller, an outer middleware) is the one used
+                match ext.get::<crate::metrics::Labeler>() {
+                    Some(given) => m.labeler = Some(given.clone()),
+                    None => {
+                        ext.insert(l.clone());
+                    }
+                }
             }
             m.add_active(&self.config.meter, 1);
             self.active = true;

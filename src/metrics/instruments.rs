@@ -156,9 +156,10 @@ struct ThreadMeter {
     instruments: Option<Arc<Instruments>>,
 }
 
-/// Per-thread entries kept (layer values with the global provider in use on a thread; the
-/// oldest is dropped beyond this).
-const THREAD_METERS: usize = 8;
+/// Per-thread entries kept: layer values with the global provider in use on a thread (an
+/// application has a few: a server layer, a client layer per downstream). Beyond this the
+/// entries are dropped and rebuilt, each at the cost of one look at the global.
+const THREAD_METERS: usize = 256;
 
 thread_local! {
     static METERS: RefCell<Vec<ThreadMeter>> = const { RefCell::new(Vec::new()) };
@@ -204,6 +205,10 @@ impl MeterSource {
     pub(crate) fn set_enabled(&mut self, enabled: bool) {
         self.enabled = enabled;
         self.renew();
+    }
+
+    pub(crate) fn options(&self) -> MetricsOptions {
+        self.options
     }
 
     pub(crate) fn options_mut(&mut self) -> &mut MetricsOptions {
@@ -256,7 +261,7 @@ impl MeterSource {
                 Some(at) => at,
                 None => {
                     if m.len() >= THREAD_METERS {
-                        m.remove(0);
+                        m.clear();
                     }
                     m.push(ThreadMeter {
                         id: self.global.id,

@@ -19,9 +19,11 @@
 //! costs: a look at this thread's view of the global tracer and meter providers (each thread
 //! looks at the globals themselves once every 64 requests it serves: opentelemetry's no-op
 //! tracer is recognised by the spans it makes, its no-op meter provider by being zero-sized),
-//! the extraction of `traceparent`/`tracestate` (validated, W3C) so that the caller's context
-//! is current in the handler, and the mark for inner instances. No span, no clock read, no
-//! measurement, no log span, no response header. The bench variant `no_sdk_defaults` measures it.
+//! and, only while a global propagator is installed, the extraction of the caller's context so
+//! that it is current in the handler (never an untrusted caller's: see
+//! [`with_public_endpoint`](OtelServerLayer::with_public_endpoint)). No span, no clock read, no
+//! measurement, no log span, no response header. `BENCH_NO_SDK=1 cargo bench --bench server`
+//! measures it.
 //!
 //! | attribute | when |
 //! |---|---|

@@ -123,11 +123,8 @@ pub(super) fn start(
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
     if tracer.is_none() && !measured {
-        // nothing to record: the caller's context still flows through
-        return (
-            Started::Pass(config.propagator.pass_through(&parts.headers)),
-            None,
-        );
+        // nothing to record: the caller's context still flows through (not an untrusted one)
+        return (Started::Pass(caller_context(config, parts)), None);
     }
     let clock = Clock::start(tracer.is_some());
     let incoming = Incoming::read(
@@ -147,13 +144,13 @@ pub(super) fn start(
     record.span = cx.is_some();
     let route_known = incoming.route.is_some();
     #[cfg(feature = "tracing")]
-    let label = incoming.method.label;
+    let method = incoming.method.metric_value();
     drop(incoming);
-    let cx = cx.or_else(|| config.propagator.pass_through(&parts.headers));
+    let cx = cx.or_else(|| caller_context(config, parts));
     #[cfg(feature = "tracing")]
     let log = log_span(
         config,
-        label,
+        method,
         record.template.as_ref(),
         cx.as_ref(),
         record.span,
@@ -165,6 +162,15 @@ pub(super) fn start(
     };
     record.slot = stack::mark(&mut parts.extensions, route_known);
     (record.begin(&mut parts.extensions), request_bytes)
+}
+
+/// The caller's context to make current when no span of ours is recorded: none from an
+/// untrusted caller (a public endpoint), so that it cannot join its trace downstream either.
+fn caller_context(config: &Config, parts: &Parts) -> Option<Context> {
+    if config.server.public_endpoint.applies(parts) {
+        return None;
+    }
+    config.propagator.pass_through(&parts.headers)
 }
 
 /// Start the `SERVER` span, a child of the caller's context (or, for a public endpoint, a new
@@ -271,7 +277,7 @@ fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<Key
 #[cfg(feature = "tracing")]
 fn log_span(
     config: &Config,
-    label: &'static str,
+    method: &'static str,
     route: Option<&StringValue>,
     cx: Option<&Context>,
     span: bool,
@@ -279,7 +285,7 @@ fn log_span(
     match (config.server.log_correlation, span, cx) {
         (true, true, Some(cx)) => crate::logs::request_span(
             config.server.log_level,
-            label,
+            method,
             route.map(StringValue::as_str),
             cx.span().span_context(),
         ),
