@@ -490,15 +490,16 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     println!("\nmetrics (http.server.request.duration per route):");
     print!("{}", telemetry.summary());
-    println!(
-        "\nnext:  curl -i {base}/api/orders/42     (the traceresponse header)\n       \
-         curl -s {base}/metrics | grep http_server_request_duration_seconds_count\n       \
-         docker compose -f deploy/docker-compose.yml up -d   (then OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318)"
-    );
     if args.once {
+        println!("\n--once: stopping (without it, the demo keeps serving for curl)");
         let _ = stop_tx.send(());
     } else {
-        println!("       Ctrl-C to stop (telemetry is flushed)\n");
+        println!(
+            "\nnext:  curl -i {base}/api/orders/42     (the traceresponse header)\n       \
+             curl -s {base}/metrics | grep http_server_request_duration_seconds_count\n       \
+             docker compose -f deploy/docker-compose.yml up -d   (then OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318)\n       \
+             Ctrl-C to stop (telemetry is flushed)\n"
+        );
     }
     match server.await {
         Ok(Ok(())) => {}

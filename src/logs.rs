@@ -11,6 +11,11 @@
 //! `.instrument(tracing::Span::current())` keeps it. When no subscriber is interested in the
 //! span (its level is filtered out), nothing is recorded and it costs a level check.
 //!
+//! The client layer opens no log span of its own: events logged during a client call (yours,
+//! reqwest's, hyper's) carry the ids of the span current where the call is made — inside a
+//! handler, the server request's. The client span is the OpenTelemetry context current while
+//! the call is polled, and its `SpanContext` is in the response's extensions.
+//!
 //! Any `tracing-subscriber` formatter then shows the ids as span fields; [`JsonFormat`] and
 //! [`TextFormat`] write them as **top-level fields of each line**, which is what Loki, Grafana
 //! and the OpenTelemetry Collector's parsers look for. [`json_layer`] and [`text_layer`] are
@@ -18,9 +23,12 @@
 //! ([`NoSpanFields`]: most of what a `fmt` subscriber costs per request):
 //!
 //! ```
-//! use tracing_subscriber::layer::SubscriberExt;
+//! use tracing_subscriber::{filter::Targets, layer::SubscriberExt, Layer};
 //!
-//! let subscriber = tracing_subscriber::registry().with(tower_otel_http::logs::json_layer());
+//! // your own level for your own crate; hyper, h2, reqwest and the SDK log a lot below WARN
+//! let filter: Targets = "my_app=info,tower_otel_http=info,warn".parse().unwrap();
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(tower_otel_http::logs::json_layer().with_filter(filter));
 //! # let _ = subscriber;
 //! ```
 //!

@@ -207,6 +207,7 @@ impl MeterSource {
         self.renew();
     }
 
+    #[cfg(feature = "reqwest")]
     pub(crate) fn options(&self) -> MetricsOptions {
         self.options
     }

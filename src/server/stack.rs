@@ -68,17 +68,32 @@ pub(crate) fn mark(ext: &mut http::Extensions, route_known: bool) -> Option<Arc<
 /// router, e.g. around `Router` with `ServiceBuilder`, so that spans still get the full route
 /// template:
 ///
-/// ```
-/// use axum::{routing::get, Router};
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use axum::{response::IntoResponse, routing::get, Router};
+/// use tower::ServiceBuilder;
 /// use tower_otel_http::{route::RecordRouteLayer, server::OtelServerLayer};
-/// use tower_layer::Layer;
 ///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
 /// let router: Router = Router::new()
 ///     .route("/users/{id}", get(|| async { "user" }))
 ///     .layer(RecordRouteLayer::new());
-/// let service = OtelServerLayer::new().layer(router);
-/// # let _ = service;
+/// let service = ServiceBuilder::new()
+///     // the layer's response body is its own type: back to axum's for `axum::serve`
+///     .map_response(IntoResponse::into_response)
+///     .layer(OtelServerLayer::new())
+///     .service(router);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+///     SocketAddr,
+/// >(service);
+/// axum::serve(listener, make_service).await
+/// # }
 /// ```
+///
+/// (`map_response` needs tower's `util` feature.) With `Router::layer` on the root router
+/// instead, none of this is needed: axum maps the body itself and the route is known.
 ///
 /// It costs one extension lookup per request and passes the inner future through unchanged.
 #[derive(Clone, Copy, Debug, Default)]
