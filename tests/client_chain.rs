@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,26 +22,6 @@ use tower::{Layer, ServiceExt};
 use tower_otel_http::logs::JsonFormat;
 use tower_otel_http::OtelLayer;
 use tracing_subscriber::layer::SubscriberExt;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -191,7 +169,7 @@ async fn three_hops_one_trace_and_every_log_line_carries_it() {
     assert_eq!(sc.parent_span_id, bc.span_context.span_id());
 
     // every log line of the three hops carries the trace id, and its hop's server span id
-    let lines: Vec<serde_json::Value> = String::from_utf8(logs.0.lock().unwrap().clone())
+    let lines: Vec<serde_json::Value> = String::from_utf8(logs.bytes())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

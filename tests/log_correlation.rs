@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io;
-use std::sync::{Arc, Mutex};
-
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
@@ -17,37 +14,6 @@ use tower_otel_http::logs::{exclude_request_spans, JsonFormat, TextFormat};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer as _;
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Buf {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 /// Logs from a middleware inside the layer, the handler, and a task spawned by the handler.
 fn app(layer: tower_otel_http::OtelServerLayer) -> Router {

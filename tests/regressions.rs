@@ -6,7 +6,6 @@
 mod common;
 mod hardening;
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
@@ -17,27 +16,6 @@ use http::HeaderMap;
 use tower_otel_http::logs::JsonFormat;
 use tower_otel_http::OtelLayer;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Was: with a tracer provider passed in (`with_tracer_provider`) that has been shut down, every
 /// request's log lines carry `trace_id` 00000000000000000000000000000000 and `span_id`
@@ -72,7 +50,7 @@ async fn logs_after_the_providers_shutdown_carry_no_all_zero_ids() {
     t.provider.shutdown().unwrap();
     let (status, _, _) = send(app, get_req("/x")).await;
     assert_eq!(status, 200);
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let out = String::from_utf8(buf.bytes()).unwrap();
     let line = out
         .lines()
         .find(|l| l.contains("in the handler"))

@@ -248,3 +248,40 @@ pub fn streaming_app(layer: OtelServerLayer) -> (Chunks, axum::Router) {
         .layer(layer);
     (tx, app)
 }
+
+/// A `MakeWriter` into a shared buffer: what a `fmt` layer wrote, for assertions.
+#[derive(Clone, Default)]
+pub struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Buf {
+    /// Everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Everything written so far, line by line.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8(self.bytes())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
+    type Writer = Buf;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
