@@ -246,7 +246,8 @@ macro_rules! common_builder_methods {
         /// whose fields are exactly `traceparent` and `tracestate`, are taken for W3C Trace
         /// Context: this crate reads and writes those headers itself (through its strict
         /// parser, the random-trace-id flag kept, as with any propagator), and takes no lock per
-        /// request for a global one.
+        /// request for a global one. A propagator of your own type with those two fields, given
+        /// here, is always called (install it only globally and it is taken for W3C).
         pub fn with_propagator<P>(mut self, propagator: P) -> Self
         where
             P: opentelemetry::propagation::TextMapPropagator + Send + Sync + 'static,
