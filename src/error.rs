@@ -112,8 +112,8 @@ fn as_std_error(e: &dyn Any) -> Option<&(dyn StdError + 'static)> {
 }
 
 /// Classify an error by walking its [`source`](StdError::source) chain: the first link this
-/// crate recognises decides ([`CONNECT`], [`TIMEOUT`], [`CONNECTION_CLOSED`]); `_OTHER` when
-/// none does.
+/// crate recognises decides ([`CONNECT`], [`TIMEOUT`], [`CONNECTION_CLOSED`]); else a reqwest
+/// body or decode error is [`RESPONSE_BODY`]; `_OTHER` when none of that applies.
 ///
 /// ```
 /// use std::io;
@@ -124,14 +124,30 @@ fn as_std_error(e: &dyn Any) -> Option<&(dyn StdError + 'static)> {
 /// ```
 #[must_use]
 pub fn classify(error: &(dyn StdError + 'static)) -> &'static str {
+    let mut fallback = None;
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(t) = recognise(e) {
             return t;
         }
+        fallback = fallback.or_else(|| recognise_loosely(e));
         next = e.source();
     }
-    OTHER
+    fallback.unwrap_or(OTHER)
+}
+
+/// What an error says of itself when nothing down its chain says more: reqwest's body and
+/// decode errors are [`RESPONSE_BODY`] unless their cause is known (a connection closed
+/// mid-body is [`CONNECTION_CLOSED`] through reqwest as through hyper's client).
+fn recognise_loosely(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    #[cfg(feature = "reqwest")]
+    if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+        if r.is_body() || r.is_decode() {
+            return Some(RESPONSE_BODY);
+        }
+    }
+    let _ = e;
+    None
 }
 
 fn recognise(e: &(dyn StdError + 'static)) -> Option<&'static str> {
@@ -145,9 +161,6 @@ fn recognise(e: &(dyn StdError + 'static)) -> Option<&'static str> {
         }
         if r.is_timeout() {
             return Some(TIMEOUT);
-        }
-        if r.is_body() || r.is_decode() {
-            return Some(RESPONSE_BODY);
         }
     }
     if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {

@@ -527,6 +527,45 @@ mod tests {
             .collect()
     }
 
+    /// SEMCONV §1.7, written out (not the crate's own constant).
+    const SEMCONV_METHODS: [&str; 10] = [
+        "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY",
+    ];
+
+    /// SEMCONV §3.2, written out.
+    const SEMCONV_REDACTED: [&str; 7] = [
+        "AWSAccessKeyId",
+        "Signature",
+        "sig",
+        "X-Goog-Signature",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+    ];
+
+    #[test]
+    fn the_defaults_are_the_conventions_lists() {
+        let mut ours = DEFAULT_KNOWN_METHODS.to_vec();
+        let mut theirs = SEMCONV_METHODS.to_vec();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+        let defaults = KnownMethods::from_env_or_default();
+        for name in SEMCONV_METHODS {
+            let info = defaults.get(&Method::from_bytes(name.as_bytes()).unwrap());
+            assert!(!info.is_other, "{name}");
+        }
+        for key in SEMCONV_REDACTED {
+            let q = format!("a=1&{key}=secret&b=2");
+            assert_eq!(
+                redact_query(&q, &keys()),
+                format!("a=1&{key}=REDACTED&b=2"),
+                "{key}"
+            );
+        }
+        assert_eq!(DEFAULT_REDACTED_QUERY_KEYS.len(), SEMCONV_REDACTED.len());
+    }
+
     #[test]
     fn known_methods_exact_and_case_sensitive() {
         let m = KnownMethods::new(DEFAULT_KNOWN_METHODS);

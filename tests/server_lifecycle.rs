@@ -312,6 +312,55 @@ async fn real_server_continues_callers_trace() {
     );
 }
 
+/// `network.peer.port` and (opted in) `client.port` are the caller's port as a real server
+/// sees it through `ConnectInfo`; HTTP/1.0 is recorded as `1.0`.
+#[tokio::test]
+async fn real_server_records_the_peers_port_and_the_protocol_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let t = Telemetry::new();
+    let app = Router::new()
+        .route("/p", get(|| async { "p" }))
+        .layer(t.layer().with_client_port(true));
+    let addr = serve(app).await;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let local = sock.local_addr().unwrap();
+    sock.write_all(b"GET /p HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        resp.starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = t.spans();
+        if !spans.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let span = &spans[0];
+    let port = i64::from(local.port());
+    assert_eq!(attr_i64(span, "network.peer.port"), Some(port));
+    assert_eq!(attr_i64(span, "client.port"), Some(port));
+    assert_eq!(
+        attr_str(span, "network.protocol.version").as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(
+        attr_i64(span, "server.port"),
+        Some(80),
+        "Host without a port"
+    );
+}
+
 #[tokio::test]
 async fn websocket_upgrade_ends_span_at_the_head() {
     let t = Telemetry::new();

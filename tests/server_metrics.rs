@@ -87,6 +87,11 @@ async fn duration_histogram_has_exact_attributes_unit_and_buckets() {
     let p = &points[0];
     assert_eq!(p.unit, "s");
     assert_eq!(p.bounds, DURATION_BUCKETS.to_vec());
+    // SEMCONV §4.1, written out
+    assert_eq!(
+        p.bounds,
+        [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    );
     assert_eq!(p.count, 1);
     assert_eq!(
         keys(p),
