@@ -8,7 +8,7 @@ use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
 
 use super::start::start;
-use super::{Attempts, OtelClientLayer, ResponseBody};
+use super::{Attempts, OtelClientLayer};
 use crate::lifecycle::{InScope, Record, Started};
 use crate::request_body::RequestBodyMode;
 
@@ -33,16 +33,10 @@ fn restore(req: &mut reqwest::Request, ext: &mut Extensions, parts: http::reques
 
 /// The response with its body wrapped (the record ends when the caller has read it, or drops
 /// it); what reqwest users rely on is kept: `Response::url()`, the extensions, the headers.
-fn wrap_response(mut record: Record, response: reqwest::Response) -> reqwest::Response {
+fn wrap_response(record: Record, response: reqwest::Response) -> reqwest::Response {
     let url = response.url().clone();
     let response: http::Response<reqwest::Body> = response.into();
-    let (response, complete) = record.head(response);
-    let response = if complete {
-        record.end(None);
-        response
-    } else {
-        response.map(|b| reqwest::Body::wrap(ResponseBody::traced(b, Some(record))))
-    };
+    let response = Record::respond(&mut Some(record), response).map(reqwest::Body::wrap);
     let (mut parts, body) = response.into_parts();
     // `Response::url()` travels in an extension only reqwest can name: rebuild it there
     if let Ok(with_url) = http::Response::builder().url(url).body(()) {

@@ -70,24 +70,13 @@ where
             ready!(this.inner.poll(cx))
         };
         // the record is updated where it is and moved once, into the body
-        let Some(record) = this.record.as_mut() else {
-            return Poll::Ready(result.map(|r| r.map(ResponseBody::untraced)));
-        };
         Poll::Ready(match result {
-            Ok(response) => {
-                let (response, complete) = record.head(response);
-                if complete {
-                    record.end(None);
-                    *this.record = None;
-                    Ok(response.map(ResponseBody::untraced))
-                } else {
-                    Ok(response.map(|b| ResponseBody::traced(b, this.record.take())))
-                }
-            }
+            Ok(response) => Ok(Record::respond(this.record, response)),
             Err(e) => {
-                let error_type = record.config.error_type(&e);
-                record.end(Some(error_type));
-                *this.record = None;
+                if let Some(mut record) = this.record.take() {
+                    let error_type = record.config.error_type(&e);
+                    record.end(Some(error_type));
+                }
                 Err(e)
             }
         })

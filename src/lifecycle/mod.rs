@@ -299,6 +299,26 @@ impl Record {
         (response, complete)
     }
 
+    /// The response head reaches the caller: the record ends now when nothing of the body
+    /// will be transferred, else it moves into the body. `slot` is emptied either way (the
+    /// record is ended in place, not copied).
+    pub(crate) fn respond<B: http_body::Body>(
+        slot: &mut Option<Record>,
+        response: Response<B>,
+    ) -> Response<ResponseBody<B>> {
+        let Some(record) = slot.as_mut() else {
+            return response.map(ResponseBody::untraced);
+        };
+        let (response, complete) = record.head(response);
+        if complete {
+            record.end(None);
+            *slot = None;
+            response.map(ResponseBody::untraced)
+        } else {
+            response.map(|b| ResponseBody::traced(b, slot.take()))
+        }
+    }
+
     /// Whether nothing of the body will be transferred: `1xx` (a `101`
     /// upgrade included), `204`, `304`, a response to `HEAD`, a `2xx` to `CONNECT`, an empty
     /// body, and (server, configured) an event stream.
