@@ -321,7 +321,8 @@ fn variants() -> Vec<Variant> {
                     OtelLayer::server()
                         .with_tracer_provider(sdk)
                         .with_meter_provider(meters)
-                        .with_all_metrics(),
+                        .with_all_metrics()
+                        .with_counted_request_bodies(),
                 ),
             ),
         },

@@ -28,9 +28,10 @@
 //! `_OTHER`. A response body that fails is classified the same way, `response_body` when
 //! nothing more specific is known.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A timeout fired inside the layer.
@@ -50,27 +51,125 @@ pub const PANIC: &str = "panic";
 /// Anything else, and status codes outside `100..=599`.
 pub const OTHER: &str = "_OTHER";
 
-/// The user's classification of an inner service's error, type-erased: `None` when the error
-/// is not of the type the function was written for, or the function declined.
-pub(crate) type ErrorTypeFn = Arc<dyn Fn(&dyn Any) -> Option<&'static str> + Send + Sync>;
+type DirectFn = dyn Fn(&dyn Any) -> Option<&'static str> + Send + Sync;
+type LinkFn = dyn Fn(&(dyn StdError + 'static)) -> Option<&'static str> + Send + Sync;
+
+/// The user's classification of an inner service's errors (`with_error_type`), type-erased.
+#[derive(Clone)]
+pub(crate) struct ErrorTypeFn {
+    /// On the service's error itself.
+    direct: Arc<DirectFn>,
+    /// On one link of an error's source chain.
+    link: Arc<LinkFn>,
+    /// The type the function was written for.
+    wants: TypeId,
+    wants_name: &'static str,
+    /// A warning was given: the service's errors can never be of that type.
+    warned: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ErrorTypeFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ErrorTypeFn")
+            .field(&self.wants_name)
+            .finish()
+    }
+}
 
 /// Wrap a typed classification function.
 pub(crate) fn error_type_fn<E, F>(f: F) -> ErrorTypeFn
 where
-    E: 'static,
+    E: StdError + 'static,
     F: Fn(&E) -> Option<&'static str> + Send + Sync + 'static,
 {
-    Arc::new(move |e: &dyn Any| e.downcast_ref::<E>().and_then(&f))
+    let f = Arc::new(f);
+    let g = f.clone();
+    ErrorTypeFn {
+        direct: Arc::new(move |e: &dyn Any| e.downcast_ref::<E>().and_then(|e| f(e))),
+        link: Arc::new(move |e: &(dyn StdError + 'static)| {
+            e.downcast_ref::<E>().and_then(|e| g(e))
+        }),
+        wants: TypeId::of::<E>(),
+        wants_name: std::any::type_name::<E>(),
+        warned: Arc::default(),
+    }
 }
 
-/// `error.type` of an inner service's error: the user's function first, then [`classify`] when
-/// the error can be seen as a [`std::error::Error`], else `_OTHER`.
+impl ErrorTypeFn {
+    /// Warn once when a service whose errors are `SE` can never hand the function its type:
+    /// `SE` is neither that type nor an error whose source chain this crate walks.
+    pub(crate) fn check<SE: 'static>(&self) {
+        if self.warned.load(Ordering::Relaxed) || self.can_see::<SE>() {
+            return;
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                target: "tower_otel_http",
+                service_error = std::any::type_name::<SE>(),
+                classifies = self.wants_name,
+                "with_error_type can never match: the service's errors are of another type \
+                 (behind axum they are Infallible: handlers answer errors with responses)"
+            );
+        }
+    }
+
+    fn can_see<SE: 'static>(&self) -> bool {
+        let se = TypeId::of::<SE>();
+        se == self.wants || (se != TypeId::of::<std::convert::Infallible>() && walks_chain(se))
+    }
+}
+
+/// Whether errors of this type are seen as a [`std::error::Error`] whose chain is walked.
+fn walks_chain(t: TypeId) -> bool {
+    let std = [
+        TypeId::of::<Box<dyn StdError + Send + Sync>>(),
+        TypeId::of::<Box<dyn StdError + Send>>(),
+        TypeId::of::<Box<dyn StdError>>(),
+        TypeId::of::<std::io::Error>(),
+    ];
+    #[cfg(feature = "hyper-client")]
+    if t == TypeId::of::<hyper::Error>() || t == TypeId::of::<hyper_util::client::legacy::Error>() {
+        return true;
+    }
+    #[cfg(feature = "reqwest")]
+    if t == TypeId::of::<reqwest::Error>() || t == TypeId::of::<reqwest_middleware::Error>() {
+        return true;
+    }
+    std.contains(&t)
+}
+
+/// `error.type` of an inner service's error: the user's function first (on the error, then
+/// along its source chain), then [`classify`] when the error can be seen as a
+/// [`std::error::Error`], else `_OTHER`.
 pub(crate) fn error_type<E: 'static>(user: Option<&ErrorTypeFn>, error: &E) -> Cow<'static, str> {
     let any: &dyn Any = error;
-    if let Some(t) = user.and_then(|f| f(any)) {
-        return Cow::Borrowed(t);
+    let std = as_std_error(any);
+    if let Some(user) = user {
+        if let Some(t) = (user.direct)(any) {
+            return Cow::Borrowed(t);
+        }
+        let mut link = std;
+        while let Some(e) = link {
+            if let Some(t) = (user.link)(e) {
+                return Cow::Borrowed(t);
+            }
+            link = next_link(e);
+        }
     }
-    Cow::Borrowed(as_std_error(any).map_or(OTHER, classify))
+    Cow::Borrowed(std.map_or(OTHER, classify))
+}
+
+/// The next error of a source chain: an `io::Error`'s own payload (its `source()` skips it and
+/// goes on to the payload's source), else the error's source.
+fn next_link<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        Some(payload) => Some(payload),
+        None => e.source(),
+    }
 }
 
 /// The error as a [`std::error::Error`], for the error types this crate knows.
@@ -246,6 +345,12 @@ mod tests {
             Db,
             Other,
         }
+        impl std::fmt::Display for AppError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("app")
+            }
+        }
+        impl StdError for AppError {}
         let f = error_type_fn(|e: &AppError| match e {
             AppError::Db => Some("db"),
             AppError::Other => None,
@@ -255,5 +360,15 @@ mod tests {
         // another error type: the function is not called, the default applies
         let io = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(error_type(Some(&f), &io), TIMEOUT);
+        // found inside a box and along the source chain (a timeout or retry layer's BoxError)
+        let boxed: Box<dyn StdError + Send + Sync> = Box::new(AppError::Db);
+        assert_eq!(error_type(Some(&f), &boxed), "db");
+        let wrapped: Box<dyn StdError + Send + Sync> = Box::new(io::Error::other(AppError::Db));
+        assert_eq!(error_type(Some(&f), &wrapped), "db");
+        // which service errors it can see
+        assert!(f.can_see::<AppError>());
+        assert!(f.can_see::<Box<dyn StdError + Send + Sync>>());
+        assert!(!f.can_see::<std::convert::Infallible>());
+        assert!(!f.can_see::<String>());
     }
 }

@@ -78,9 +78,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod body;
 pub mod client;
 mod config;
+mod convention;
 pub mod error;
+mod layer;
 mod lifecycle;
 #[cfg(feature = "tracing")]
 pub mod logs;
@@ -89,38 +92,17 @@ mod otel;
 pub mod propagation;
 #[cfg(test)]
 mod properties;
-mod request_body;
 pub mod response_header;
 pub mod route;
 pub mod semconv;
 pub mod server;
+mod service;
+pub mod side;
 
 /// The README's code blocks, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use client::{OtelClient, OtelClientLayer};
-pub use server::{OtelServer, OtelServerLayer};
-
-/// Entry point for the layers of this crate.
-///
-/// ```
-/// let layer = tower_otel_http::OtelLayer::server();
-/// # let _ = layer;
-/// ```
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct OtelLayer;
-
-impl OtelLayer {
-    /// The server layer with its defaults; see [`OtelServerLayer`].
-    pub fn server() -> OtelServerLayer {
-        OtelServerLayer::new()
-    }
-
-    /// The client layer with its defaults; see [`OtelClientLayer`].
-    pub fn client() -> OtelClientLayer {
-        OtelClientLayer::new()
-    }
-}
+pub use layer::{OtelClientLayer, OtelLayer, OtelServerLayer};
+pub use service::{OtelClient, OtelServer, OtelService, ResponseFuture};

@@ -1,17 +1,22 @@
 //! Where tracers and propagators come from: a user-supplied one, or the globals *as they stand
 //! when requests arrive*, so that a layer built before the SDK is installed still traces.
 //!
-//! # The globals, per thread
+//! # The global tracer, per thread
 //!
-//! opentelemetry keeps its global providers and propagator behind locks shared by every core.
-//! A web server runs on many cores, and a lock (or a reference count) touched by every request
-//! of every core makes its cache line travel between them on every request — a cost that a
-//! 2-core bench cannot show and a 64-core server pays. So each thread keeps what it last found
-//! in the globals and looks again once every [`RECHECK_EVERY`] requests it serves: per request,
-//! only thread-local state is touched (beyond the global propagator's own lock, which
-//! opentelemetry takes for every extraction while a propagator is installed). A global
-//! installed or replaced while the server runs is picked up within that many requests on each
-//! thread; the first request on a thread always looks.
+//! opentelemetry keeps its global tracer provider behind a lock shared by every core, and its
+//! tracer behind a reference count. A web server runs on many cores, and a lock (or a
+//! reference count) touched by every request of every core makes its cache line travel between
+//! them on every request — a cost that a 2-core bench cannot show and a 64-core server pays.
+//! So each thread keeps the global tracer it last found and looks again once every
+//! [`RECHECK_EVERY`] requests it serves — and at *every* request while that tracer makes no
+//! real spans (no SDK installed yet, or one shut down), so that the first request after
+//! `global::set_tracer_provider` is traced on every thread.
+//!
+//! The global propagator is looked up for every request (opentelemetry takes its lock for every
+//! extraction anyway): whatever it is, it is called — a global is a `dyn TextMapPropagator`, it
+//! cannot be told from a user's propagator of the same shape. Only while none is installed
+//! (the no-op one, which has no fields) does the crate read and write W3C Trace Context itself,
+//! for the spans it records.
 
 use std::any::TypeId;
 use std::cell::RefCell;
@@ -73,11 +78,6 @@ impl Recheck {
             }
         }
     }
-
-    /// Look again at the next request.
-    pub(crate) fn reset(&mut self) {
-        self.0 = 0;
-    }
 }
 
 #[derive(Default)]
@@ -85,12 +85,7 @@ struct ThreadGlobals {
     /// Shared with the request starting a span, so that no borrow is held while the SDK (and
     /// the user's sampler and processors) run.
     tracer: Option<Rc<BoxedTracer>>,
-    /// `tracer` was fetched for this request and has not made a real span yet.
-    tracer_fresh: bool,
     tracer_check: Recheck,
-    /// What the global propagator was at the last look.
-    propagator: PropagatorKind,
-    propagator_check: Recheck,
 }
 
 thread_local! {
@@ -149,9 +144,9 @@ impl TracerSource {
                     let Ok(mut g) = g.try_borrow_mut() else {
                         return false;
                     };
-                    if g.tracer_check.due() {
+                    // no real spans from the cached tracer (or none cached): look every request
+                    if g.tracer.is_none() || g.tracer_check.due() {
                         g.tracer = Some(Rc::new(global::tracer_with_scope(scope())));
-                        g.tracer_fresh = true;
                     }
                     g.tracer.is_some()
                 })
@@ -186,14 +181,9 @@ impl RequestTracer<'_> {
                     let Ok(mut g) = g.try_borrow_mut() else {
                         return;
                     };
-                    let fresh = std::mem::take(&mut g.tracer_fresh);
                     if !real {
+                        // no SDK (yet), or one shut down or replaced: look again next request
                         g.tracer = None;
-                        if !fresh {
-                            // a tracer that made real spans stopped (its provider was shut
-                            // down or replaced): look again at the next request
-                            g.tracer_check.reset();
-                        }
                     }
                 });
                 real.then_some(cx)
@@ -205,32 +195,38 @@ impl RequestTracer<'_> {
 /// What a propagator is, as far as this crate is concerned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum PropagatorKind {
-    /// The no-op one: nothing installed.
+    /// The no-op one (no fields): nothing installed.
     #[default]
     Noop,
-    /// W3C Trace Context alone — the SDK's `TraceContextPropagator` given to the layer, or a
-    /// global propagator whose fields are exactly `traceparent` and `tracestate` (a global's
-    /// type cannot be known): read and written by this crate's strict W3C code, and no lock
-    /// taken per request for the global one.
+    /// W3C Trace Context alone, known by its type: this crate's
+    /// [`W3cPropagator`](propagation::W3cPropagator) or the SDK's `TraceContextPropagator`,
+    /// given to the layer. Read and written by this crate's strict W3C code.
     W3c,
     /// Anything else: called for every request.
     Other,
 }
 
 impl PropagatorKind {
+    /// The kind of a propagator of type `P`, given to a layer: W3C only for the types known to
+    /// be exactly W3C Trace Context (a type of the user's with the same fields is called).
+    fn of_type<P: TextMapPropagator + 'static>(p: &P) -> Self {
+        const SDK_W3C: &str =
+            "opentelemetry_sdk::propagation::trace_context::TraceContextPropagator";
+        if TypeId::of::<P>() == TypeId::of::<propagation::W3cPropagator>()
+            || std::any::type_name::<P>() == SDK_W3C
+        {
+            PropagatorKind::W3c
+        } else {
+            Self::of(p)
+        }
+    }
+
+    /// The kind of a propagator whose type is unknown (the global one): the no-op one, or
+    /// called.
     fn of(p: &dyn TextMapPropagator) -> Self {
-        let mut fields = p.fields();
-        match (fields.next(), fields.next(), fields.next()) {
-            (None, ..) => PropagatorKind::Noop,
-            (Some(a), Some(b), None)
-                if (a.eq_ignore_ascii_case(propagation::TRACEPARENT)
-                    && b.eq_ignore_ascii_case(propagation::TRACESTATE))
-                    || (a.eq_ignore_ascii_case(propagation::TRACESTATE)
-                        && b.eq_ignore_ascii_case(propagation::TRACEPARENT)) =>
-            {
-                PropagatorKind::W3c
-            }
-            _ => PropagatorKind::Other,
+        match p.fields().next() {
+            None => PropagatorKind::Noop,
+            Some(_) => PropagatorKind::Other,
         }
     }
 }
@@ -264,22 +260,14 @@ impl fmt::Debug for PropagatorSource {
 }
 
 impl PropagatorSource {
-    /// A propagator given to the layer: W3C Trace Context alone only when it is the SDK's
-    /// `TraceContextPropagator` (a type of the user's is always called, whatever its fields).
+    /// A propagator given to the layer.
     pub(crate) fn fixed<P: TextMapPropagator + Send + Sync + 'static>(p: P) -> Self {
-        const SDK_W3C: &str =
-            "opentelemetry_sdk::propagation::trace_context::TraceContextPropagator";
-        let kind = match PropagatorKind::of(&p) {
-            PropagatorKind::W3c if std::any::type_name::<P>() != SDK_W3C => PropagatorKind::Other,
-            kind => kind,
-        };
+        let kind = PropagatorKind::of_type(&p);
         PropagatorSource::Fixed(Arc::new(p), kind)
     }
 
-    /// Run `f` with the propagator for this request. The global one is looked at on every
-    /// request only when it is neither the no-op one nor W3C Trace Context alone
-    /// (opentelemetry keeps it behind a lock); else once every [`RECHECK_EVERY`] requests on
-    /// this thread.
+    /// Run `f` with the propagator for this request: the given one, or the global one as it
+    /// stands (looked up per request: see the module docs).
     fn with<T>(&self, mut f: impl FnMut(Prop<'_>) -> T) -> T {
         fn from_kind(kind: PropagatorKind, p: &dyn TextMapPropagator) -> Prop<'_> {
             match kind {
@@ -291,32 +279,7 @@ impl PropagatorSource {
         match self {
             PropagatorSource::Fixed(p, kind) => f(from_kind(*kind, p.as_ref())),
             PropagatorSource::Global => {
-                let known = GLOBALS
-                    .try_with(|g| {
-                        let mut g = g.try_borrow_mut().ok()?;
-                        let kind = g.propagator;
-                        (kind != PropagatorKind::Other && !g.propagator_check.due()).then_some(kind)
-                    })
-                    .ok()
-                    .flatten();
-                match known {
-                    Some(PropagatorKind::Noop) => return f(Prop::None),
-                    Some(PropagatorKind::W3c) => return f(Prop::W3c),
-                    _ => {}
-                }
-                global::get_text_map_propagator(|p| {
-                    let kind = PropagatorKind::of(p);
-                    let _ = GLOBALS.try_with(|g| {
-                        let Ok(mut g) = g.try_borrow_mut() else {
-                            return;
-                        };
-                        if g.propagator != kind {
-                            g.propagator = kind;
-                            g.propagator_check = Recheck(RECHECK_EVERY - 1);
-                        }
-                    });
-                    f(from_kind(kind, p))
-                })
+                global::get_text_map_propagator(|p| f(from_kind(PropagatorKind::of(p), p)))
             }
         }
     }
@@ -360,7 +323,7 @@ impl PropagatorSource {
         self.with(|p| {
             let p: &dyn TextMapPropagator = match p {
                 Prop::Other(p) => p,
-                Prop::None | Prop::W3c => &propagation::W3cFallback,
+                Prop::None | Prop::W3c => &propagation::W3cPropagator,
             };
             p.inject_context(cx, &mut propagation::HeaderInjector(headers));
         });
@@ -391,7 +354,7 @@ impl PropagatorSource {
         self.with(|p| {
             let p: &dyn TextMapPropagator = match p {
                 Prop::Other(p) => p,
-                Prop::W3c => &propagation::W3cFallback,
+                Prop::W3c => &propagation::W3cPropagator,
                 Prop::None => return,
             };
             p.inject_context(cx, &mut propagation::HeaderInjector(headers));
@@ -408,10 +371,17 @@ mod tests {
         use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator as _};
         use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
         let w3c = TraceContextPropagator::new();
-        assert_eq!(PropagatorKind::of(&w3c), PropagatorKind::W3c);
+        // known by type: the fast path
+        assert_eq!(PropagatorKind::of_type(&w3c), PropagatorKind::W3c);
         assert_eq!(
-            PropagatorKind::of(&propagation::W3cFallback),
+            PropagatorKind::of_type(&propagation::W3cPropagator),
             PropagatorKind::W3c
+        );
+        // a global's type is unknown: called, whatever its fields
+        assert_eq!(PropagatorKind::of(&w3c), PropagatorKind::Other);
+        assert_eq!(
+            PropagatorKind::of(&propagation::W3cPropagator),
+            PropagatorKind::Other
         );
         let noop = opentelemetry::trace::noop::NoopTextMapPropagator::new();
         assert_eq!(PropagatorKind::of(&noop), PropagatorKind::Noop);
@@ -444,7 +414,7 @@ mod tests {
                 cx.clone()
             }
             fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
-                propagation::W3cFallback.fields()
+                propagation::W3cPropagator.fields()
             }
         }
         let mine = PropagatorSource::fixed(Mine);
@@ -462,7 +432,5 @@ mod tests {
             assert!(!r.due());
         }
         assert!(r.due(), "looks again after RECHECK_EVERY requests");
-        r.reset();
-        assert!(r.due(), "reset: looks at the next request");
     }
 }

@@ -241,7 +241,7 @@ impl Extractor for StrictHeaderExtractor<'_> {
 
 /// An [`Injector`] into a [`HeaderMap`]; values that are not valid header values are skipped.
 #[derive(Debug)]
-pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+pub(crate) struct HeaderInjector<'a>(pub(crate) &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
@@ -262,12 +262,35 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// W3C Trace Context (`traceparent`, `tracestate`) through the strict parser: what this crate
-/// extracts and injects while no global propagator is installed.
-#[derive(Debug)]
-pub(crate) struct W3cFallback;
+/// W3C Trace Context (`traceparent`, `tracestate`) through this crate's strict parser: the
+/// propagator to install as the global one (or give with `with_propagator`).
+///
+/// ```
+/// use tower_otel_http::propagation::W3cPropagator;
+///
+/// opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
+/// ```
+///
+/// It differs from the SDK's `TraceContextPropagator` in what it accepts: a `traceparent` is
+/// taken only when it is valid under the specification's grammar ([`parse_traceparent`]; the
+/// SDK takes some that are not), and the random-trace-id flag (`0x02`) is kept. Given to a layer with `with_propagator` — this
+/// type, or the SDK's `TraceContextPropagator` — it is read and written by the crate directly,
+/// without a call through the `TextMapPropagator` trait; installed as the global, it is called
+/// like any other global propagator. It is also what the layers use for the spans they record
+/// while no propagator is installed at all.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct W3cPropagator;
 
-impl TextMapPropagator for W3cFallback {
+impl W3cPropagator {
+    /// The propagator.
+    #[must_use]
+    pub fn new() -> Self {
+        W3cPropagator
+    }
+}
+
+impl TextMapPropagator for W3cPropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         let span = cx.span();
         let sc = span.span_context();
@@ -417,7 +440,7 @@ mod tests {
         let e = StrictHeaderExtractor::new(&h);
         assert_eq!(e.get(TRACEPARENT), None);
         assert_eq!(e.get(TRACESTATE), None);
-        assert!(!W3cFallback
+        assert!(!W3cPropagator
             .extract_with_context(&Context::new(), &e)
             .span()
             .span_context()
@@ -458,7 +481,7 @@ mod tests {
         let ts = e.get(TRACESTATE).unwrap();
         assert_eq!(ts.split(',').count(), 32);
         assert!(ts.ends_with("k31=v31"));
-        let cx = W3cFallback.extract_with_context(&Context::new(), &e);
+        let cx = W3cPropagator.extract_with_context(&Context::new(), &e);
         let state = cx.span().span_context().trace_state().clone();
         assert_eq!(state.get("k0"), Some("v0"));
         assert_eq!(state.get("k31"), Some("v31"));
@@ -474,7 +497,8 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
+        let cx =
+            W3cPropagator.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let sc = cx.span().span_context().clone();
         assert!(sc.is_remote());
         assert_eq!(sc.trace_flags().to_u8(), 0b11);
@@ -504,7 +528,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, VALID.parse().unwrap());
         h.insert(TRACESTATE, header.parse().unwrap());
-        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
+        let cx =
+            W3cPropagator.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let state = cx.span().span_context().trace_state().clone();
         assert_eq!(state.header(), header);
     }
@@ -528,7 +553,7 @@ mod tests {
         h.append(TRACESTATE, "c=3".parse().unwrap());
         let e = StrictHeaderExtractor::new(&h);
         assert_eq!(e.get(TRACESTATE), Some("a=1,b=2,c=3"));
-        let cx = W3cFallback.extract_with_context(&Context::new(), &e);
+        let cx = W3cPropagator.extract_with_context(&Context::new(), &e);
         assert_eq!(
             cx.span().span_context().trace_state().header(),
             "a=1,b=2,c=3"
@@ -561,13 +586,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, VALID.parse().unwrap());
         h.insert(TRACESTATE, "k=v".parse().unwrap());
-        let cx = W3cFallback.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
+        let cx =
+            W3cPropagator.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let mut out = HeaderMap::new();
-        W3cFallback.inject_context(&cx, &mut HeaderInjector(&mut out));
+        W3cPropagator.inject_context(&cx, &mut HeaderInjector(&mut out));
         assert_eq!(out.get(TRACEPARENT).unwrap(), VALID);
         assert_eq!(out.get(TRACESTATE).unwrap(), "k=v");
         let mut none = HeaderMap::new();
-        W3cFallback.inject_context(&Context::new(), &mut HeaderInjector(&mut none));
+        W3cPropagator.inject_context(&Context::new(), &mut HeaderInjector(&mut none));
         assert!(
             none.is_empty(),
             "nothing to inject without a valid span context"

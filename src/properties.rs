@@ -16,7 +16,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use proptest::prelude::*;
 
 use crate::propagation::{
-    parse_traceparent, StrictHeaderExtractor, W3cFallback, BAGGAGE, TRACEPARENT, TRACESTATE,
+    parse_traceparent, StrictHeaderExtractor, W3cPropagator, BAGGAGE, TRACEPARENT, TRACESTATE,
 };
 use crate::semconv::{
     cap_owned, capped, capture_headers, forwarded, header_key, header_value_string, redact_query,
@@ -184,7 +184,7 @@ proptest! {
             let e = StrictHeaderExtractor::new(&h);
             prop_assert_eq!(e.get(TRACEPARENT), parsed.map(|_| &s[..55]));
             prop_assert_eq!(e.get(TRACESTATE).is_some(), parsed.is_some());
-            let cx = W3cFallback.extract_with_context(&Context::new(), &e);
+            let cx = W3cPropagator.extract_with_context(&Context::new(), &e);
             let span = cx.span();
             let sc = span.span_context();
             match parsed {
@@ -218,7 +218,7 @@ proptest! {
         if let Some(out) = e.get(TRACESTATE) {
             prop_assert!(out.split(',').count() <= 32);
         }
-        let _ = W3cFallback.extract_with_context(&Context::new(), &e);
+        let _ = W3cPropagator.extract_with_context(&Context::new(), &e);
         let _ = TraceContextPropagator::new().extract(&e);
         let cx = BaggagePropagator::new().extract(&e);
         prop_assert!(cx.baggage().len() <= 64);
@@ -269,7 +269,7 @@ proptest! {
         // what the propagators make of it: all of it when it has at most 32 members, however
         // long (W3C: at least 512 characters must propagate)
         for state in [
-            W3cFallback.extract_with_context(&Context::new(), &e).span().span_context().trace_state().header(),
+            W3cPropagator.extract_with_context(&Context::new(), &e).span().span_context().trace_state().header(),
             crate::propagation::extract_with(&TraceContextPropagator::new(), &e).span().span_context().trace_state().header(),
         ] {
             prop_assert_eq!(&state, &expected);

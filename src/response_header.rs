@@ -18,7 +18,7 @@
 //! other span layers can add [`TraceResponseHeaderLayer`] inside their span layer: it reads
 //! [`opentelemetry::Context::current()`] when the request is called.
 //!
-//! [`OtelServerLayer::with_response_header`]: crate::server::OtelServerLayer::with_response_header
+//! [`OtelServerLayer::with_response_header`]: crate::OtelLayer::with_response_header
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,7 +7,24 @@
 //! records the matched route for the outer instance after routing; the span name and
 //! `http.route` are then settled when the response comes back.
 
-pub use crate::server::{RecordRoute, RecordRouteLayer};
+pub use crate::server::stack::{RecordRoute, RecordRouteLayer};
+
+/// A route filled in after routing, by an inner instance or a [`RecordRouteLayer`], for the
+/// outer instance that runs before routing.
+#[derive(Debug, Default)]
+pub(crate) struct RouteSlot(std::sync::OnceLock<Box<str>>);
+
+impl RouteSlot {
+    pub(crate) fn get(&self) -> Option<&str> {
+        self.0.get().map(|r| &**r)
+    }
+
+    /// Fill the slot (the first route recorded stays).
+    #[cfg(feature = "axum")]
+    pub(crate) fn set(&self, route: &str) {
+        let _ = self.0.set(route.into());
+    }
+}
 
 /// The route template the framework matched for this request, when it is known.
 #[cfg(feature = "axum")]
@@ -24,7 +41,7 @@ pub(crate) fn matched_route(_ext: &http::Extensions) -> Option<&str> {
 /// How many distinct route templates are interned for the whole process. Route templates come
 /// from the application's router, never from traffic, so real applications stay far below it;
 /// beyond it, route values and span names are allocated per request instead.
-pub const MAX_INTERNED_ROUTES: usize = 4096;
+pub(crate) const MAX_INTERNED_ROUTES: usize = 4096;
 
 /// An interned route template and its span names, one per method label.
 #[derive(Clone, Default)]

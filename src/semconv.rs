@@ -794,7 +794,7 @@ mod robustness {
             let _ = forwarded(&h);
             let e = crate::propagation::StrictHeaderExtractor::new(&h);
             let _ = opentelemetry::propagation::TextMapPropagator::extract(
-                &crate::propagation::W3cFallback,
+                &crate::propagation::W3cPropagator,
                 &e,
             );
         }

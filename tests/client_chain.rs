@@ -4,6 +4,7 @@
 //! three hops carry the one trace id. Own test binary: it installs a global subscriber.
 #![cfg(all(feature = "tracing", feature = "reqwest"))]
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;

@@ -5,7 +5,9 @@
 //! is recorded once with the right `error.type`, and nothing is left in flight.
 #![cfg(feature = "reqwest")]
 
+#[path = "it/common/mod.rs"]
 mod common;
+#[path = "it/hardening/mod.rs"]
 mod hardening;
 
 use std::convert::Infallible;
@@ -687,7 +689,8 @@ async fn providers_shut_down_while_serving_leave_requests_working() {
                 OtelLayer::server()
                     .with_tracer_provider(&provider)
                     .with_meter_provider(&m.provider)
-                    .with_all_metrics(),
+                    .with_all_metrics()
+                    .with_counted_request_bodies(),
             ),
     )
     .await;

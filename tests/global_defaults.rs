@@ -2,6 +2,7 @@
 //! its own test binary (own process) because it installs globals; it holds a single test so
 //! that nothing else observes them.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use axum::routing::get;

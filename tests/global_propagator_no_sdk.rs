@@ -2,6 +2,7 @@
 //! the caller's context current when a propagator is installed — also one installed after the
 //! first requests. Own test binary: it installs a global propagator.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use axum::routing::get;

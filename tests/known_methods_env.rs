@@ -1,6 +1,7 @@
 //! `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` overrides the known methods. Own test binary
 //! (own process), single test: it sets an environment variable before any layer is built.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use axum::body::Body;

@@ -14,7 +14,9 @@
 //! left in flight on any side, one measurement per request, and resident memory growth under
 //! 256 MiB after a warm-up (a leak of 300 bytes per request would exceed it).
 
+#[path = "it/common/mod.rs"]
 mod common;
+#[path = "it/hardening/mod.rs"]
 mod hardening;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,7 +197,8 @@ async fn soak_full_stack() {
                 OtelLayer::server()
                     .with_tracer_provider(&provider)
                     .with_meter_provider(&m_down.provider)
-                    .with_all_metrics(),
+                    .with_all_metrics()
+                    .with_counted_request_bodies(),
             ),
     )
     .await;
@@ -230,7 +233,8 @@ async fn soak_full_stack() {
                 OtelLayer::server()
                     .with_tracer_provider(&provider)
                     .with_meter_provider(&m_front.provider)
-                    .with_all_metrics(),
+                    .with_all_metrics()
+                    .with_counted_request_bodies(),
             ),
     )
     .await;

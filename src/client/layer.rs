@@ -1,12 +1,5 @@
-use std::fmt;
-use std::marker::PhantomData;
-use std::sync::Arc;
-
-use tower_layer::Layer;
-
-use super::OtelClient;
-use crate::config::{common_builder_methods, Config, Side};
-use crate::request_body::{Counted, Uncounted};
+use crate::side::Client;
+use crate::OtelLayer;
 
 /// A host the trace context may be sent to: exact (`api.internal`), or a domain and its
 /// subdomains (`.svc.cluster.local`).
@@ -38,7 +31,7 @@ impl HostPattern {
 
 /// The client-only settings.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ClientOptions {
+pub struct ClientOptions {
     /// Hosts trace context is sent to; `None`: every host.
     propagation_hosts: Option<Vec<HostPattern>>,
     /// `url.template` on the metrics (opt-in).
@@ -58,103 +51,8 @@ impl ClientOptions {
     }
 }
 
-/// A tower [`Layer`] that instruments an HTTP client: one `CLIENT` span per request sent,
-/// following the stable HTTP semantic conventions, the request-duration metric, and the trace
-/// context sent along.
-///
-/// ```
-/// use bytes::Bytes;
-/// use http_body_util::Empty;
-/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-/// use opentelemetry_sdk::trace::SdkTracerProvider;
-/// use tower::ServiceBuilder;
-/// use tower_otel_http::OtelLayer;
-///
-/// let provider = SdkTracerProvider::builder().build();
-/// let client = ServiceBuilder::new()
-///     .layer(
-///         OtelLayer::client()
-///             .with_tracer_provider(&provider)
-///             .with_propagation_hosts([".svc.cluster.local", "api.partner.example"])
-///             .with_active_requests(true),
-///     )
-///     .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
-/// # let _ = client;
-/// ```
-///
-/// Cloning the layer clones one [`Arc`]. The outcome of a configuration does not depend on the
-/// order of the `with_*` calls. See the [module docs](crate::client) for what is recorded and
-/// when.
-#[must_use]
-pub struct OtelClientLayer<M = Uncounted> {
-    pub(crate) config: Arc<Config>,
-    _mode: PhantomData<fn() -> M>,
-}
-
-impl<M> Clone for OtelClientLayer<M> {
-    fn clone(&self) -> Self {
-        Self {
-            config: self.config.clone(),
-            _mode: PhantomData,
-        }
-    }
-}
-
-impl<M> fmt::Debug for OtelClientLayer<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtelClientLayer")
-            .field("config", &self.config)
-            .field("request_body_mode", &std::any::type_name::<M>())
-            .finish()
-    }
-}
-
-impl Default for OtelClientLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl OtelClientLayer {
-    /// A layer with the defaults: spans and the request-duration metric; the global tracer
-    /// and meter providers and propagator (resolved when requests are sent); trace context sent
-    /// to every host; the conventions' known methods (or
-    /// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`), default query redaction, no header capture.
-    pub fn new() -> Self {
-        OtelClientLayer {
-            config: Arc::new(Config::new(Side::Client)),
-            _mode: PhantomData,
-        }
-    }
-
-    /// Also record `http.client.request.body.size`: the request body is wrapped in a
-    /// [`RequestBody`](super::RequestBody) that counts the bytes sent (this changes the body type
-    /// the inner client gets, hence a method of its own). As a reqwest middleware, the layer
-    /// counts the bodies whose bytes reqwest holds in full (not streamed ones).
-    pub fn with_request_body_size(mut self) -> OtelClientLayer<Counted> {
-        self.config_mut().meter.options_mut().request_body_size = true;
-        OtelClientLayer {
-            config: self.config,
-            _mode: PhantomData,
-        }
-    }
-
-    /// Every metric: duration, active requests, request and response body sizes.
-    pub fn with_all_metrics(self) -> OtelClientLayer<Counted> {
-        self.with_metrics(true)
-            .with_active_requests(true)
-            .with_response_body_size(true)
-            .with_request_body_size()
-    }
-}
-
-impl<M> OtelClientLayer<M> {
-    fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
-    }
-
-    common_builder_methods!("client");
-
+/// The client's own settings; those both sides have are on `OtelLayer<S, M>`.
+impl<M> OtelLayer<Client, M> {
     /// Send trace context only to these hosts: exact names (`api.internal`, an IP address), or
     /// a leading dot for a domain and its subdomains (`.svc.cluster.local`); case-insensitive.
     /// Requests to other hosts are still recorded, without `traceparent`/`tracestate`/`baggage`
@@ -168,41 +66,31 @@ impl<M> OtelClientLayer<M> {
     /// stops at hosts not on it (`reqwest::redirect::Policy::custom`), or none. With a tower
     /// client, put tower-http's `FollowRedirectLayer` outside this layer, so that every hop
     /// passes through it.
-    pub fn with_propagation_hosts<I, S>(mut self, hosts: I) -> Self
+    pub fn with_propagation_hosts<I, T>(mut self, hosts: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
     {
         let hosts = hosts
             .into_iter()
             .map(|h| HostPattern(unbracketed(h.as_ref().trim()).to_ascii_lowercase().into()))
             .filter(|h| !h.0.is_empty())
             .collect();
-        self.config_mut().client.propagation_hosts = Some(hosts);
+        self.config_mut().side.propagation_hosts = Some(hosts);
         self
     }
 
     /// Put `url.template` on the metrics (opt-in in the conventions; the templates must have
     /// few values).
     pub fn with_metrics_url_template(mut self, record: bool) -> Self {
-        self.config_mut().client.metrics_url_template = record;
+        self.config_mut().side.metrics_url_template = record;
         self
     }
 
     /// Put `url.scheme` on the metrics (opt-in in the conventions).
     pub fn with_metrics_url_scheme(mut self, record: bool) -> Self {
-        self.config_mut().client.metrics_url_scheme = record;
+        self.config_mut().side.metrics_url_scheme = record;
         self
-    }
-}
-
-impl<S, M> Layer<S> for OtelClientLayer<M> {
-    type Service = OtelClient<S, M>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        // instruments are created here, once per layer value, not on the first request
-        self.config.meter.init();
-        OtelClient::new(inner, self.config.clone())
     }
 }
 
@@ -224,13 +112,13 @@ mod tests {
         assert!(!domain.matches("local"));
         let o = ClientOptions::default();
         assert!(o.propagates_to(Some("anything")) && o.propagates_to(None));
-        let o = OtelClientLayer::new().with_propagation_hosts(["Api.Internal"]);
-        let c = &o.config.client;
+        let o = OtelLayer::client().with_propagation_hosts(["Api.Internal"]);
+        let c = &o.config.side;
         assert!(c.propagates_to(Some("api.internal")));
         assert!(!c.propagates_to(Some("example.com")));
         assert!(!c.propagates_to(None), "an unknown host gets nothing");
-        let v6 = OtelClientLayer::new().with_propagation_hosts(["::1", "[2001:db8::1]"]);
-        let c = &v6.config.client;
+        let v6 = OtelLayer::client().with_propagation_hosts(["::1", "[2001:db8::1]"]);
+        let c = &v6.config.side;
         assert!(c.propagates_to(Some("[::1]")) && c.propagates_to(Some("::1")));
         assert!(c.propagates_to(Some("[2001:db8::1]")));
         assert!(!c.propagates_to(Some("[::2]")));

@@ -1,6 +1,7 @@
-//! HTTP client instrumentation: [`OtelClientLayer`] builds [`OtelClient`] for any tower HTTP
-//! client (hyper-util's legacy `Client`, a `ServiceBuilder` stack around it, ...), and with the
-//! `reqwest` feature the same layer is a `reqwest_middleware::Middleware`.
+//! The client side: what [`OtelLayer::client()`](crate::OtelLayer::client) records around any
+//! tower HTTP client (hyper-util's legacy `Client`, a `ServiceBuilder` stack around it, ...) —
+//! and, with the `reqwest` feature, as a `reqwest_middleware::Middleware` — and the settings and
+//! per-request extensions only a client has.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -59,25 +60,29 @@
 //! `RequestBuilder::with_extension`): [`UrlTemplate`] names the span after a low-cardinality
 //! template, [`NoPropagation`] keeps trace context off this request, [`Attempts`] counts
 //! resends for a tower retry layer placed outside this layer. The span context of the call is
-//! put into the response's extensions (an [`opentelemetry::trace::SpanContext`]), so the caller
-//! can log its trace id.
+//! put into the response's extensions as a [`ClientSpanContext`], so the caller can log its trace
+//! id.
 
 mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest;
-mod service;
-mod start;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-pub use crate::lifecycle::{ResponseBody, ResponseFuture};
-pub use crate::request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
+use http::request::Parts;
+use http::Response;
+use opentelemetry::trace::{SpanContext, SpanKind};
+use opentelemetry::KeyValue;
+use opentelemetry_semantic_conventions::{attribute as attr, metric as m};
+
+use crate::config::Config;
+use crate::lifecycle::{Record, Started};
+use crate::side::{sealed::Rules, Client, HttpMetricNames, Start};
+
 pub(crate) use layer::ClientOptions;
-pub use layer::OtelClientLayer;
-pub use service::OtelClient;
 
 /// A low-cardinality template of the request's URL (`/users/{id}`), recorded as `url.template`
 /// and in the span name (`GET /users/{id}`). Put it into the request's extensions.
@@ -152,6 +157,89 @@ impl Attempts {
 /// server's): an inner instance passes a marked request through.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientMarker;
+
+/// The context of the `CLIENT` span a response belongs to, put into the response's extensions
+/// (a type of this crate, so that no other middleware's value is taken for it).
+///
+/// ```
+/// use tower_otel_http::client::ClientSpanContext;
+///
+/// fn trace_id_of<B>(response: &http::Response<B>) -> Option<String> {
+///     let cx = response.extensions().get::<ClientSpanContext>()?;
+///     Some(cx.span_context().trace_id().to_string())
+/// }
+/// # let _ = trace_id_of::<()>;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientSpanContext(SpanContext);
+
+impl ClientSpanContext {
+    /// The span context of the call.
+    #[must_use]
+    pub fn span_context(&self) -> &SpanContext {
+        &self.0
+    }
+}
+
+#[allow(private_interfaces)] // the rules are the crate's own: sealed
+impl Rules for Client {
+    type Options = ClientOptions;
+    const NAME: &'static str = "client";
+    const KIND: SpanKind = SpanKind::Client;
+    const FIRST_ERROR_STATUS: u16 = 400;
+    const HTTP_METRICS: HttpMetricNames = HttpMetricNames {
+        duration: m::HTTP_CLIENT_REQUEST_DURATION,
+        active_requests: m::HTTP_CLIENT_ACTIVE_REQUESTS,
+        request_body_size: m::HTTP_CLIENT_REQUEST_BODY_SIZE,
+        response_body_size: m::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+        who: "client",
+    };
+    const TEMPLATE_KEY: &'static str = attr::URL_TEMPLATE;
+    const VERSION_AT_END: bool = true;
+
+    /// The caller dropped the request future or the body: its choice, no error.
+    fn dropped(_head_seen: bool) -> Option<&'static str> {
+        None
+    }
+
+    fn template_on_metrics(options: &ClientOptions) -> bool {
+        options.metrics_url_template
+    }
+
+    fn start(config: &Arc<Config<Client>>, parts: &mut Parts, counts_body: bool) -> Start<Self> {
+        if parts.extensions.get::<ClientMarker>().is_some() {
+            return (Started::Pass(None), None);
+        }
+        let started = if config.admits(parts) {
+            crate::convention::http::client::start(config, parts, counts_body)
+        } else {
+            (Started::Pass(None), None)
+        };
+        // inner instances pass it through, recorded here or filtered out
+        parts.extensions.insert(ClientMarker);
+        started
+    }
+
+    /// The protocol version and the peer of the response; the span's context into its
+    /// extensions.
+    fn head<B>(record: &mut Record<Self>, response: &mut Response<B>) {
+        record.set_version(response.version());
+        if let Some(span) = record.span() {
+            if let Some(peer) = peer_of(response.extensions()) {
+                span.set_attributes([
+                    KeyValue::new(attr::NETWORK_PEER_ADDRESS, peer.ip().to_string()),
+                    KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(peer.port())),
+                ]);
+            }
+            let sc = span.span_context().clone();
+            response.extensions_mut().insert(ClientSpanContext(sc));
+        }
+    }
+
+    fn ends_at_head<B>(_: &ClientOptions, _: &Response<B>) -> bool {
+        false
+    }
+}
 
 /// The peer of the connection a response came over (hyper-util's `HttpInfo`).
 pub(crate) fn peer_of(ext: &http::Extensions) -> Option<SocketAddr> {

@@ -1,16 +1,18 @@
 //! The client layer as a `reqwest_middleware::Middleware` (feature `reqwest`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::Extensions;
 use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
 
-use super::start::start;
-use super::{Attempts, OtelClientLayer};
+use super::Attempts;
+use crate::body::RequestBodyMode;
+use crate::convention::http::client::start;
 use crate::lifecycle::{InScope, Record, Started};
-use crate::request_body::RequestBodyMode;
+use crate::side::Client;
+use crate::OtelLayer;
 
 /// The parts of a reqwest request the client's start code reads and writes: its headers and
 /// the middleware's extensions are moved in (and back out with [`restore`]), nothing copied but
@@ -33,10 +35,10 @@ fn restore(req: &mut reqwest::Request, ext: &mut Extensions, parts: http::reques
 
 /// The response with its body wrapped (the record ends when the caller has read it, or drops
 /// it); what reqwest users rely on is kept: `Response::url()`, the extensions, the headers.
-fn wrap_response(record: Record, response: reqwest::Response) -> reqwest::Response {
+fn wrap_response(record: Record<Client>, response: reqwest::Response) -> reqwest::Response {
     let url = response.url().clone();
     let response: http::Response<reqwest::Body> = response.into();
-    let response = Record::respond(&mut Some(record), response).map(reqwest::Body::wrap);
+    let response = record.respond(response).map(reqwest::Body::wrap);
     let (mut parts, body) = response.into_parts();
     // `Response::url()` travels in an extension only reqwest can name: rebuild it there
     if let Ok(with_url) = http::Response::builder().url(url).body(()) {
@@ -47,36 +49,6 @@ fn wrap_response(record: Record, response: reqwest::Response) -> reqwest::Respon
     reqwest::Response::from(http::Response::from_parts(parts, body))
 }
 
-/// The client layer as a reqwest-middleware middleware: one `CLIENT` span and measurement per
-/// attempt, the trace context sent along. Place it after a retry middleware, so that every
-/// attempt is seen (resends get `http.request.resend_count`).
-///
-/// ```
-/// use reqwest_middleware::ClientBuilder;
-/// use tower_otel_http::OtelLayer;
-///
-/// let client = ClientBuilder::new(reqwest::Client::new())
-///     .with(OtelLayer::client())
-///     .build();
-/// # let _ = client;
-/// ```
-///
-/// Redirects that reqwest follows by itself happen inside one call: the span covers them all
-/// and records the final response, and every hop gets the first hop's headers — trace context
-/// included, whatever [`with_propagation_hosts`](OtelClientLayer::with_propagation_hosts)
-/// says about the next host. For a span per hop, or with a host list, disable reqwest's
-/// redirects (`redirect::Policy::none()`) or stop them at hosts not on the list:
-///
-/// ```
-/// let policy = reqwest::redirect::Policy::custom(|attempt| {
-///     match attempt.url().host_str() {
-///         Some(h) if h.ends_with(".svc.cluster.local") => attempt.follow(),
-///         _ => attempt.stop(),
-///     }
-/// });
-/// let client = reqwest::Client::builder().redirect(policy).build();
-/// # let _ = client;
-/// ```
 /// The mark of an instance's call in reqwest-middleware's extensions, which outlive the call
 /// (reqwest-retry resends with them): it marks only while its call is in flight, so that a
 /// resend after a cancelled attempt is recorded again.
@@ -98,7 +70,7 @@ fn in_flight(ext: &Extensions) -> bool {
 }
 
 #[async_trait::async_trait]
-impl<M: RequestBodyMode> Middleware for OtelClientLayer<M> {
+impl<M: RequestBodyMode> Middleware for OtelLayer<Client, M> {
     async fn handle(
         &self,
         mut req: reqwest::Request,
@@ -128,23 +100,21 @@ impl<M: RequestBodyMode> Middleware for OtelClientLayer<M> {
         let Started::Record(mut record) = started else {
             return next.run(req, ext).await;
         };
-        if let (Some(m), true) = (
-            &mut record.measure,
-            self.config.meter.options().request_body_size,
-        ) {
+        if self.config.meter.options().request_body_size {
             // the length of a body known in full (a streamed one is not counted)
-            let known = req
+            if let Some(n) = req
                 .body()
                 .and_then(reqwest::Body::as_bytes)
-                .map(<[u8]>::len);
-            m.request_bytes = known.map(|n| Arc::new(AtomicU64::new(n as u64)));
+                .map(<[u8]>::len)
+            {
+                record.set_request_bytes(n as u64);
+            }
         }
-        let result = InScope::new(next.run(req, ext), &record.scope).await;
+        let result = InScope::new(next.run(req, ext), record.scope()).await;
         match result {
             Ok(response) => Ok(wrap_response(record, response)),
             Err(e) => {
-                let error_type = record.config.error_type(&e);
-                record.end(Some(error_type));
+                record.fail(&e);
                 Err(e)
             }
         }

@@ -6,50 +6,62 @@ use pin_project_lite::pin_project;
 
 use super::Record;
 use crate::error;
+use crate::side::{Server, Side};
 
 pin_project! {
-    /// The response body of the server and client services.
+    /// The response body of [`OtelService`](crate::OtelService), on side `S`.
     ///
-    /// The request ends when the body reaches its end (`None`, or a frame after which
+    /// The request ends when the body reaches its end (`None`, trailers — the last frame, which
+    /// the request's convention reads — or a frame after which
     /// [`is_end_stream`](Body::is_end_stream) is true), when its declared length
     /// (`Content-Length`, an exact size hint) has been transferred, or when it fails
     /// (`error.type` from the error, `"response_body"` when nothing more specific is known) or
-    /// ends short of its declared length (`"response_body"`). Dropped before that, a server reports
-    /// `error.type = "response_body_dropped"` (the client went away mid-body); a client's
-    /// caller dropping it is no error. The request's context is current while the body is
-    /// polled.
-    pub struct ResponseBody<B> {
+    /// ends short of its declared length (`"response_body"`). Dropped before that, a server
+    /// reports `error.type = "response_body_dropped"` (the client went away mid-body); a
+    /// client's caller dropping it is no error. The request's context is current while the body
+    /// is polled — the caller's, when the request was passed through unrecorded.
+    pub struct ResponseBody<B, S: Side = Server> {
         #[pin]
         inner: B,
-        record: Option<Record>,
+        record: Option<Record<S>>,
+        // made current while polling when no record is kept
+        pass: Option<opentelemetry::Context>,
     }
 }
 
-impl<B> ResponseBody<B> {
-    pub(crate) fn untraced(inner: B) -> Self {
+impl<B, S: Side> ResponseBody<B, S> {
+    /// Nothing recorded; `cx` made current while the body is polled.
+    pub(crate) fn passed(inner: B, cx: Option<opentelemetry::Context>) -> Self {
         Self {
             inner,
             record: None,
+            pass: cx,
         }
     }
 
-    pub(crate) fn traced(inner: B, record: Option<Record>) -> Self {
-        Self { inner, record }
+    pub(crate) fn traced(inner: B, record: Record<S>) -> Self {
+        Self {
+            inner,
+            record: Some(record),
+            pass: None,
+        }
     }
 }
 
-impl<B> std::fmt::Debug for ResponseBody<B> {
+impl<B, S: Side> std::fmt::Debug for ResponseBody<B, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
+            .field("side", &S::NAME)
             .field("instrumented", &self.record.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B, S> Body for ResponseBody<B, S>
 where
     B: Body,
     B::Error: 'static,
+    S: Side,
 {
     type Data = B::Data;
     type Error = B::Error;
@@ -60,6 +72,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let Some(record) = this.record.as_mut() else {
+            let _guard = this.pass.as_ref().map(|c| c.clone().attach());
             return this.inner.poll_frame(cx);
         };
         let frame = {
@@ -72,19 +85,25 @@ where
                 t if t == error::OTHER => error::RESPONSE_BODY.into(),
                 t => t,
             })),
-            Some(Ok(f)) => {
-                let n = f.data_ref().map_or(0, bytes::Buf::remaining);
-                if record.transferred(n) {
-                    Some(None)
-                } else {
-                    this.inner
-                        .is_end_stream()
-                        .then(|| record.short_of_declared())
+            Some(Ok(f)) => match f.trailers_ref() {
+                Some(trailers) => {
+                    // the last frame: the body ends here
+                    record.trailers(trailers);
+                    Some(record.short_of_declared())
                 }
-            }
+                None => {
+                    let n = f.data_ref().map_or(0, bytes::Buf::remaining);
+                    if record.transferred(n) {
+                        Some(None)
+                    } else {
+                        this.inner
+                            .is_end_stream()
+                            .then(|| record.short_of_declared())
+                    }
+                }
+            },
         };
         if let Some(error) = end {
-            // ended in place, then dropped in place: no copy of the record
             record.end(error);
             *this.record = None;
         }

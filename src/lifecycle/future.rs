@@ -5,26 +5,29 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::{Record, ResponseBody, Scope};
+#[cfg(feature = "reqwest")]
+use super::Scope;
+use super::{Record, ResponseBody};
+use crate::side::{Server, Side};
 
 pin_project! {
-    /// The response future of the server and client services.
+    /// The response future of [`OtelService`](crate::OtelService), on side `S`.
     ///
     /// The request's context (its span's, or the caller's propagated one) is current and its
     /// log span entered while the inner future is polled. On a server, dropping this future
     /// before the response ends the span with `error.type = "cancelled"`; on a client, the
     /// caller dropping it is no error.
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, S: Side = Server> {
         #[pin]
         inner: F,
-        record: Option<Record>,
-        // made current while polling when no record is kept
-        pass: Option<Scope>,
+        record: Option<Record<S>>,
+        // made current while polling, and handed to the body, when no record is kept
+        pass: Option<opentelemetry::Context>,
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn recorded(inner: F, record: Record) -> Self {
+impl<F, S: Side> ResponseFuture<F, S> {
+    pub(crate) fn recorded(inner: F, record: Record<S>) -> Self {
         Self {
             inner,
             record: Some(record),
@@ -37,48 +40,52 @@ impl<F> ResponseFuture<F> {
         Self {
             inner,
             record: None,
-            pass: cx.map(|cx| Scope::context(Some(cx))),
+            pass: cx,
         }
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F, S: Side> std::fmt::Debug for ResponseFuture<F, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
+            .field("side", &S::NAME)
             .field("instrumented", &self.record.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E, S> Future for ResponseFuture<F, S>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body,
     E: 'static,
+    S: Side,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<B, S>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _entered = this
-                .record
-                .as_ref()
-                .map(|r| &r.scope)
-                .or(this.pass.as_ref())
-                .map(Scope::enter);
-            ready!(this.inner.poll(cx))
+        let result = match this.record.as_ref() {
+            Some(r) => {
+                let _entered = r.scope.enter();
+                ready!(this.inner.poll(cx))
+            }
+            None => {
+                let _guard = this.pass.as_ref().map(|c| c.clone().attach());
+                ready!(this.inner.poll(cx))
+            }
         };
-        // the record is updated where it is and moved once, into the body
-        Poll::Ready(match result {
-            Ok(response) => Ok(Record::respond(this.record, response)),
-            Err(e) => {
-                if let Some(mut record) = this.record.take() {
-                    let error_type = record.config.error_type(&e);
-                    record.end(Some(error_type));
-                }
+        Poll::Ready(match (result, this.record.take()) {
+            (Ok(response), Some(record)) => Ok(record.respond(response)),
+            (Ok(response), None) => {
+                let pass = this.pass.take();
+                Ok(response.map(|b| ResponseBody::passed(b, pass)))
+            }
+            (Err(e), Some(record)) => {
+                record.fail(&e);
                 Err(e)
             }
+            (Err(e), None) => Err(e),
         })
     }
 }

@@ -1,12 +1,13 @@
-//! One owner for a request's life, on both sides: [`Record`] holds what a request has recorded so
-//! far and has its moments as methods — started (built by the server's or client's start code),
-//! [`head`](Record::head), [`end`](Record::end) and drop — so that the span, the duration
-//! metric, active requests, the log span and the response header cannot disagree.
+//! One owner for a request's life, on both sides and under every convention: [`Record`] holds
+//! what a request has recorded so far and has its moments as methods — begun
+//! ([`Record::begin`], from what the start code gathered in a [`Begin`]),
+//! [`head`](Record::head), [`trailers`](Record::trailers), [`end`](Record::end) and drop — so
+//! that the span, the duration metric, active requests, the log span and the response header
+//! cannot disagree.
 //!
-//! The rules that differ between the sides are in [`Record::head`],
-//! [`status_error`] and [`Record`]'s `Drop`: a server counts 5xx as errors, a client ≥ 400; a
-//! server whose response future or body is dropped early reports it (the client went away), a
-//! client whose caller drops them does not (the caller chose to).
+//! The lifecycle is generic over the side ([`Side`]: its rules are constants and functions of
+//! the side's type) and asks the request's convention ([`Conv`]) what a response means; it
+//! names neither a side nor a convention.
 
 mod body;
 mod future;
@@ -16,14 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{header, Method, Response, StatusCode};
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::{SpanRef, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
-use crate::config::{Config, Side};
+use crate::config::Config;
+use crate::convention::{Conv, Convention};
 use crate::error;
 use crate::metrics::Measure;
+use crate::route::RouteSlot;
 use crate::semconv;
+use crate::side::sealed::Rules;
 
 pub use body::ResponseBody;
 #[cfg(feature = "reqwest")]
@@ -49,15 +53,6 @@ pub(crate) struct Entered<'a> {
 }
 
 impl Scope {
-    /// Only a context (no log span).
-    pub(crate) fn context(cx: Option<Context>) -> Self {
-        Scope {
-            cx,
-            #[cfg(feature = "tracing")]
-            log: tracing::Span::none(),
-        }
-    }
-
     /// Make the context current and enter the log span until the guard is dropped (it is not
     /// `Send`: never hold it across an `.await`).
     pub(crate) fn enter(&self) -> Entered<'_> {
@@ -75,16 +70,16 @@ impl Scope {
 /// How a request starts: recorded, or passed through with the caller's context (when a
 /// propagator would carry it on).
 #[allow(clippy::large_enum_variant)] // moved once, into the response future
-pub(crate) enum Started {
-    Record(Record),
+pub(crate) enum Started<S: Rules> {
+    Record(Record<S>),
     Pass(Option<Context>),
 }
 
-impl Started {
+impl<S: Rules> Started<S> {
     /// Call the inner service inside the request's scope; its future, wrapped.
-    pub(crate) fn call<S, R>(self, inner: &mut S, req: R) -> ResponseFuture<S::Future>
+    pub(crate) fn call<I, R>(self, inner: &mut I, req: R) -> ResponseFuture<I::Future, S>
     where
-        S: tower_service::Service<R>,
+        I: tower_service::Service<R>,
     {
         match self {
             Started::Record(record) => {
@@ -152,140 +147,146 @@ impl BodyRule {
     }
 }
 
-/// `error.type` for a response status: the code for 5xx on a server
-/// and for ≥ 400 on a client, `_OTHER` for codes outside `100..=599`, none otherwise.
-pub(crate) fn status_error(side: Side, code: StatusCode) -> Option<Cow<'static, str>> {
-    let first_error = match side {
-        Side::Server => 500,
-        Side::Client => 400,
-    };
-    match code.as_u16() {
-        c if (100..=599).contains(&c) && c >= first_error => {
-            Some(Cow::Owned(code.as_str().to_owned()))
-        }
-        100..=599 => None,
-        _ => Some(Cow::Borrowed(error::OTHER)),
-    }
+/// What the start code of a side and convention gathered, for [`Record::begin`].
+pub(crate) struct Begin<S: Rules> {
+    pub(crate) config: Arc<Config<S>>,
+    pub(crate) clock: Clock,
+    pub(crate) conv: Conv,
+    /// The span's context (`span`: it holds this layer's span), else the caller's.
+    pub(crate) cx: Option<Context>,
+    pub(crate) span: bool,
+    /// The per-request `tracing` span (log correlation); `Span::none()` when off.
+    #[cfg(feature = "tracing")]
+    pub(crate) log: tracing::Span,
+    pub(crate) measure: Option<Measure>,
+    /// The server's `http.route`, the client's `url.template`.
+    pub(crate) template: Option<StringValue>,
+    /// The server's route, when it is settled only after routing.
+    pub(crate) slot: Option<Arc<RouteSlot>>,
+    /// The request's method (for the span name settled after routing, and what the body of
+    /// its response may be).
+    pub(crate) method: Method,
+    /// The span-name label of the method (`GET`, or `HTTP` for `_OTHER`).
+    pub(crate) label: &'static str,
+    /// `network.protocol.version`: the request's (server); the client's comes with the
+    /// response.
+    pub(crate) version: Option<http::Version>,
+}
+
+/// The attributes a request gets at its end, built once and shared by the span and the
+/// measurements (cloning a [`KeyValue`] of a shared string takes no allocation).
+#[derive(Debug, Default)]
+pub(crate) struct EndAttributes {
+    /// `http.response.status_code` (or the convention's status).
+    pub(crate) status: Option<KeyValue>,
+    pub(crate) error_type: Option<KeyValue>,
+    /// `network.protocol.version`.
+    pub(crate) version: Option<KeyValue>,
+    /// `http.route` / `url.template`.
+    pub(crate) template: Option<KeyValue>,
 }
 
 /// The one owner of a request's telemetry (see the [module docs](self)).
-pub(crate) struct Record {
-    pub(crate) config: Arc<Config>,
-    pub(crate) scope: Scope,
+pub(crate) struct Record<S: Rules> {
+    config: Arc<Config<S>>,
+    scope: Scope,
     /// `scope.cx` holds this layer's span.
-    pub(crate) span: bool,
-    pub(crate) clock: Clock,
-    pub(crate) measure: Option<Measure>,
-    /// The server's `http.route`, the client's `url.template` (shared by the span, the log
-    /// span and the measurements: cloning it takes no allocation).
-    pub(crate) template: Option<StringValue>,
-    /// The server's route, when it is settled only after routing.
-    pub(crate) slot: Option<Arc<crate::server::RouteSlot>>,
-    /// The method, kept only for the user's span-name function when the route is settled
-    /// after routing (boxed: rare, and the record is moved several times per request).
-    pub(crate) method: Option<Box<Method>>,
-    /// The span-name label of the method (`GET`, or `HTTP` for `_OTHER`).
-    pub(crate) label: &'static str,
-    pub(crate) body_rule: BodyRule,
-    /// `network.protocol.version`: the request's (server), the response's (client).
-    pub(crate) version: Option<http::Version>,
+    span: bool,
+    clock: Clock,
+    conv: Conv,
+    measure: Option<Measure>,
+    template: Option<StringValue>,
+    slot: Option<Arc<RouteSlot>>,
+    method: Method,
+    label: &'static str,
+    body_rule: BodyRule,
+    version: Option<http::Version>,
     /// The response status, once the head is out.
-    pub(crate) status: Option<StatusCode>,
+    status: Option<StatusCode>,
     /// Response body bytes transferred so far.
-    pub(crate) sent: u64,
+    sent: u64,
     /// The response body's declared length (`Content-Length`, or an exact size hint).
-    pub(crate) declared: Option<u64>,
+    declared: Option<u64>,
     /// Counted as an active request (so it is uncounted at its end, and only then).
-    pub(crate) active: bool,
-    pub(crate) done: bool,
+    active: bool,
+    done: bool,
 }
 
-impl Record {
-    /// A record with nothing observed yet; the side's start code fills in the rest.
-    pub(crate) fn new(
-        config: Arc<Config>,
-        clock: Clock,
-        method: &Method,
-        label: &'static str,
-    ) -> Self {
-        Record {
-            config,
-            scope: Scope::context(None),
-            span: false,
-            clock,
-            measure: None,
-            template: None,
-            slot: None,
-            method: None,
-            label,
-            body_rule: BodyRule::of(method),
-            version: None,
+impl<S: Rules> Record<S> {
+    /// The request begins: its record is made from what the start gathered, its
+    /// [`Labeler`](crate::metrics::Labeler) goes into the request's extensions (or the one
+    /// already there is used), and there is one active request more.
+    pub(crate) fn begin(b: Begin<S>, ext: &mut http::Extensions) -> Started<S> {
+        let mut record = Record {
+            scope: Scope {
+                cx: b.cx,
+                #[cfg(feature = "tracing")]
+                log: b.log,
+            },
+            span: b.span,
+            clock: b.clock,
+            conv: b.conv,
+            measure: b.measure,
+            template: b.template,
+            slot: b.slot,
+            body_rule: BodyRule::of(&b.method),
+            method: b.method,
+            label: b.label,
+            version: b.version,
             status: None,
             sent: 0,
             declared: None,
             active: false,
             done: false,
+            config: b.config,
+        };
+        if let Some(m) = &mut record.measure {
+            m.adopt_labeler(ext);
+            record.active = m.add_active(&record.config.meter, 1);
         }
+        Started::Record(record)
     }
 
-    fn span(&self) -> Option<opentelemetry::trace::SpanRef<'_>> {
+    /// This request's span, when this layer records one.
+    pub(crate) fn span(&self) -> Option<SpanRef<'_>> {
         match (&self.scope.cx, self.span) {
             (Some(cx), true) => Some(cx.span()),
             _ => None,
         }
     }
 
-    /// The request begins: its [`Labeler`](crate::metrics::Labeler) goes into the request's
-    /// extensions (or the one already there is used), and there is one active request more.
-    pub(crate) fn begin(mut self, ext: &mut http::Extensions) -> Started {
-        if let Some(m) = &mut self.measure {
-            if let Some(l) = &m.labeler {
-                // one put there already (by the caller, an outer middleware) is the one used
-                match ext.get::<crate::metrics::Labeler>() {
-                    Some(given) => m.labeler = Some(given.clone()),
-                    None => {
-                        ext.insert(l.clone());
-                    }
-                }
-            }
-            m.add_active(&self.config.meter, 1);
-            self.active = true;
-        }
-        Started::Record(self)
+    pub(crate) fn config(&self) -> &Config<S> {
+        &self.config
     }
 
-    /// The response head. Returns the response (with the trace-context header on a server,
-    /// the span context in its extensions on a client) and whether the request is complete
+    /// What the request's polls run inside.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// `network.protocol.version`, known at the response (the client's).
+    pub(crate) fn set_version(&mut self, version: http::Version) {
+        self.version = Some(version);
+    }
+
+    /// The request body's length, known in full before it is sent (reqwest's).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn set_request_bytes(&mut self, n: u64) {
+        if let Some(m) = &mut self.measure {
+            m.set_request_bytes(n);
+        }
+    }
+
+    /// The response head. Returns the response (the side may add to it: the server's
+    /// trace-context header, the client's span context) and whether the request is complete
     /// now: nothing of the body will be sent or read.
     pub(crate) fn head<B: http_body::Body>(
         &mut self,
         mut response: Response<B>,
     ) -> (Response<B>, bool) {
-        let status = response.status();
-        self.status = Some(status);
-        match self.config.side {
-            Side::Server => {
-                if let Some(span) = self.span() {
-                    self.config
-                        .server
-                        .response_header
-                        .apply(response.headers_mut(), span.span_context());
-                }
-            }
-            Side::Client => {
-                self.version = Some(response.version());
-                if let Some(span) = self.span() {
-                    if let Some(peer) = crate::client::peer_of(response.extensions()) {
-                        span.set_attributes([
-                            KeyValue::new(attr::NETWORK_PEER_ADDRESS, peer.ip().to_string()),
-                            KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(peer.port())),
-                        ]);
-                    }
-                    let sc = span.span_context().clone();
-                    response.extensions_mut().insert(sc);
-                }
-            }
-        }
+        self.status = Some(response.status());
+        S::head(self, &mut response);
         self.settle_route();
         if self.config.has_response_extras() && self.span().is_some_and(|s| s.is_recording()) {
             let mut attrs = Vec::new();
@@ -300,28 +301,23 @@ impl Record {
     }
 
     /// The response head reaches the caller: the record ends now when nothing of the body
-    /// will be transferred, else it moves into the body. `slot` is emptied either way (the
-    /// record is ended in place, not copied).
+    /// will be transferred, else it moves into the body.
     pub(crate) fn respond<B: http_body::Body>(
-        slot: &mut Option<Record>,
+        mut self,
         response: Response<B>,
-    ) -> Response<ResponseBody<B>> {
-        let Some(record) = slot.as_mut() else {
-            return response.map(ResponseBody::untraced);
-        };
-        let (response, complete) = record.head(response);
+    ) -> Response<ResponseBody<B, S>> {
+        let (response, complete) = self.head(response);
         if complete {
-            record.end(None);
-            *slot = None;
-            response.map(ResponseBody::untraced)
+            self.end(None);
+            response.map(|b| ResponseBody::passed(b, None))
         } else {
-            response.map(|b| ResponseBody::traced(b, slot.take()))
+            response.map(|b| ResponseBody::traced(b, self))
         }
     }
 
-    /// Whether nothing of the body will be transferred: `1xx` (a `101`
-    /// upgrade included), `204`, `304`, a response to `HEAD`, a `2xx` to `CONNECT`, an empty
-    /// body, and (server, configured) an event stream.
+    /// Whether nothing of the body will be transferred: `1xx` (a `101` upgrade included),
+    /// `204`, `304`, a response to `HEAD`, a `2xx` to `CONNECT`, an empty body, or what the
+    /// side says (the server's event streams, when configured).
     fn complete_at_head<B: http_body::Body>(&self, response: &Response<B>) -> bool {
         let status = response.status();
         status.is_informational()
@@ -331,9 +327,7 @@ impl Record {
             || (self.body_rule == BodyRule::Connect && status.is_success())
             || response.body().is_end_stream()
             || self.declared == Some(0)
-            || (self.config.side == Side::Server
-                && self.config.server.event_stream_end == crate::server::SpanEnd::Head
-                && is_event_stream(response))
+            || S::ends_at_head(&self.config.side, response)
     }
 
     /// `n` more bytes of the response body went out (or were read); `true` when its declared
@@ -341,6 +335,11 @@ impl Record {
     pub(crate) fn transferred(&mut self, n: usize) -> bool {
         self.sent += n as u64;
         self.declared.is_some_and(|d| self.sent >= d)
+    }
+
+    /// The response's trailers arrived: the convention reads them.
+    pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.conv.trailers(trailers);
     }
 
     /// `error.type` for a body that ended: `response_body` when it ended short of its
@@ -354,69 +353,65 @@ impl Record {
     /// A route known only after routing (the server layer wraps the whole router): the span
     /// name and `http.route` are settled now.
     fn settle_route(&mut self) {
-        if let (None, Some(route)) = (&self.template, self.slot.as_ref().and_then(|s| s.get())) {
-            let interned = crate::route::interned(self.label, route);
-            let name = match (interned, &self.config.span_name) {
-                (Some((_, name)), None) => Cow::Borrowed(name),
-                _ => {
-                    let method = self.method.as_deref().unwrap_or(&Method::GET);
-                    self.config.span_name(method, self.label, Some(route))
-                }
-            };
-            #[cfg(feature = "tracing")]
-            self.scope.log.record("http.route", route);
-            self.template = Some(match interned {
-                Some((route, _)) => route.into(),
-                None => Arc::<str>::from(route).into(),
-            });
-            if let Some(span) = self.span() {
-                span.update_name(name);
-            }
+        if self.template.is_some() {
+            return;
+        }
+        let Some(slot) = self.slot.clone() else {
+            return;
+        };
+        let Some(route) = slot.get() else {
+            return;
+        };
+        let interned = crate::route::interned(self.label, route);
+        let name = match (interned, &self.config.span_name) {
+            (Some((_, name)), None) => Cow::Borrowed(name),
+            _ => self.config.span_name(&self.method, self.label, Some(route)),
+        };
+        #[cfg(feature = "tracing")]
+        self.scope.log.record("http.route", route);
+        self.template = Some(match interned {
+            Some((route, _)) => route.into(),
+            None => Arc::<str>::from(route).into(),
+        });
+        if let Some(span) = self.span() {
+            span.update_name(name);
         }
     }
 
-    /// The route was settled after the span started (so it is not among its start attributes).
-    fn route_settled_late(&self) -> bool {
-        self.slot.is_some()
-    }
-
     /// End the span and record the measurements, once. `error` (when given) overrides the
-    /// status-derived `error.type`.
+    /// convention's classification of the response.
     pub(crate) fn end(&mut self, error: Option<Cow<'static, str>>) {
         if self.done {
             return;
         }
         self.done = true;
         let (elapsed, end_time) = self.clock.stop();
-        let error = error.or_else(|| self.status.and_then(|s| status_error(self.config.side, s)));
+        let error = error.or_else(|| self.conv.outcome(self.status, S::FIRST_ERROR_STATUS));
         self.settle_route();
-        // what the span and the duration metric share at the end, built once
-        let status = self
-            .status
-            .map(|s| KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(s.as_u16())));
-        let error_type = error
-            .as_ref()
-            .map(|e| KeyValue::new(attr::ERROR_TYPE, StringValue::from(e.clone())));
-        let version = self
-            .version
-            .and_then(semconv::protocol_version)
-            .map(|v| KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v));
-        let template = self.template.as_ref().map(|t| {
-            let key = match self.config.side {
-                Side::Server => attr::HTTP_ROUTE,
-                Side::Client => attr::URL_TEMPLATE,
-            };
-            KeyValue::new(key, t.clone())
-        });
+        let end = EndAttributes {
+            status: self.conv.status_attribute(self.status),
+            error_type: error
+                .as_ref()
+                .map(|e| KeyValue::new(attr::ERROR_TYPE, StringValue::from(e.clone()))),
+            version: self
+                .version
+                .and_then(semconv::protocol_version)
+                .map(|v| KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v)),
+            template: self
+                .template
+                .as_ref()
+                .map(|t| KeyValue::new(S::TEMPLATE_KEY, t.clone())),
+        };
         if let Some(span) = self.span() {
-            let client = self.config.side == Side::Client;
-            let late = [
-                status.clone(),
-                error_type.clone(),
-                version.clone().filter(|_| client),
-                template.clone().filter(|_| self.route_settled_late()),
+            // the route settled after the start is not among the start attributes
+            let late_template = self.slot.is_some();
+            let attrs = [
+                end.status.clone(),
+                end.error_type.clone(),
+                end.version.clone().filter(|_| S::VERSION_AT_END),
+                end.template.clone().filter(|_| late_template),
             ];
-            span.set_attributes(late.into_iter().flatten());
+            span.set_attributes(attrs.into_iter().flatten());
             if error.is_some() {
                 span.set_status(Status::error(""));
             }
@@ -426,44 +421,38 @@ impl Record {
             }
         }
         if let Some(m) = &self.measure {
-            let template = template.filter(|_| self.template_on_metrics());
-            let end = [status, error_type, version, template];
+            let template = S::template_on_metrics(&self.config.side);
+            let attrs = [
+                end.status,
+                end.error_type,
+                end.version,
+                end.template.filter(|_| template),
+            ];
             m.record(
                 &self.config.meter,
                 elapsed.as_secs_f64(),
                 self.sent,
-                end,
+                attrs.into_iter().flatten(),
                 self.active,
             );
         }
     }
 
-    /// The server's route is on its metrics; the client's template only when opted in.
-    fn template_on_metrics(&self) -> bool {
-        match self.config.side {
-            Side::Server => true,
-            Side::Client => self.config.client.metrics_url_template,
-        }
-    }
-
-    /// `error.type` when the record is dropped before its end.
-    fn drop_error(&self) -> Option<Cow<'static, str>> {
-        if std::thread::panicking() {
-            return Some(Cow::Borrowed(error::PANIC));
-        }
-        match (self.config.side, self.status) {
-            (Side::Server, None) => Some(Cow::Borrowed(error::CANCELLED)),
-            (Side::Server, Some(_)) => Some(Cow::Borrowed(error::RESPONSE_BODY_DROPPED)),
-            // the caller dropped the request future or the body: its choice, no error
-            (Side::Client, _) => None,
-        }
+    /// The inner service failed: the request ends with the error's `error.type`.
+    pub(crate) fn fail<E: 'static>(mut self, e: &E) {
+        let error_type = self.config.error_type(e);
+        self.end(Some(error_type));
     }
 }
 
-impl Drop for Record {
+impl<S: Rules> Drop for Record<S> {
     fn drop(&mut self) {
         if !self.done {
-            let error = self.drop_error();
+            let error = if std::thread::panicking() {
+                Some(Cow::Borrowed(error::PANIC))
+            } else {
+                S::dropped(self.status.is_some()).map(Cow::Borrowed)
+            };
             self.end(error);
         }
     }
@@ -474,42 +463,5 @@ fn declared_length<B: http_body::Body>(response: &Response<B>) -> Option<u64> {
     match response.headers().get(header::CONTENT_LENGTH) {
         Some(v) => v.to_str().ok().and_then(|s| s.trim().parse().ok()),
         None => response.body().size_hint().exact(),
-    }
-}
-
-fn is_event_stream<B>(response: &Response<B>) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_errors_by_side() {
-        let s = |c: u16| StatusCode::from_u16(c).unwrap();
-        assert_eq!(status_error(Side::Server, s(500)).as_deref(), Some("500"));
-        assert_eq!(status_error(Side::Server, s(599)).as_deref(), Some("599"));
-        assert_eq!(status_error(Side::Server, s(404)), None);
-        assert_eq!(status_error(Side::Server, s(101)), None);
-        assert_eq!(
-            status_error(Side::Server, s(600)).as_deref(),
-            Some("_OTHER")
-        );
-        assert_eq!(status_error(Side::Client, s(404)).as_deref(), Some("404"));
-        assert_eq!(status_error(Side::Client, s(400)).as_deref(), Some("400"));
-        assert_eq!(status_error(Side::Client, s(399)), None);
-        assert_eq!(
-            status_error(Side::Client, s(999)).as_deref(),
-            Some("_OTHER")
-        );
     }
 }

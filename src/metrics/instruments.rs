@@ -5,11 +5,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::global;
 use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
-use opentelemetry_semantic_conventions::metric as m;
 
 use super::DURATION_BUCKETS;
-use crate::config::Side;
 use crate::otel::Recheck;
+use crate::side::HttpMetricNames;
 
 /// Which optional instruments a layer records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,23 +38,14 @@ impl fmt::Debug for Instruments {
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter, side: Side, options: MetricsOptions) -> Self {
-        let (duration, active, request_size, response_size, who) = match side {
-            Side::Server => (
-                m::HTTP_SERVER_REQUEST_DURATION,
-                m::HTTP_SERVER_ACTIVE_REQUESTS,
-                m::HTTP_SERVER_REQUEST_BODY_SIZE,
-                m::HTTP_SERVER_RESPONSE_BODY_SIZE,
-                "server",
-            ),
-            Side::Client => (
-                m::HTTP_CLIENT_REQUEST_DURATION,
-                m::HTTP_CLIENT_ACTIVE_REQUESTS,
-                m::HTTP_CLIENT_REQUEST_BODY_SIZE,
-                m::HTTP_CLIENT_RESPONSE_BODY_SIZE,
-                "client",
-            ),
-        };
+    pub(crate) fn new(meter: &Meter, names: HttpMetricNames, options: MetricsOptions) -> Self {
+        let HttpMetricNames {
+            duration,
+            active_requests: active,
+            request_body_size: request_size,
+            response_body_size: response_size,
+            who,
+        } = names;
         let size = |name: &'static str, what: &str| {
             meter
                 .u64_histogram(name)
@@ -101,7 +91,7 @@ enum Provider {
 /// The metrics settings of a layer value and the instruments derived from them.
 #[derive(Clone)]
 pub(crate) struct MeterSource {
-    side: Side,
+    names: HttpMetricNames,
     enabled: bool,
     provider: Provider,
     options: MetricsOptions,
@@ -174,9 +164,9 @@ fn is_noop_provider(p: &DynProvider) -> bool {
 }
 
 impl MeterSource {
-    pub(crate) fn new(side: Side) -> Self {
+    pub(crate) fn new(names: HttpMetricNames) -> Self {
         MeterSource {
-            side,
+            names,
             enabled: true,
             provider: Provider::Global,
             options: MetricsOptions::default(),
@@ -222,7 +212,7 @@ impl MeterSource {
     pub(crate) fn init(&self) {
         if let (true, Provider::Fixed(meter)) = (self.enabled, &self.provider) {
             self.fixed
-                .get_or_init(|| Instruments::new(meter, self.side, self.options));
+                .get_or_init(|| Instruments::new(meter, self.names, self.options));
         }
     }
 
@@ -242,7 +232,7 @@ impl MeterSource {
             (_, false) | (Provider::Noop, _) => None,
             (Provider::Fixed(meter), true) => Some(f(self
                 .fixed
-                .get_or_init(|| Instruments::new(meter, self.side, self.options)))),
+                .get_or_init(|| Instruments::new(meter, self.names, self.options)))),
             (Provider::Global, true) => {
                 let mut f = Some(f);
                 self.thread_global(false, |i| i.and_then(|i| f.take().map(|f| f(i))))
@@ -298,7 +288,7 @@ impl MeterSource {
             }
         }
         let meter = provider.meter_with_scope(crate::otel::scope());
-        let instruments = Arc::new(Instruments::new(&meter, self.side, self.options));
+        let instruments = Arc::new(Instruments::new(&meter, self.names, self.options));
         *current = Some((provider, instruments.clone()));
         Some(instruments)
     }

@@ -5,7 +5,7 @@ use opentelemetry::KeyValue;
 /// Per-request custom metric attributes, like Go otelhttp's `Labeler`.
 ///
 /// When the layer is built with
-/// [`with_labeler(true)`](crate::server::OtelServerLayer::with_labeler), every instrumented
+/// [`with_labeler(true)`](crate::OtelLayer::with_labeler), every instrumented
 /// request carries a `Labeler` in its extensions; attributes added to it while the request is
 /// handled are appended to the attributes of its duration (and body-size) measurements.
 ///

@@ -42,100 +42,108 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// At most this many attributes go on one measurement (the conventions' set is 8 at most; the
-/// rest is room for a [`Labeler`]'s attributes, which are appended after them).
-const MAX_METRIC_ATTRIBUTES: usize = 16;
-
-/// An attribute list kept on the stack, so that recording does not allocate.
-struct AttrList(smallvec::SmallVec<[KeyValue; MAX_METRIC_ATTRIBUTES]>);
-
-impl AttrList {
-    fn new() -> Self {
-        AttrList(smallvec::SmallVec::new())
-    }
-
-    /// Push; attributes beyond the capacity are dropped (never spilled to the heap).
-    fn push(&mut self, kv: KeyValue) {
-        if self.0.len() < MAX_METRIC_ATTRIBUTES {
-            self.0.push(kv);
-        }
-    }
-}
+/// The attributes of one measurement, kept on the stack in the common case (the conventions'
+/// set is 8 at most); more (a [`Labeler`]'s) spill to the heap, never dropped.
+type AttrList = smallvec::SmallVec<[KeyValue; 12]>;
 
 /// What a request's measurements need besides its outcome, known at its start.
 pub(crate) struct Measure {
-    /// `http.request.method` (`_OTHER` for unknown methods).
-    pub(crate) method: &'static str,
-    /// `url.scheme` (`true`: https), when recorded on this side's metrics.
-    pub(crate) scheme: Option<bool>,
-    /// `server.address` / `server.port`, when recorded on this side's metrics (boxed on the
-    /// server, where they are opt-in: the record is moved several times per request).
-    pub(crate) server: Option<Box<(StringValue, i64)>>,
-    pub(crate) labeler: Option<Labeler>,
+    /// The attributes every instrument gets, active requests included (method, scheme, server
+    /// address and port as this side records them): built once at the start, so that active
+    /// requests are uncounted with exactly the attributes they were counted with.
+    base: smallvec::SmallVec<[KeyValue; 4]>,
+    labeler: Option<Labeler>,
     /// Bytes of request body read or sent, when counted.
-    pub(crate) request_bytes: Option<Arc<AtomicU64>>,
+    request_bytes: Option<Arc<AtomicU64>>,
 }
 
 impl Measure {
-    /// The attributes shared by every instrument: method, scheme, server address.
-    fn base(&self, out: &mut AttrList) {
-        out.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
-        if let Some(https) = self.scheme {
-            out.push(crate::semconv::scheme_attribute(https));
+    /// `method`: `http.request.method` (`_OTHER` for unknown methods); `scheme` (`true`:
+    /// https) and `server` (`server.address`, `server.port`) when this side records them on
+    /// its metrics.
+    pub(crate) fn new(
+        method: &'static str,
+        scheme: Option<bool>,
+        server: Option<(StringValue, i64)>,
+        labeler: bool,
+        request_bytes: Option<Arc<AtomicU64>>,
+    ) -> Self {
+        let mut base = smallvec::SmallVec::new();
+        base.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
+        if let Some(https) = scheme {
+            base.push(crate::semconv::scheme_attribute(https));
         }
-        if let Some((address, port)) = self.server.as_deref() {
-            out.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
-            out.push(KeyValue::new(attr::SERVER_PORT, *port));
+        if let Some((address, port)) = server {
+            base.push(KeyValue::new(attr::SERVER_ADDRESS, address));
+            base.push(KeyValue::new(attr::SERVER_PORT, port));
+        }
+        Measure {
+            base,
+            labeler: labeler.then(Labeler::new),
+            request_bytes,
         }
     }
 
-    /// `http.*.active_requests` += `delta`.
-    pub(crate) fn add_active(&self, meter: &MeterSource, delta: i64) {
-        meter.with(|i| {
-            if let Some(c) = &i.active_requests {
-                let mut a = AttrList::new();
-                self.base(&mut a);
-                c.add(delta, &a.0);
+    /// This request's [`Labeler`] goes into its extensions, or the one already there (put by
+    /// the caller, an outer middleware) is the one used.
+    pub(crate) fn adopt_labeler(&mut self, ext: &mut http::Extensions) {
+        if let Some(l) = &self.labeler {
+            match ext.get::<Labeler>() {
+                Some(given) => self.labeler = Some(given.clone()),
+                None => {
+                    ext.insert(l.clone());
+                }
             }
-        });
+        }
+    }
+
+    /// The request body's length, known in full before it is sent.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn set_request_bytes(&mut self, n: u64) {
+        self.request_bytes = Some(Arc::new(AtomicU64::new(n)));
+    }
+
+    /// `http.*.active_requests` += `delta`; whether it was counted.
+    pub(crate) fn add_active(&self, meter: &MeterSource, delta: i64) -> bool {
+        meter
+            .with(|i| match &i.active_requests {
+                Some(c) => {
+                    c.add(delta, &self.base);
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false)
     }
 
     /// Record the request's end: duration and body sizes with the base attributes, `end` (the
     /// attributes the span gets at its end too) and the labeler's; one active request less when
-    /// it was counted as one (`active`: a panic in a user's hook can end a request before).
+    /// it was counted as one (`active`).
     pub(crate) fn record(
         &self,
         meter: &MeterSource,
         seconds: f64,
         response_bytes: u64,
-        end: [Option<KeyValue>; 4],
+        end: impl Iterator<Item = KeyValue>,
         active: bool,
     ) {
         meter.with(|i| {
-            let mut a = AttrList::new();
-            self.base(&mut a);
-            for kv in end.into_iter().flatten() {
-                a.push(kv);
-            }
+            let mut a: AttrList = self.base.iter().cloned().collect();
+            a.extend(end);
             if let Some(l) = &self.labeler {
                 l.for_each(|kv| a.push(kv.clone()));
             }
-            i.duration.record(seconds, &a.0);
+            i.duration.record(seconds, &a);
             if let Some(h) = &i.response_body_size {
-                h.record(response_bytes, &a.0);
+                h.record(response_bytes, &a);
             }
             if let (Some(h), Some(n)) = (&i.request_body_size, &self.request_bytes) {
-                h.record(n.load(Ordering::Relaxed), &a.0);
+                h.record(n.load(Ordering::Relaxed), &a);
             }
             if let (Some(c), true) = (&i.active_requests, active) {
-                // the same attributes as at the start: the base ones
-                a.0.truncate(self.base_len());
-                c.add(-1, &a.0);
+                // the attributes it was counted with
+                c.add(-1, &self.base);
             }
         });
-    }
-
-    fn base_len(&self) -> usize {
-        1 + usize::from(self.scheme.is_some()) + 2 * usize::from(self.server.is_some())
     }
 }

@@ -1,4 +1,15 @@
-//! HTTP server instrumentation: [`OtelServerLayer`] builds [`OtelServer`].
+//! The server side: what [`OtelLayer::server()`](crate::OtelLayer::server) records, and the
+//! settings only a server has.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_otel_http::{server::SpanEnd, OtelLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/events", get(|| async { "..." }))
+//!     .layer(OtelLayer::server().with_event_stream_end(SpanEnd::Head));
+//! # let _ = app;
+//! ```
 //!
 //! # What a request gets
 //!
@@ -21,7 +32,7 @@
 //! tracer is recognised by the spans it makes, its no-op meter provider by being zero-sized),
 //! and, only while a global propagator is installed, the extraction of the caller's context so
 //! that it is current in the handler (never an untrusted caller's: see
-//! [`with_public_endpoint`](OtelServerLayer::with_public_endpoint)). No span, no clock read, no
+//! [`with_public_endpoint`](crate::OtelLayer::with_public_endpoint)). No span, no clock read, no
 //! measurement, no log span, no response header. `BENCH_NO_SDK=1 cargo bench --bench server`
 //! measures it.
 //!
@@ -72,23 +83,97 @@
 //! the request and `MatchedPath` holds the full template (`/api/v1/users/{id}`): span name and
 //! `http.route` are set at the start. Applied around the whole router instead (e.g. with
 //! `ServiceBuilder`, for middleware that must run before routing), the layer cannot see the
-//! route: add [`RecordRouteLayer`] (or a second instance of this
+//! route: add [`RecordRouteLayer`](crate::route::RecordRouteLayer) (or a second instance of this
 //! layer) with `Router::layer` and the route is filled in after routing, then set on the span
 //! when the response comes back. Routes added with `nest_service` are opaque to axum's
 //! `MatchedPath`, so they get no `http.route` (and the span name is the method alone) unless
 //! the nested service is itself an axum `Router` carrying an instance of this layer or a
-//! `RecordRouteLayer`.
+//! [`RecordRouteLayer`](crate::route::RecordRouteLayer).
 
 mod layer;
-mod service;
-mod stack;
-mod start;
+pub(crate) mod stack;
 
-pub use crate::lifecycle::{ResponseBody, ResponseFuture};
-pub use crate::request_body::{Counted, RequestBody, RequestBodyMode, Uncounted};
-pub use layer::{OtelServerLayer, SpanEnd};
-pub use service::OtelServer;
-pub use stack::{RecordRoute, RecordRouteLayer};
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{header, Response};
+use opentelemetry::trace::SpanKind;
+use opentelemetry_semantic_conventions::{attribute as attr, metric as m};
+
+use crate::config::Config;
+use crate::lifecycle::{Record, Started};
+use crate::side::{sealed::Rules, HttpMetricNames, Server, Start};
 
 pub(crate) use layer::ServerOptions;
-pub(crate) use stack::RouteSlot;
+pub use layer::{PublicEndpoint, SpanEnd};
+
+#[allow(private_interfaces)] // the rules are the crate's own: sealed
+impl Rules for Server {
+    type Options = ServerOptions;
+    const NAME: &'static str = "server";
+    const KIND: SpanKind = SpanKind::Server;
+    const FIRST_ERROR_STATUS: u16 = 500;
+    const HTTP_METRICS: HttpMetricNames = HttpMetricNames {
+        duration: m::HTTP_SERVER_REQUEST_DURATION,
+        active_requests: m::HTTP_SERVER_ACTIVE_REQUESTS,
+        request_body_size: m::HTTP_SERVER_REQUEST_BODY_SIZE,
+        response_body_size: m::HTTP_SERVER_RESPONSE_BODY_SIZE,
+        who: "server",
+    };
+    const TEMPLATE_KEY: &'static str = attr::HTTP_ROUTE;
+    const VERSION_AT_END: bool = false;
+
+    /// The client went away: before the response (`cancelled`) or mid-body.
+    fn dropped(head_seen: bool) -> Option<&'static str> {
+        Some(if head_seen {
+            crate::error::RESPONSE_BODY_DROPPED
+        } else {
+            crate::error::CANCELLED
+        })
+    }
+
+    fn template_on_metrics(_: &ServerOptions) -> bool {
+        true
+    }
+
+    fn start(config: &Arc<Config<Server>>, parts: &mut Parts, counts_body: bool) -> Start<Self> {
+        // An outer instance already instruments this request (and we may run after routing:
+        // the route is recorded for it).
+        if stack::is_inner(&parts.extensions) {
+            return (Started::Pass(None), None);
+        }
+        if config.admits(parts) {
+            crate::convention::http::server::start(config, parts, counts_body)
+        } else {
+            stack::mark(&mut parts.extensions, true);
+            (Started::Pass(None), None)
+        }
+    }
+
+    /// The trace-context response header.
+    fn head<B>(record: &mut Record<Self>, response: &mut Response<B>) {
+        if let Some(span) = record.span() {
+            record
+                .config()
+                .side
+                .response_header
+                .apply(response.headers_mut(), span.span_context());
+        }
+    }
+
+    fn ends_at_head<B>(options: &ServerOptions, response: &Response<B>) -> bool {
+        options.event_stream_end == SpanEnd::Head && is_event_stream(response)
+    }
+}
+
+fn is_event_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}

@@ -8,11 +8,13 @@
 //! layer inside the router ([`RecordRouteLayer`], or a second instance of the server layer)
 //! fills it after routing.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::route::RouteSlot;
 
 /// The mark of the outermost server instance. Zero-sized, so inserting it does not allocate.
 /// The client layer has a mark of its own: a request forwarded from a handler to a client
@@ -25,23 +27,13 @@ struct Marker;
 #[derive(Clone, Debug)]
 struct SlotMarker(Arc<RouteSlot>);
 
-/// A route filled in after routing.
-#[derive(Debug, Default)]
-pub(crate) struct RouteSlot(OnceLock<Box<str>>);
-
-impl RouteSlot {
-    pub(crate) fn get(&self) -> Option<&str> {
-        self.0.get().map(|r| &**r)
-    }
-}
-
 /// Whether an outer instance already handles this request; if so, fill its route slot from the
 /// matched route (inner layers run after routing).
 pub(crate) fn is_inner(ext: &http::Extensions) -> bool {
     #[cfg(feature = "axum")]
     if let Some(SlotMarker(slot)) = ext.get::<SlotMarker>() {
         if let Some(route) = crate::route::matched_route(ext) {
-            let _ = slot.0.set(route.into());
+            slot.set(route);
         }
         return true;
     }
@@ -62,7 +54,7 @@ pub(crate) fn mark(ext: &mut http::Extensions, route_known: bool) -> Option<Arc<
 }
 
 /// Records axum's `MatchedPath` into the route slot of an outer
-/// [`OtelServerLayer`](crate::server::OtelServerLayer) that wraps the whole `Router`.
+/// [`OtelServerLayer`](crate::OtelServerLayer) that wraps the whole `Router`.
 ///
 /// Add it with `Router::layer` (or `route_layer`) when the server layer is applied outside the
 /// router, e.g. around `Router` with `ServiceBuilder`, so that spans still get the full route
@@ -72,7 +64,7 @@ pub(crate) fn mark(ext: &mut http::Extensions, route_known: bool) -> Option<Arc<
 /// use std::net::SocketAddr;
 /// use axum::{response::IntoResponse, routing::get, Router};
 /// use tower::ServiceBuilder;
-/// use tower_otel_http::{route::RecordRouteLayer, server::OtelServerLayer};
+/// use tower_otel_http::{route::RecordRouteLayer, OtelLayer};
 ///
 /// # #[tokio::main]
 /// # async fn main() -> std::io::Result<()> {
@@ -82,7 +74,7 @@ pub(crate) fn mark(ext: &mut http::Extensions, route_known: bool) -> Option<Arc<
 /// let service = ServiceBuilder::new()
 ///     // the layer's response body is its own type: back to axum's for `axum::serve`
 ///     .map_response(IntoResponse::into_response)
-///     .layer(OtelServerLayer::new())
+///     .layer(OtelLayer::server())
 ///     .service(router);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<

@@ -267,7 +267,7 @@ impl Srv {
                     .with_spans(false)
                     .with_meter_provider(&s.meters),
             ),
-            Srv::OursAll => app().layer(ours().with_all_metrics()),
+            Srv::OursAll => app().layer(ours().with_all_metrics().with_counted_request_bodies()),
             Srv::OursNoop | Srv::OursNoopPropagator => app().layer(noop()),
             Srv::OursGlobal => app().layer(OtelLayer::server()),
             Srv::OtelTower => {

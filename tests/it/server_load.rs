@@ -1,7 +1,7 @@
 //! A bounded concurrent load through a real server on 127.0.0.1: every request is traced and
 //! counted exactly once, and nothing is left in flight.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,7 +29,8 @@ async fn concurrent_requests_are_each_traced_and_counted_once() {
         .layer(
             t.layer()
                 .with_meter_provider(&m.provider)
-                .with_all_metrics(),
+                .with_all_metrics()
+                .with_counted_request_bodies(),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,5 +1,16 @@
-//! Request-body counting for `http.server.request.body.size` and
-//! `http.client.request.body.size`.
+//! The body types of the layers: the response body every instrumented response carries
+//! ([`ResponseBody`]), and request-body counting ([`RequestBodyMode`]).
+//!
+//! ```
+//! use tower_otel_http::{body::Counted, OtelLayer, OtelServerLayer};
+//!
+//! // request bodies counted for `http.server.request.body.size`: the inner service then
+//! // gets `RequestBody<B>` instead of `B`
+//! let layer: OtelServerLayer<Counted> = OtelLayer::server().with_counted_request_bodies();
+//! # let _ = layer;
+//! ```
+//!
+//! The request ends with its response body: [`ResponseBody`] says when.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +19,8 @@ use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+pub use crate::lifecycle::ResponseBody;
 
 mod sealed {
     pub trait Sealed {}
@@ -18,10 +31,10 @@ mod sealed {
 ///
 /// Counting wraps the request body, which changes the body type the inner service sees, so it
 /// is chosen at the type level: [`Uncounted`] (the default: the inner service gets the request
-/// body untouched) or [`Counted`] (set by `with_request_body_size()` on
-/// [`OtelServerLayer`](crate::server::OtelServerLayer::with_request_body_size) and
-/// [`OtelClientLayer`](crate::client::OtelClientLayer::with_request_body_size)). Keeping the
-/// default body type is what lets the layer sit anywhere without changing types.
+/// body untouched) or [`Counted`] (set by
+/// [`with_counted_request_bodies`](crate::OtelLayer::with_counted_request_bodies)). Keeping the
+/// default body type is what lets the layer sit anywhere without changing types (a tonic
+/// `Channel`, say, only takes its own body type).
 pub trait RequestBodyMode: sealed::Sealed + Send + Sync + 'static {
     /// The request body type the inner service receives.
     type Body<B>;

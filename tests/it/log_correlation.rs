@@ -2,7 +2,7 @@
 //! router; the OpenTelemetry log bridge; tracing-opentelemetry alongside.
 #![cfg(feature = "tracing")]
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::routing::get;

@@ -1,4 +1,4 @@
-//! The start of a client request: what is read off it, the span's start attributes (set at the
+//! The start of a client request under the HTTP conventions: what is read off it, the span's start attributes (set at the
 //! start, so that samplers see them), the injection of its context, and the measurements'
 //! attributes.
 
@@ -12,12 +12,14 @@ use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
-use super::{Attempts, ClientMarker, NoPropagation, UrlTemplate};
+use crate::client::{Attempts, NoPropagation, UrlTemplate};
 use crate::config::Config;
-use crate::lifecycle::{Clock, Record, Scope, Started};
-use crate::metrics::{Labeler, Measure};
+use crate::convention::Conv;
+use crate::lifecycle::{Begin, Clock, Record, Started};
+use crate::metrics::Measure;
 use crate::otel::RequestTracer;
 use crate::semconv::{self, MethodInfo};
+use crate::side::{Client, Start};
 
 /// The host an outgoing request goes to: its URL's, else its `Host` header's (brackets of an
 /// IPv6 literal removed), and the port given with it.
@@ -42,13 +44,11 @@ struct Target<'a> {
     template: Option<&'a str>,
     /// `url.template`, shared by the span and the measurements.
     template_value: Option<StringValue>,
-    /// The span name, interned with the template.
-    name: Option<&'static str>,
     resend: u32,
 }
 
 impl<'a> Target<'a> {
-    fn read(config: &Config, parts: &'a Parts, host: Option<(&str, Option<u16>)>) -> Self {
+    fn read(config: &Config<Client>, parts: &'a Parts, host: Option<(&str, Option<u16>)>) -> Self {
         let method = config.methods.get(&parts.method);
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = host.map(|(h, port)| {
@@ -60,14 +60,10 @@ impl<'a> Target<'a> {
             .extensions
             .get::<UrlTemplate>()
             .map(UrlTemplate::as_str);
-        let interned = template.and_then(|t| crate::route::interned(method.label, t));
-        let template_value = match (interned, template) {
-            (Some((t, _)), _) => Some(t.into()),
-            (None, Some(t)) => Some(Arc::<str>::from(t).into()),
-            (None, None) => None,
-        };
+        // templates are the caller's, of any number: never interned (they would stay for the
+        // life of the process)
+        let template_value = template.map(|t| StringValue::from(Arc::<str>::from(t)));
         Target {
-            name: interned.map(|(_, name)| name),
             method,
             https,
             host,
@@ -77,20 +73,15 @@ impl<'a> Target<'a> {
         }
     }
 
-    fn measure(&self, config: &Config, request_bytes: Option<Arc<AtomicU64>>) -> Measure {
-        Measure {
-            method: self.method.metric_value(),
-            scheme: config.client.metrics_url_scheme.then_some(self.https),
-            server: self.host.clone().map(Box::new),
-            labeler: config.labeler.then(Labeler::new),
+    fn measure(&self, config: &Config<Client>, request_bytes: Option<Arc<AtomicU64>>) -> Measure {
+        Measure::new(
+            self.method.metric_value(),
+            config.side.metrics_url_scheme.then_some(self.https),
+            self.host.clone(),
+            config.labeler,
             request_bytes,
-        }
+        )
     }
-}
-
-/// Whether an outer instance of the client layer already instruments this request.
-pub(super) fn is_inner(ext: &http::Extensions) -> bool {
-    ext.get::<ClientMarker>().is_some()
 }
 
 /// Start a request: its record (span, measurements), or a pass-through when nothing would be
@@ -99,43 +90,62 @@ pub(super) fn is_inner(ext: &http::Extensions) -> bool {
 /// otherwise trace-context headers it already carries (a proxy forwarding its caller's) are
 /// removed. `counts_body`: the request body is counted (returned: its counter).
 pub(crate) fn start(
-    config: &Arc<Config>,
+    config: &Arc<Config<Client>>,
     parts: &mut Parts,
     counts_body: bool,
-) -> (Started, Option<Arc<AtomicU64>>) {
+) -> Start<Client> {
     let resend = parts.extensions.get::<Attempts>().map_or(0, Attempts::next);
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
     let host = target_host(parts);
     let propagate = parts.extensions.get::<NoPropagation>().is_none()
-        && config.client.propagates_to(host.map(|(h, _)| h));
+        && config.side.propagates_to(host.map(|(h, _)| h));
     let parent = Context::current();
     if tracer.is_none() && !measured {
         propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
     }
+    let conv = Conv::choose(parts);
     let clock = Clock::start(tracer.is_some());
     let mut target = Target::read(config, parts, host);
     target.resend = resend;
-    let mut record = Record::new(config.clone(), clock, &parts.method, target.method.label);
-    record.template = target.template_value.clone();
+    let label = target.method.label;
+    let template = target.template_value.clone();
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
-    record.measure = measured.then(|| target.measure(config, request_bytes.clone()));
-    let cx =
-        tracer.and_then(|t| start_span(config, t, &target, parts, &parent, record.clock.wall()));
+    let measure = measured.then(|| target.measure(config, request_bytes.clone()));
+    let cx = tracer.and_then(|t| start_span(config, t, &target, parts, &parent, clock.wall()));
     drop(target);
-    record.span = cx.is_some();
+    let span = cx.is_some();
     match &cx {
         Some(cx) if propagate => config.propagator.inject_span(cx, &mut parts.headers),
         _ => propagate_passed(config, propagate, &parent, &mut parts.headers),
     }
-    record.scope = Scope::context(cx);
-    (record.begin(&mut parts.extensions), request_bytes)
+    let begin = Begin {
+        config: config.clone(),
+        clock,
+        conv,
+        cx,
+        span,
+        #[cfg(feature = "tracing")]
+        log: tracing::Span::none(),
+        measure,
+        template,
+        slot: None,
+        method: parts.method.clone(),
+        label,
+        version: None,
+    };
+    (Record::begin(begin, &mut parts.extensions), request_bytes)
 }
 
 /// Send the current context on (no span of ours), or, when the request must go without trace
 /// context, remove what it carries.
-fn propagate_passed(config: &Config, propagate: bool, parent: &Context, headers: &mut HeaderMap) {
+fn propagate_passed(
+    config: &Config<Client>,
+    propagate: bool,
+    parent: &Context,
+    headers: &mut HeaderMap,
+) {
     if propagate {
         config.propagator.inject_passed(parent, headers);
     } else {
@@ -146,17 +156,14 @@ fn propagate_passed(config: &Config, propagate: bool, parent: &Context, headers:
 /// Start the `CLIENT` span, a child of the current context. `None` when the tracer makes no
 /// real spans.
 fn start_span(
-    config: &Config,
+    config: &Config<Client>,
     tracer: RequestTracer<'_>,
     target: &Target<'_>,
     parts: &Parts,
     parent: &Context,
     start: Option<SystemTime>,
 ) -> Option<Context> {
-    let name = match (target.name, &config.span_name) {
-        (Some(name), None) => name.into(),
-        _ => config.span_name(&parts.method, target.method.label, target.template),
-    };
+    let name = config.span_name(&parts.method, target.method.label, target.template);
     let mut builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Client)
         .with_attributes(span_attributes(config, target, parts));
@@ -166,7 +173,7 @@ fn start_span(
 
 /// The span's start attributes: the required and recommended ones of a `CLIENT` span, and
 /// the opt-in ones configured.
-fn span_attributes(config: &Config, target: &Target<'_>, parts: &Parts) -> Vec<KeyValue> {
+fn span_attributes(config: &Config<Client>, target: &Target<'_>, parts: &Parts) -> Vec<KeyValue> {
     let mut attrs: Vec<KeyValue> = Vec::with_capacity(12 + config.request_headers.len());
     attrs.push(target.method.attribute.clone());
     if target.method.is_other {

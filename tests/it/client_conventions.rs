@@ -3,7 +3,7 @@
 //! transport (no network needed to see what a URL or a `Host` header yields), the metrics and
 //! the span's duration over real loopback TCP.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

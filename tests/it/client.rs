@@ -3,7 +3,7 @@
 //! (SEMCONV §2, §3, §4.2, §5).
 #![cfg(feature = "reqwest")]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -220,9 +220,13 @@ async fn hyper_client_span_is_the_parent_of_the_server_span() {
     );
     // and the caller can read it from the response
     let sc = ext
-        .get::<SpanContext>()
+        .get::<tower_otel_http::client::ClientSpanContext>()
         .expect("span context in the extensions");
-    assert_eq!(sc.span_id(), client.span_context.span_id());
+    assert_eq!(sc.span_context().span_id(), client.span_context.span_id());
+    assert!(
+        ext.get::<SpanContext>().is_none(),
+        "a crate type, not a bare SpanContext another middleware could replace"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +242,9 @@ async fn reqwest_client_span_is_the_parent_of_the_server_span() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.url().as_str(), url, "Response::url() kept");
     assert!(
-        resp.extensions().get::<SpanContext>().is_some(),
+        resp.extensions()
+            .get::<tower_otel_http::client::ClientSpanContext>()
+            .is_some(),
         "the call's span context for the caller"
     );
     assert!(
@@ -648,10 +654,10 @@ async fn client_metrics_follow_the_conventions() {
         .with_meter_provider(&m.provider)
         .with_active_requests(true)
         .with_response_body_size(true)
-        .with_request_body_size()
+        .with_counted_request_bodies()
         .layer(
             Client::builder(TokioExecutor::new())
-                .build_http::<tower_otel_http::client::RequestBody<Full<Bytes>>>(),
+                .build_http::<tower_otel_http::body::RequestBody<Full<Bytes>>>(),
         );
     let resp = client
         .clone()
@@ -863,7 +869,7 @@ async fn reqwest_counts_request_bodies_it_holds_in_full() {
         .with(
             client_layer(&t)
                 .with_meter_provider(&m.provider)
-                .with_request_body_size(),
+                .with_counted_request_bodies(),
         )
         .build();
     let resp = client

@@ -1,6 +1,6 @@
 //! Trace-context response header (SEMCONV §5.5).
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::routing::get;

@@ -6,7 +6,7 @@
 //! `Content-Length` is an error, the same `error.type` through both clients.
 #![cfg(feature = "reqwest")]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

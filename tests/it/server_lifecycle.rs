@@ -1,7 +1,7 @@
 //! When spans end (SEMCONV §1.10): streaming bodies, dropped futures and bodies, body errors,
 //! event streams, WebSocket upgrades, and a real server on 127.0.0.1 with a real client.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! The start of a server request: what is read off it, the span's start attributes (all of
+//! The start of a server request under the HTTP conventions: what is read off it, the span's start attributes (all of
 //! them set at the start, so that samplers see them), the parent context, the measurements'
 //! attributes, the log span and the mark for inner instances.
 
@@ -12,13 +12,15 @@ use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
-use super::stack;
 use crate::config::Config;
-use crate::lifecycle::{Clock, Record, Scope, Started};
-use crate::metrics::{Labeler, Measure};
+use crate::convention::Conv;
+use crate::lifecycle::{Begin, Clock, Record, Started};
+use crate::metrics::Measure;
 use crate::otel::RequestTracer;
 use crate::propagation::StrictHeaderExtractor;
 use crate::semconv::{self, ForwardedInfo, MethodInfo};
+use crate::server::stack;
+use crate::side::{Server, Start};
 
 /// What the server reads off an incoming request (borrowed from it).
 struct Incoming<'a> {
@@ -37,8 +39,8 @@ struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
-    fn read(config: &Config, parts: &'a Parts, wants_host: bool) -> Self {
-        let options = &config.server;
+    fn read(config: &Config<Server>, parts: &'a Parts, wants_host: bool) -> Self {
+        let options = &config.side;
         let forwarded = if options.trust_proxy_headers {
             semconv::forwarded(&parts.headers)
         } else {
@@ -84,18 +86,16 @@ impl<'a> Incoming<'a> {
         }
     }
 
-    fn measure(&self, config: &Config, request_bytes: Option<Arc<AtomicU64>>) -> Measure {
-        Measure {
-            method: self.method.metric_value(),
-            scheme: Some(self.https),
-            server: self
-                .host
+    fn measure(&self, config: &Config<Server>, request_bytes: Option<Arc<AtomicU64>>) -> Measure {
+        Measure::new(
+            self.method.metric_value(),
+            Some(self.https),
+            self.host
                 .clone()
-                .filter(|_| config.server.metrics_server_address)
-                .map(Box::new),
-            labeler: config.labeler.then(Labeler::new),
+                .filter(|_| config.side.metrics_server_address),
+            config.labeler,
             request_bytes,
-        }
+        )
     }
 }
 
@@ -115,59 +115,60 @@ fn peer_address(parts: &Parts) -> Option<SocketAddr> {
 
 /// Start a request: its record (span, measurements, log span), or a pass-through when nothing
 /// would be recorded. `counts_body`: the request body is counted (returned: its counter).
-pub(super) fn start(
-    config: &Arc<Config>,
+pub(crate) fn start(
+    config: &Arc<Config<Server>>,
     parts: &mut Parts,
     counts_body: bool,
-) -> (Started, Option<Arc<AtomicU64>>) {
+) -> Start<Server> {
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
     if tracer.is_none() && !measured {
         // nothing to record: the caller's context still flows through (not an untrusted one)
         return (Started::Pass(caller_context(config, parts)), None);
     }
+    let conv = Conv::choose(parts);
     let clock = Clock::start(tracer.is_some());
     let incoming = Incoming::read(
         config,
         parts,
-        tracer.is_some() || config.server.metrics_server_address,
+        tracer.is_some() || config.side.metrics_server_address,
     );
-    let mut record = Record::new(config.clone(), clock, &parts.method, incoming.method.label);
-    record.version = Some(parts.version);
-    if config.span_name.is_some() && incoming.route.is_none() {
-        record.method = Some(Box::new(parts.method.clone()));
-    }
-    record.template = incoming.template.clone();
+    let label = incoming.method.label;
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
-    record.measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
-    let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, record.clock.wall()));
-    record.span = cx.is_some();
+    let measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
+    let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, clock.wall()));
+    let span = cx.is_some();
     let route_known = incoming.route.is_some();
+    let template = incoming.template.clone();
     #[cfg(feature = "tracing")]
     let method = incoming.method.metric_value();
     drop(incoming);
     let cx = cx.or_else(|| caller_context(config, parts));
     #[cfg(feature = "tracing")]
-    let log = log_span(
-        config,
-        method,
-        record.template.as_ref(),
-        cx.as_ref(),
-        record.span,
-    );
-    record.scope = Scope {
+    let log = log_span(config, method, template.as_ref(), cx.as_ref(), span);
+    let slot = stack::mark(&mut parts.extensions, route_known);
+    let begin = Begin {
+        config: config.clone(),
+        clock,
+        conv,
+        cx,
+        span,
         #[cfg(feature = "tracing")]
         log,
-        cx,
+        measure,
+        template,
+        slot,
+        method: parts.method.clone(),
+        label,
+        version: Some(parts.version),
     };
-    record.slot = stack::mark(&mut parts.extensions, route_known);
-    (record.begin(&mut parts.extensions), request_bytes)
+    (Record::begin(begin, &mut parts.extensions), request_bytes)
 }
 
 /// The caller's context to make current when no span of ours is recorded: none from an
 /// untrusted caller (a public endpoint), so that it cannot join its trace downstream either.
-fn caller_context(config: &Config, parts: &Parts) -> Option<Context> {
-    if config.server.public_endpoint.applies(parts) {
+fn caller_context(config: &Config<Server>, parts: &Parts) -> Option<Context> {
+    if config.side.public_endpoint.applies(parts) {
         return None;
     }
     config.propagator.pass_through(&parts.headers)
@@ -176,7 +177,7 @@ fn caller_context(config: &Config, parts: &Parts) -> Option<Context> {
 /// Start the `SERVER` span, a child of the caller's context (or, for a public endpoint, a new
 /// root linked to it). `None` when the tracer makes no real spans.
 fn start_span(
-    config: &Config,
+    config: &Config<Server>,
     tracer: RequestTracer<'_>,
     incoming: &Incoming<'_>,
     parts: &Parts,
@@ -193,7 +194,7 @@ fn start_span(
     let parent = config
         .propagator
         .extract(&StrictHeaderExtractor::new(&parts.headers));
-    if config.server.public_endpoint.applies(parts) {
+    if config.side.public_endpoint.applies(parts) {
         let sc = parent.span().span_context().clone();
         if sc.is_valid() {
             builder.links = Some(vec![Link::with_context(sc)]);
@@ -206,7 +207,11 @@ fn start_span(
 
 /// The span's start attributes: the required, conditionally required and recommended ones of a
 /// `SERVER` span, and the opt-in ones configured.
-fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> Vec<KeyValue> {
+fn span_attributes(
+    config: &Config<Server>,
+    incoming: &Incoming<'_>,
+    parts: &Parts,
+) -> Vec<KeyValue> {
     let mut attrs: Vec<KeyValue> = Vec::with_capacity(16 + config.request_headers.len());
     attrs.push(incoming.method.attribute.clone());
     if incoming.method.is_other {
@@ -248,7 +253,7 @@ fn span_attributes(config: &Config, incoming: &Incoming<'_>, parts: &Parts) -> V
 
 /// `network.peer.*` from the connection; `client.address` from trusted proxy headers, else the
 /// peer (`client.port` opt-in).
-fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<KeyValue>) {
+fn peer_attributes(config: &Config<Server>, incoming: &Incoming<'_>, attrs: &mut Vec<KeyValue>) {
     let peer_ip: Option<StringValue> = incoming
         .peer
         .map(|p| Arc::<str>::from(p.ip().to_string()).into());
@@ -266,7 +271,7 @@ fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<Key
     };
     if let Some((address, port)) = client {
         attrs.push(KeyValue::new(attr::CLIENT_ADDRESS, address));
-        if let (true, Some(port)) = (config.server.client_port, port) {
+        if let (true, Some(port)) = (config.side.client_port, port) {
             attrs.push(KeyValue::new(attr::CLIENT_PORT, i64::from(port)));
         }
     }
@@ -276,15 +281,15 @@ fn peer_attributes(config: &Config, incoming: &Incoming<'_>, attrs: &mut Vec<Key
 /// correlation is on).
 #[cfg(feature = "tracing")]
 fn log_span(
-    config: &Config,
+    config: &Config<Server>,
     method: &'static str,
     route: Option<&StringValue>,
     cx: Option<&Context>,
     span: bool,
 ) -> tracing::Span {
-    match (config.server.log_correlation, span, cx) {
+    match (config.side.log_correlation, span, cx) {
         (true, true, Some(cx)) => crate::logs::request_span(
-            config.server.log_level,
+            config.side.log_level,
             method,
             route.map(StringValue::as_str),
             cx.span().span_context(),

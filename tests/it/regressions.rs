@@ -3,8 +3,8 @@
 //! after a panicking hook, IPv6 entries of the propagation allow-list.
 #![cfg(feature = "reqwest")]
 
-mod common;
-mod hardening;
+use crate::common;
+use crate::hardening;
 
 use std::sync::{Arc, Mutex};
 
@@ -129,7 +129,7 @@ async fn a_redirect_followed_by_reqwest_does_not_carry_trace_context_to_another_
 }
 
 /// Was: a panic in a user hook that runs while the request starts (`with_request_attributes`,
-/// `with_span_name`, `with_public_endpoint_fn`) drives `http.server.active_requests` (and
+/// `with_span_name`, `with_public_endpoint`) drives `http.server.active_requests` (and
 /// `http.client.active_requests`) below zero, for good: each such panic takes one more away.
 ///
 /// `server::start::start` (and `client::start::start`) builds the `Record` and sets its

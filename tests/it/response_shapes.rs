@@ -2,7 +2,7 @@
 //! that carry no body end at their head, a declared length ends the request once it went out,
 //! and only real failures are errors (SEMCONV §1.8–1.10).
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::pin::Pin;

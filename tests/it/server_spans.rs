@@ -1,6 +1,6 @@
 //! SERVER spans through real axum routers driven with `oneshot` (SEMCONV §1, §3.2, §5.1–5.4).
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -233,11 +233,27 @@ async fn status_outside_100_599_is_error() {
 #[derive(Debug)]
 struct MyError;
 
+impl std::fmt::Display for MyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("my error")
+    }
+}
+
+impl std::error::Error for MyError {}
+
 #[derive(Debug)]
 enum AppError {
     Db,
     Other,
 }
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("app error")
+    }
+}
+
+impl std::error::Error for AppError {}
 
 #[tokio::test]
 async fn inner_error_type_is_short_and_user_classifiable() {
@@ -439,7 +455,9 @@ async fn public_endpoint_starts_new_root_with_link() {
         .route("/internal", get(|| async { "i" }))
         .layer(
             t.layer()
-                .with_public_endpoint_fn(|parts| parts.uri.path().starts_with("/public")),
+                .with_public_endpoint(|parts: &http::request::Parts| {
+                    parts.uri.path().starts_with("/public")
+                }),
         );
     let req = |path: &str| {
         Request::get(path)

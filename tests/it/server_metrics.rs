@@ -1,6 +1,6 @@
 //! HTTP server metrics (SEMCONV §4) with an in-memory metric exporter and local providers.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -382,7 +382,7 @@ async fn active_requests_return_to_zero_on_every_path() {
 #[tokio::test]
 async fn body_sizes_count_bytes_actually_streamed() {
     let b = Both::new();
-    let app = app().layer(b.layer().with_all_metrics());
+    let app = app().layer(b.layer().with_all_metrics().with_counted_request_bodies());
     let payload = vec![b'a'; 1234];
     let req = Request::post("/api/v1/upload")
         .body(Body::from(payload))

@@ -5,8 +5,8 @@
 //! memory checks compare the process's resident set size after a warm-up (the tests of this
 //! binary run one at a time for that).
 
-mod common;
-mod hardening;
+use crate::common;
+use crate::hardening;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
