@@ -149,6 +149,15 @@ fn intern_shared(label: &'static str, route: &str) -> Option<Interned> {
     Some(entry.clone())
 }
 
+/// Whether `route` is in the process-wide interner.
+#[cfg(test)]
+pub(crate) fn is_interned(route: &str) -> bool {
+    shared()
+        .lock()
+        .map(|s| s.contains_key(route))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

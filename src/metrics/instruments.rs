@@ -263,9 +263,11 @@ impl MeterSource {
                 }
             };
             let e = &mut m[at];
-            // a request that ends on a thread that has not seen the provider yet looks now
-            let unseen = !count && e.instruments.is_none();
-            if (count && e.check.due()) || unseen {
+            // while the global is the no-op one, every request looks (the first request after
+            // `global::set_meter_provider` is measured on every thread), and a request that
+            // ends on a thread that has not seen the provider yet looks now
+            let unseen = e.instruments.is_none();
+            if unseen || (count && e.check.due()) {
                 e.instruments = self.global_instruments();
             }
             f(e.instruments.as_deref())

@@ -249,3 +249,68 @@ async fn an_ipv6_address_in_the_propagation_hosts_matches_requests_to_it() {
         "no trace context to ::1, which is on the list"
     );
 }
+
+/// A response body that, when polled, notes the trace id of the current OpenTelemetry context.
+struct ContextProbe {
+    seen: Arc<Mutex<Option<String>>>,
+    done: bool,
+}
+
+impl http_body::Body for ContextProbe {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use opentelemetry::trace::TraceContextExt;
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        self.done = true;
+        let cx = opentelemetry::Context::current();
+        let sc = cx.span().span_context().clone();
+        *self.seen.lock().unwrap() = sc.is_valid().then(|| sc.trace_id().to_string());
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data("body".into()))))
+    }
+}
+
+/// A request passed through unrecorded (no spans, no metrics) with a propagator given: the
+/// caller's context is current in the handler *and* while the response body is polled, as it
+/// is for a recorded request.
+#[tokio::test]
+async fn the_callers_context_is_current_in_a_passed_through_body() {
+    use tower::{Layer, ServiceExt};
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let svc = OtelLayer::server()
+        .with_tracer_provider(&opentelemetry::trace::noop::NoopTracerProvider::new())
+        .with_metrics(false)
+        .with_propagator(tower_otel_http::propagation::W3cPropagator::new())
+        .layer(tower::service_fn(move |_req: http::Request<()>| {
+            let seen = s.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(ContextProbe {
+                    seen,
+                    done: false,
+                }))
+            }
+        }));
+    let req = http::Request::get("/x")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(())
+        .unwrap();
+    let response = svc.oneshot(req).await.unwrap();
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"body");
+    assert_eq!(
+        seen.lock().unwrap().as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the caller's context while the body is polled"
+    );
+}

@@ -1018,3 +1018,40 @@ async fn a_public_endpoint_never_hands_on_the_callers_context_even_recording_no_
         assert_eq!(body, TRACE_ID);
     }
 }
+
+/// `with_error_type` for an error the service can never return (behind axum the service error is
+/// `Infallible`: handlers answer errors with responses) says so once, through `tracing`, at the
+/// first request — not a silent no-op.
+#[test]
+fn an_error_type_function_that_can_never_match_is_warned_about_once() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || w.clone()),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = Telemetry::new();
+        let app = axum::Router::new()
+            .route("/x", axum::routing::get(|| async { "x" }))
+            .layer(t.layer().with_error_type(|_: &AppError| Some("app")));
+        for _ in 0..3 {
+            send(app.clone(), get_req("/x")).await;
+        }
+    });
+    let warnings: Vec<String> = buf
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("with_error_type can never match"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning: {:?}", buf.lines());
+    assert!(warnings[0].contains("Infallible"), "{}", warnings[0]);
+    assert!(warnings[0].contains("AppError"), "{}", warnings[0]);
+}

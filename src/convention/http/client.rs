@@ -205,3 +205,43 @@ fn span_attributes(config: &Config<Client>, target: &Target<'_>, parts: &Parts) 
     config.request_extras(parts, &mut attrs);
     attrs
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use crate::client::UrlTemplate;
+    use crate::OtelLayer;
+
+    /// A client's `url.template` is the caller's, of any number and length: it names the span,
+    /// and is never interned for the life of the process (the interner is for the server's
+    /// route templates, which come from the application's router).
+    #[test]
+    fn client_templates_are_not_interned() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let mut client =
+            OtelLayer::client()
+                .with_tracer_provider(&provider)
+                .layer(tower::service_fn(|_req: http::Request<()>| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+                }));
+        let template = "/not-interned/{unique-to-this-test}";
+        let mut req = http::Request::get("http://api.test/not-interned/1")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(UrlTemplate::new(template));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(client.call(req)).unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, format!("GET {template}"));
+        assert!(!crate::route::is_interned(template));
+    }
+}

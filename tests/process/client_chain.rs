@@ -1,19 +1,16 @@
 //! A three-hop chain over real loopback TCP — A calls B with hyper-util's client, B calls C
 //! with reqwest — each hop a server with the server layer, the calls made from inside the
 //! handlers through the client layer: one trace, correct parents, and the log lines of all
-//! three hops carry the one trace id. Own test binary: it installs a global subscriber.
+//! three hops carry the one trace id. A case of its own process: it installs a global subscriber.
 #![cfg(all(feature = "tracing", feature = "reqwest"))]
-
-#[path = "it/common/mod.rs"]
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Bytes;
 use axum::routing::get;
 use axum::Router;
-use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -31,8 +28,7 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_hops_one_trace_and_every_log_line_carries_it() {
+pub async fn three_hops_one_trace_and_every_log_line_carries_it() {
     let logs = Buf::default();
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()

@@ -1,18 +1,14 @@
-//! `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` overrides the known methods. Own test binary
-//! (own process), single test: it sets an environment variable before any layer is built.
+//! `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` overrides the known methods. A case of its own
+//! process: it sets an environment variable before any layer is built.
 
-#[path = "it/common/mod.rs"]
-mod common;
-
+use crate::common::*;
 use axum::body::Body;
 use axum::routing::any;
 use axum::Router;
-use common::*;
 use http::Request;
 
-#[tokio::test]
-async fn env_overrides_known_methods() {
-    // Set before any layer is built; this binary runs no other test.
+pub async fn env_overrides_known_methods() {
+    // Set before any layer is built; this process runs no other case.
     std::env::set_var("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET,PURGE");
     let t = Telemetry::new();
     let app = Router::new()

@@ -1,13 +1,9 @@
-//! The defaults resolve the *global* provider and propagator when requests arrive. This file is
-//! its own test binary (own process) because it installs globals; it holds a single test so
-//! that nothing else observes them.
+//! The defaults resolve the *global* provider and propagator when requests arrive. A case of its
+//! own process: it installs globals.
 
-#[path = "it/common/mod.rs"]
-mod common;
-
+use crate::common::*;
 use axum::routing::get;
 use axum::Router;
-use common::*;
 use http::Request;
 use opentelemetry::global;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -24,8 +20,7 @@ fn traced_get(path: &str) -> Request<axum::body::Body> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn layer_built_before_the_sdk_still_traces() {
+pub async fn layer_built_before_the_sdk_still_traces() {
     // Built first, as in `fn app() -> Router` called before telemetry is set up.
     let app = Router::new()
         .route(
