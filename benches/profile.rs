@@ -10,7 +10,10 @@
 //!
 //! Variants: `bare`, `noop`, `metrics`, `spans`, `default` (spans + metrics + header + log span),
 //! `default_simple` (the default on an SDK exporting synchronously), `global` (the default on
-//! the global providers), and the two reference layers of the
+//! the global providers), `global_w3c` (the default with the SDK's W3C propagator installed as
+//! the global one), `given_w3c` (the default with it given to the layer), `nosdk` (the
+//! defaults with no SDK installed), and the two reference
+//! layers of the
 //! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
 //! straightforward span + histogram layer).
 //!
@@ -96,6 +99,25 @@ fn main() {
         ),
         "floor" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, false)),
         "naive" => app.layer(reference::ReferenceLayer::new(&tracer, &meters, true)),
+        // the defaults with nothing installed: no SDK, no propagator
+        "nosdk" => app.layer(OtelLayer::server()),
+        "global_w3c" => {
+            // the default on explicit providers, with the SDK's W3C propagator as the global
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            app.layer(
+                OtelLayer::server()
+                    .with_tracer_provider(&tracer)
+                    .with_meter_provider(&meters),
+            )
+        }
+        "given_w3c" => app.layer(
+            OtelLayer::server()
+                .with_tracer_provider(&tracer)
+                .with_meter_provider(&meters)
+                .with_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+        ),
         "global" => {
             opentelemetry::global::set_tracer_provider(tracer.clone());
             opentelemetry::global::set_meter_provider(meters.clone());

@@ -49,10 +49,86 @@ pub struct OtelLayer<S: Side = Server, M = Uncounted> {
     _mode: PhantomData<fn() -> M>,
 }
 
-/// The server layer: `OtelLayer<Server, M>` (see [`server`](crate::server)).
+/// The server layer, `OtelLayer<Server, M>`: one `SERVER` span per request following
+/// the stable HTTP semantic conventions, with the caller's W3C trace context continued, the
+/// request-duration metric, the trace-context response header and a log-correlation span.
+///
+/// Apply it **once**, on the root router; every nested router is covered and every route gets
+/// its full template:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_otel_http::OtelLayer;
+///
+/// let api = Router::new().route("/users/{id}", get(|| async { "user" }));
+/// let app: Router = Router::new()
+///     .route("/health", get(|| async { "ok" }))
+///     .nest("/api/v1", api)
+///     .layer(OtelLayer::server());
+/// # let _ = app;
+/// ```
+///
+/// Configured, with your own providers (the fastest choice) and a few options:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use opentelemetry::KeyValue;
+/// use opentelemetry_sdk::{metrics::SdkMeterProvider, trace::SdkTracerProvider};
+/// use tower_otel_http::{response_header::ResponseHeader, server::SpanEnd, OtelLayer};
+///
+/// let tracer_provider = SdkTracerProvider::builder().build();
+/// let meter_provider = SdkMeterProvider::builder().build();
+/// let layer = OtelLayer::server()
+///     .with_tracer_provider(&tracer_provider)
+///     .with_meter_provider(&meter_provider)
+///     .with_filter(|req| req.uri.path() != "/health")
+///     .with_request_headers(["x-request-id"])
+///     .with_request_attributes(|req, attrs| {
+///         if let Some(tenant) = req.headers.get("x-tenant").and_then(|v| v.to_str().ok()) {
+///             attrs.push(KeyValue::new("app.tenant", tenant.to_owned()));
+///         }
+///     })
+///     .with_active_requests(true)
+///     .with_event_stream_end(SpanEnd::Head)
+///     .with_response_header(ResponseHeader::TraceId(http::HeaderName::from_static(
+///         "x-trace-id",
+///     )));
+/// let app: Router = Router::new()
+///     .route("/health", get(|| async { "ok" }))
+///     .layer(layer);
+/// # let _ = app;
+/// ```
+///
+/// See [`server`](crate::server) for what is recorded and when, and [`OtelLayer`] for the
+/// settings.
 pub type OtelServerLayer<M = Uncounted> = OtelLayer<Server, M>;
 
-/// The client layer: `OtelLayer<Client, M>` (see [`client`](crate::client)).
+/// The client layer, `OtelLayer<Client, M>`: one `CLIENT` span per request sent,
+/// following the stable HTTP semantic conventions, the request-duration metric, and the trace
+/// context sent along.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Empty;
+/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+/// use opentelemetry_sdk::trace::SdkTracerProvider;
+/// use tower::ServiceBuilder;
+/// use tower_otel_http::OtelLayer;
+///
+/// let provider = SdkTracerProvider::builder().build();
+/// let client = ServiceBuilder::new()
+///     .layer(
+///         OtelLayer::client()
+///             .with_tracer_provider(&provider)
+///             .with_propagation_hosts([".svc.cluster.local", "api.partner.example"])
+///             .with_active_requests(true),
+///     )
+///     .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+/// # let _ = client;
+/// ```
+///
+/// See [`client`](crate::client) for what is recorded and when (and how the same layer serves as
+/// a reqwest middleware), and [`OtelLayer`] for the settings.
 pub type OtelClientLayer<M = Uncounted> = OtelLayer<Client, M>;
 
 impl<S: Side, M> Clone for OtelLayer<S, M> {

@@ -1,9 +1,6 @@
-//! # tower-otel-http
-//!
-//! Composable [tower](https://docs.rs/tower) layers that give HTTP servers (axum, hyper, tonic)
-//! and HTTP clients (hyper-util, any tower client, reqwest through reqwest-middleware)
-//! OpenTelemetry spans and metrics that follow the stable HTTP semantic conventions, W3C trace
-//! context in and out, the trace id in a response header and on every log line.
+//! OpenTelemetry for axum and hyper services and their HTTP clients: tower layers that record
+//! spans and metrics under the stable HTTP semantic conventions, W3C trace context in and out,
+//! the trace id in a response header and on every log line.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -31,8 +28,8 @@
 //! - a `tracing` span carrying `trace_id`/`span_id`/`trace_flags`, so that every log line of
 //!   the request can be correlated (`logs`, feature `tracing`).
 //!
-//! For the calls a handler makes, the client layer ([`client`]) records a `CLIENT` span per
-//! request, a child of the server span, and sends its context along:
+//! For the calls a handler makes, the same layer on the client side ([`client`]) records a
+//! `CLIENT` span per request, a child of the server span, and sends its context along:
 //!
 //! ```
 //! use bytes::Bytes;
@@ -47,11 +44,14 @@
 //! # let _ = client;
 //! ```
 //!
-//! By default the global tracer provider, meter provider and propagator are used as they are
-//! when requests arrive; pass your own with `with_tracer_provider`, `with_meter_provider` and
-//! `with_propagator` (the fastest choice too). Nothing is recorded until an OpenTelemetry SDK
-//! with an exporter is installed: the README's "Getting telemetry out" shows the dependency
-//! lines, OTLP and Prometheus setups, shutdown and a log filter, each compiled as a doctest.
+//! [`OtelLayer`] is one type for both sides: `OtelLayer<Server>` and `OtelLayer<Client>`
+//! ([`side`]), with the settings both have and those of one side only. By default the global
+//! tracer provider, meter provider and propagator are used as they are when requests arrive;
+//! pass your own with `with_tracer_provider`, `with_meter_provider` and `with_propagator` (the
+//! fastest choice too), and install [`propagation::W3cPropagator`] as the global propagator.
+//! Nothing is recorded until an OpenTelemetry SDK with an exporter is installed: the README's
+//! "Getting telemetry out" shows the dependency lines, OTLP and Prometheus setups, shutdown and
+//! a log filter, each compiled as a doctest.
 //!
 //! ## Features
 //!
@@ -60,19 +60,24 @@
 //! | `axum` | yes | route templates from axum's `MatchedPath`, peer addresses from `ConnectInfo`, [`route::RecordRouteLayer`], the [`metrics::Labeler`] extractor |
 //! | `tracing` | yes | log correlation: a `tracing` span per request with `trace_id`/`span_id`/`trace_flags`, and formatters that write them on every line (`logs`) |
 //! | `hyper-client` | no | for hyper-util's legacy client: `error.type` from its errors and hyper's, `network.peer.*` from its connection info |
-//! | `reqwest` | no | [`OtelClientLayer`] is a `reqwest_middleware::Middleware` (implies `hyper-client`) |
+//! | `reqwest` | no | `OtelLayer<Client>` is a `reqwest_middleware::Middleware` (implies `hyper-client`; see [`client`]) |
 //!
 //! ## Modules
 //!
-//! - [`server`]: the server layer and what it records.
-//! - [`client`]: the client layer and what it records.
+//! - [`server`], [`client`]: what each side records, and the settings of one side only.
+//! - [`side`]: the two sides as types.
+//! - [`body`]: the response body every instrumented response carries, request-body counting.
 //! - [`error`]: the `error.type` vocabulary and error classification.
 //! - [`metrics`]: the HTTP metrics and [`metrics::Labeler`].
 //! - [`response_header`]: the trace-context response header.
 //! - `logs` (feature `tracing`): log correlation and formatters.
-//! - [`propagation`]: strict `traceparent` validation and header carriers.
-//! - [`route`]: route sources and the route slot.
-//! - [`semconv`]: the semantic-convention helpers shared by every layer.
+//! - [`propagation`]: the crate's W3C propagator, strict `traceparent` validation.
+//! - [`route`]: where the server finds a request's route template.
+//! - [`semconv`]: the semantic-convention constants (known methods, redacted query keys, ...).
+//!
+//! Specifications followed: the HTTP semantic conventions
+//! (<https://opentelemetry.io/docs/specs/semconv/http/>) and W3C Trace Context
+//! (<https://www.w3.org/TR/trace-context-2/>).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -527,13 +527,13 @@ mod tests {
             .collect()
     }
 
-    /// SEMCONV §1.7, written out (not the crate's own constant).
-    const SEMCONV_METHODS: [&str; 10] = [
+    /// The conventions' known methods (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/#common-attributes>), written out (not the crate's own constant).
+    const SPEC_METHODS: [&str; 10] = [
         "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY",
     ];
 
-    /// SEMCONV §3.2, written out.
-    const SEMCONV_REDACTED: [&str; 7] = [
+    /// The conventions' redacted query keys (<https://opentelemetry.io/docs/specs/semconv/registry/attributes/url/>), written out.
+    const SPEC_REDACTED: [&str; 7] = [
         "AWSAccessKeyId",
         "Signature",
         "sig",
@@ -546,16 +546,16 @@ mod tests {
     #[test]
     fn the_defaults_are_the_conventions_lists() {
         let mut ours = DEFAULT_KNOWN_METHODS.to_vec();
-        let mut theirs = SEMCONV_METHODS.to_vec();
+        let mut theirs = SPEC_METHODS.to_vec();
         ours.sort_unstable();
         theirs.sort_unstable();
         assert_eq!(ours, theirs);
         let defaults = KnownMethods::from_env_or_default();
-        for name in SEMCONV_METHODS {
+        for name in SPEC_METHODS {
             let info = defaults.get(&Method::from_bytes(name.as_bytes()).unwrap());
             assert!(!info.is_other, "{name}");
         }
-        for key in SEMCONV_REDACTED {
+        for key in SPEC_REDACTED {
             let q = format!("a=1&{key}=secret&b=2");
             assert_eq!(
                 redact_query(&q, &keys()),
@@ -563,7 +563,7 @@ mod tests {
                 "{key}"
             );
         }
-        assert_eq!(DEFAULT_REDACTED_QUERY_KEYS.len(), SEMCONV_REDACTED.len());
+        assert_eq!(DEFAULT_REDACTED_QUERY_KEYS.len(), SPEC_REDACTED.len());
     }
 
     #[test]

@@ -62,6 +62,43 @@
 //! resends for a tower retry layer placed outside this layer. The span context of the call is
 //! put into the response's extensions as a [`ClientSpanContext`], so the caller can log its trace
 //! id.
+//!
+//! # As a reqwest middleware
+//!
+//! With the `reqwest` feature, `OtelLayer<Client>` is a `reqwest_middleware::Middleware`: one
+//! `CLIENT` span and measurement per attempt, the trace context sent along. Place it after a
+//! retry middleware, so that every attempt is seen (resends get `http.request.resend_count`).
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")] {
+//! use reqwest_middleware::ClientBuilder;
+//! use tower_otel_http::OtelLayer;
+//!
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(OtelLayer::client())
+//!     .build();
+//! # let _ = client;
+//! # }
+//! ```
+//!
+//! Redirects that reqwest follows by itself happen inside one call: the span covers them all
+//! and records the final response, and every hop gets the first hop's headers — trace context
+//! included, whatever [`with_propagation_hosts`](crate::OtelLayer::with_propagation_hosts)
+//! says about the next host. For a span per hop, or with a host list, disable reqwest's
+//! redirects (`redirect::Policy::none()`) or stop them at hosts not on the list:
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")] {
+//! let policy = reqwest::redirect::Policy::custom(|attempt| {
+//!     match attempt.url().host_str() {
+//!         Some(h) if h.ends_with(".svc.cluster.local") => attempt.follow(),
+//!         _ => attempt.stop(),
+//!     }
+//! });
+//! let client = reqwest::Client::builder().redirect(policy).build();
+//! # let _ = client;
+//! # }
+//! ```
 
 mod layer;
 #[cfg(feature = "reqwest")]

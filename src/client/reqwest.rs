@@ -35,7 +35,7 @@ fn restore(req: &mut reqwest::Request, ext: &mut Extensions, parts: http::reques
 
 /// The response with its body wrapped (the record ends when the caller has read it, or drops
 /// it); what reqwest users rely on is kept: `Response::url()`, the extensions, the headers.
-fn wrap_response(record: Record<Client>, response: reqwest::Response) -> reqwest::Response {
+fn wrap_response(record: Box<Record<Client>>, response: reqwest::Response) -> reqwest::Response {
     let url = response.url().clone();
     let response: http::Response<reqwest::Body> = response.into();
     let response = record.respond(response).map(reqwest::Body::wrap);

@@ -23,7 +23,7 @@ pin_project! {
     pub struct ResponseBody<B, S: Side = Server> {
         #[pin]
         inner: B,
-        record: Option<Record<S>>,
+        record: Option<Box<Record<S>>>,
         // made current while polling when no record is kept
         pass: Option<opentelemetry::Context>,
     }
@@ -39,7 +39,7 @@ impl<B, S: Side> ResponseBody<B, S> {
         }
     }
 
-    pub(crate) fn traced(inner: B, record: Record<S>) -> Self {
+    pub(crate) fn traced(inner: B, record: Box<Record<S>>) -> Self {
         Self {
             inner,
             record: Some(record),

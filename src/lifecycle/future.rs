@@ -20,14 +20,14 @@ pin_project! {
     pub struct ResponseFuture<F, S: Side = Server> {
         #[pin]
         inner: F,
-        record: Option<Record<S>>,
+        record: Option<Box<Record<S>>>,
         // made current while polling, and handed to the body, when no record is kept
         pass: Option<opentelemetry::Context>,
     }
 }
 
 impl<F, S: Side> ResponseFuture<F, S> {
-    pub(crate) fn recorded(inner: F, record: Record<S>) -> Self {
+    pub(crate) fn recorded(inner: F, record: Box<Record<S>>) -> Self {
         Self {
             inner,
             record: Some(record),

@@ -71,7 +71,7 @@ impl Scope {
 /// propagator would carry it on).
 #[allow(clippy::large_enum_variant)] // moved once, into the response future
 pub(crate) enum Started<S: Rules> {
-    Record(Record<S>),
+    Record(Box<Record<S>>),
     Pass(Option<Context>),
 }
 
@@ -244,7 +244,7 @@ impl<S: Rules> Record<S> {
             m.adopt_labeler(ext);
             record.active = m.add_active(&record.config.meter, 1);
         }
-        Started::Record(record)
+        Started::Record(Box::new(record))
     }
 
     /// This request's span, when this layer records one.
@@ -303,7 +303,7 @@ impl<S: Rules> Record<S> {
     /// The response head reaches the caller: the record ends now when nothing of the body
     /// will be transferred, else it moves into the body.
     pub(crate) fn respond<B: http_body::Body>(
-        mut self,
+        mut self: Box<Self>,
         response: Response<B>,
     ) -> Response<ResponseBody<B, S>> {
         let (response, complete) = self.head(response);
@@ -439,7 +439,7 @@ impl<S: Rules> Record<S> {
     }
 
     /// The inner service failed: the request ends with the error's `error.type`.
-    pub(crate) fn fail<E: 'static>(mut self, e: &E) {
+    pub(crate) fn fail<E: 'static>(mut self: Box<Self>, e: &E) {
         let error_type = self.config.error_type(e);
         self.end(Some(error_type));
     }
@@ -463,5 +463,20 @@ fn declared_length<B: http_body::Body>(response: &Response<B>) -> Option<u64> {
     match response.headers().get(header::CONTENT_LENGTH) {
         Some(v) => v.to_str().ok().and_then(|s| s.trim().parse().ok()),
         None => response.body().size_hint().exact(),
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "SIZES record={} measure={} scope={} clock={} begin={}",
+            std::mem::size_of::<super::Record<crate::side::Server>>(),
+            std::mem::size_of::<Option<crate::metrics::Measure>>(),
+            std::mem::size_of::<super::Scope>(),
+            std::mem::size_of::<super::Clock>(),
+            std::mem::size_of::<super::Begin<crate::side::Server>>(),
+        );
     }
 }

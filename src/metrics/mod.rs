@@ -48,10 +48,13 @@ type AttrList = smallvec::SmallVec<[KeyValue; 12]>;
 
 /// What a request's measurements need besides its outcome, known at its start.
 pub(crate) struct Measure {
-    /// The attributes every instrument gets, active requests included (method, scheme, server
-    /// address and port as this side records them): built once at the start, so that active
-    /// requests are uncounted with exactly the attributes they were counted with.
-    base: smallvec::SmallVec<[KeyValue; 4]>,
+    /// `http.request.method` (`_OTHER` for unknown methods).
+    method: &'static str,
+    /// `url.scheme` (`true`: https), when recorded on this side's metrics.
+    scheme: Option<bool>,
+    /// `server.address` / `server.port`, when recorded on this side's metrics (boxed: opt-in
+    /// on the server, and the record is moved several times per request).
+    server: Option<Box<(StringValue, i64)>>,
     labeler: Option<Labeler>,
     /// Bytes of request body read or sent, when counted.
     request_bytes: Option<Arc<AtomicU64>>,
@@ -68,20 +71,30 @@ impl Measure {
         labeler: bool,
         request_bytes: Option<Arc<AtomicU64>>,
     ) -> Self {
-        let mut base = smallvec::SmallVec::new();
-        base.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
-        if let Some(https) = scheme {
-            base.push(crate::semconv::scheme_attribute(https));
-        }
-        if let Some((address, port)) = server {
-            base.push(KeyValue::new(attr::SERVER_ADDRESS, address));
-            base.push(KeyValue::new(attr::SERVER_PORT, port));
-        }
         Measure {
-            base,
+            method,
+            scheme,
+            server: server.map(Box::new),
             labeler: labeler.then(Labeler::new),
             request_bytes,
         }
+    }
+
+    /// The attributes every instrument gets, active requests included: method, scheme, server
+    /// address and port as this side records them. One function builds them for the start
+    /// and the end, so that active requests are uncounted with exactly the attributes they
+    /// were counted with.
+    fn base(&self) -> AttrList {
+        let mut base = AttrList::new();
+        base.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
+        if let Some(https) = self.scheme {
+            base.push(crate::semconv::scheme_attribute(https));
+        }
+        if let Some((address, port)) = self.server.as_deref() {
+            base.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
+            base.push(KeyValue::new(attr::SERVER_PORT, *port));
+        }
+        base
     }
 
     /// This request's [`Labeler`] goes into its extensions, or the one already there (put by
@@ -108,7 +121,7 @@ impl Measure {
         meter
             .with(|i| match &i.active_requests {
                 Some(c) => {
-                    c.add(delta, &self.base);
+                    c.add(delta, &self.base());
                     true
                 }
                 None => false,
@@ -128,8 +141,14 @@ impl Measure {
         active: bool,
     ) {
         meter.with(|i| {
-            let mut a: AttrList = self.base.iter().cloned().collect();
-            a.extend(end);
+            let mut a = self.base();
+            if let (Some(c), true) = (&i.active_requests, active) {
+                // the attributes it was counted with
+                c.add(-1, &a);
+            }
+            for kv in end {
+                a.push(kv);
+            }
             if let Some(l) = &self.labeler {
                 l.for_each(|kv| a.push(kv.clone()));
             }
@@ -139,10 +158,6 @@ impl Measure {
             }
             if let (Some(h), Some(n)) = (&i.request_body_size, &self.request_bytes) {
                 h.record(n.load(Ordering::Relaxed), &a);
-            }
-            if let (Some(c), true) = (&i.active_requests, active) {
-                // the attributes it was counted with
-                c.add(-1, &self.base);
             }
         });
     }

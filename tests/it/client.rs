@@ -1,6 +1,6 @@
 //! The client layer over real loopback TCP: hyper-util's client through the tower layer and
 //! reqwest through reqwest-middleware, against axum servers instrumented with the server layer
-//! (SEMCONV §2, §3, §4.2, §5).
+//! (the HTTP client span and metric conventions, and W3C Trace Context).
 #![cfg(feature = "reqwest")]
 
 use crate::common;
@@ -169,7 +169,7 @@ async fn hyper_client_span_is_the_parent_of_the_server_span() {
         is_root(client),
         "no current context: the client span is a root"
     );
-    // the attributes of SEMCONV §2.2
+    // the attributes of an HTTP client span
     assert_eq!(
         attr_str(client, "http.request.method").as_deref(),
         Some("GET")

@@ -1,5 +1,5 @@
-//! Conventions of the client side that the server side pins in its own tests (SEMCONV §1.7,
-//! §1.10, §2.2, §2.4, §3.2, §3.3, §4.2, §4.5): the attribute derivation through a mock
+//! Conventions of the client side that the server side pins in its own tests: the attribute
+//! derivation through a mock
 //! transport (no network needed to see what a URL or a `Host` header yields), the metrics and
 //! the span's duration over real loopback TCP.
 

@@ -1,6 +1,6 @@
 //! The client's response shapes over real loopback TCP, through hyper-util's client (tower
-//! layer) and reqwest (middleware), against a raw HTTP/1.1 server that writes exact bytes
-//! (SEMCONV §1.8, §2.4): a response that carries no body — to `HEAD`, `204`, `304` — ends the
+//! layer) and reqwest (middleware), against a raw HTTP/1.1 server that writes exact bytes:
+//! a response that carries no body — to `HEAD`, `204`, `304` — ends the
 //! span at its head, with no error and whether or not the caller touches the body; a body read
 //! up to its `Content-Length` ends the span without a further poll; a body cut short of its
 //! `Content-Length` is an error, the same `error.type` through both clients.

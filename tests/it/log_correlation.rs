@@ -1,4 +1,4 @@
-//! Log correlation (SEMCONV §5.6): a real subscriber's output for requests through a nested
+//! Log correlation: a real subscriber's output for requests through a nested
 //! router; the OpenTelemetry log bridge; tracing-opentelemetry alongside.
 #![cfg(feature = "tracing")]
 

@@ -1,4 +1,4 @@
-//! Trace-context response header (SEMCONV §5.5).
+//! Trace-context response header (W3C Trace Context Level 2 `traceresponse`).
 
 use crate::common;
 

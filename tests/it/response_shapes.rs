@@ -1,6 +1,6 @@
 //! Every response shape over a real TCP server (`axum::serve`, hyper underneath): responses
 //! that carry no body end at their head, a declared length ends the request once it went out,
-//! and only real failures are errors (SEMCONV §1.8–1.10).
+//! and only real failures are errors.
 
 use crate::common;
 

@@ -1,4 +1,4 @@
-//! When spans end (SEMCONV §1.10): streaming bodies, dropped futures and bodies, body errors,
+//! When spans end: streaming bodies, dropped futures and bodies, body errors,
 //! event streams, WebSocket upgrades, and a real server on 127.0.0.1 with a real client.
 
 use crate::common;

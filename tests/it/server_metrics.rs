@@ -1,4 +1,4 @@
-//! HTTP server metrics (SEMCONV §4) with an in-memory metric exporter and local providers.
+//! HTTP server metrics with an in-memory metric exporter and local providers.
 
 use crate::common;
 
@@ -87,7 +87,7 @@ async fn duration_histogram_has_exact_attributes_unit_and_buckets() {
     let p = &points[0];
     assert_eq!(p.unit, "s");
     assert_eq!(p.bounds, DURATION_BUCKETS.to_vec());
-    // SEMCONV §4.1, written out
+    // the conventions' duration buckets, written out
     assert_eq!(
         p.bounds,
         [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
@@ -396,7 +396,7 @@ async fn body_sizes_count_bytes_actually_streamed() {
     assert_eq!(req_size[0].attr("http.route"), Some("/api/v1/upload"));
     let resp_size = b.m.points("http.server.response.body.size");
     assert_eq!(resp_size[0].sum, 4.0, "\"1234\" is four bytes");
-    // SEMCONV 4.4: the attributes of the duration metric of the same side
+    // the body-size metrics carry the attributes of the duration metric of the same side
     let duration = b.m.points(DURATION);
     assert_eq!(req_size[0].attrs, duration[0].attrs);
     assert_eq!(resp_size[0].attrs, duration[0].attrs);

@@ -1,4 +1,4 @@
-//! SERVER spans through real axum routers driven with `oneshot` (SEMCONV §1, §3.2, §5.1–5.4).
+//! SERVER spans through real axum routers driven with `oneshot`.
 
 use crate::common;
 
