@@ -465,18 +465,3 @@ fn declared_length<B: http_body::Body>(response: &Response<B>) -> Option<u64> {
         None => response.body().size_hint().exact(),
     }
 }
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "SIZES record={} measure={} scope={} clock={} begin={}",
-            std::mem::size_of::<super::Record<crate::side::Server>>(),
-            std::mem::size_of::<Option<crate::metrics::Measure>>(),
-            std::mem::size_of::<super::Scope>(),
-            std::mem::size_of::<super::Clock>(),
-            std::mem::size_of::<super::Begin<crate::side::Server>>(),
-        );
-    }
-}
