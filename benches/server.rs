@@ -432,7 +432,7 @@ fn summary() {
             *i == 0
                 || only
                     .as_ref()
-                    .map_or(true, |o| o.iter().any(|n| n == v.name))
+                    .is_none_or(|o| o.iter().any(|n| n == v.name))
         })
         .map(|(_, v)| v)
         .collect();

@@ -100,7 +100,7 @@ impl<S: Side> Config<S> {
 
     /// Whether the filter lets this request be instrumented.
     pub(crate) fn admits(&self, parts: &request::Parts) -> bool {
-        self.filter.as_ref().map_or(true, |f| f(parts))
+        self.filter.as_ref().is_none_or(|f| f(parts))
     }
 
     /// The span name: the user's function, else `"{method} {template}"` or `"{method}"`.

@@ -44,33 +44,19 @@ const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 /// `2 * N` lowercase hex digits as `N` bytes: no uppercase, no signs, no whitespace (which
 /// `from_str_radix`, underneath opentelemetry's `from_hex`, would accept).
 fn lower_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
-    /// The value of each lowercase hex digit; `0xff` for every other byte.
-    const VALUE: [u8; 256] = {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
     };
     if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let (hi, lo) = (VALUE[usize::from(pair[0])], VALUE[usize::from(pair[1])]);
-        // a bad digit has its high bit set: collected, checked once
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
-    (bad & 0x80 == 0).then_some(out)
+    Some(out)
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
