@@ -428,12 +428,7 @@ fn summary() {
     let variants: Vec<Variant> = variants()
         .into_iter()
         .enumerate()
-        .filter(|(i, v)| {
-            *i == 0
-                || only
-                    .as_ref()
-                    .is_none_or(|o| o.iter().any(|n| n == v.name))
-        })
+        .filter(|(i, v)| *i == 0 || only.as_ref().is_none_or(|o| o.iter().any(|n| n == v.name)))
         .map(|(_, v)| v)
         .collect();
     let allocs: Vec<f64> = variants

@@ -1,5 +1,16 @@
 //! The `error.type` vocabulary shared by the server and the client, and how errors are classified.
 //!
+//! ```
+//! use tower_otel_http::{error, OtelLayer};
+//!
+//! // `error.type` of a request whose response future was dropped before the response
+//! assert_eq!(error::CANCELLED, "cancelled");
+//! // an I/O timeout deep in an error's source chain
+//! let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
+//! assert_eq!(error::classify(&e), error::TIMEOUT);
+//! # let _ = OtelLayer::server();
+//! ```
+//!
 //! `error.type` is set only when a request failed; it is a short, stable, low-cardinality value
 //! (never a message, never a compiler-generated type path):
 //!

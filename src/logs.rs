@@ -1,6 +1,13 @@
 //! Log correlation: every `tracing` event emitted while a request is handled
 //! carries the request's `trace_id`, `span_id` and `trace_flags`.
 //!
+//! ```
+//! use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+//!
+//! // JSON lines carrying `trace_id`, `span_id` and `trace_flags` of the request they belong to
+//! tracing_subscriber::registry().with(tower_otel_http::logs::json_layer()).init();
+//! ```
+//!
 //! # How
 //!
 //! The server layer opens a `tracing` span per request ([`REQUEST_SPAN_NAME`], target

@@ -1,7 +1,14 @@
-//! W3C trace-context handling: strict `traceparent` validation, a
-//! [`HeaderMap`] extractor that only ever hands a propagator validated trace context, an
-//! injector for outgoing requests, and the W3C Trace Context propagation used when no global
-//! propagator is installed.
+//! W3C Trace Context: the crate's propagator ([`W3cPropagator`], to install as the global one),
+//! strict `traceparent` validation ([`parse_traceparent`]), and a [`HeaderMap`] extractor that
+//! only ever hands a propagator validated trace context ([`StrictHeaderExtractor`]).
+//!
+//! ```
+//! use tower_otel_http::propagation::{parse_traceparent, W3cPropagator};
+//!
+//! opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
+//! assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+//! assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
+//! ```
 
 use std::borrow::Cow;
 use std::str::FromStr;

@@ -1,6 +1,14 @@
 //! The trace context of the server span in a response header, so that a support
 //! engineer can paste the trace id of a failed response into Grafana.
 //!
+//! ```
+//! use tower_otel_http::{response_header::ResponseHeader, OtelLayer};
+//!
+//! let layer = OtelLayer::server()
+//!     .with_response_header(ResponseHeader::TraceId(http::HeaderName::from_static("x-trace-id")));
+//! # let _ = layer;
+//! ```
+//!
 //! - [`ResponseHeader::TraceResponse`] (default): `traceresponse: 00-<trace-id>-<span-id>-<flags>`
 //!   (W3C Trace Context Level 2 draft);
 //! - [`ResponseHeader::ServerTiming`]: `server-timing: trace;desc="00-<trace-id>-<span-id>-<flags>"`,

@@ -1,5 +1,17 @@
 //! Route sources: where the server layer finds a request's route template.
 //!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_otel_http::{route::RecordRouteLayer, OtelLayer};
+//!
+//! // the server layer around the whole router (before routing): the route is recorded for it
+//! let router: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "user" }))
+//!     .layer(RecordRouteLayer::new());
+//! let service = tower::ServiceBuilder::new().layer(OtelLayer::server()).service(router);
+//! # let _ = service;
+//! ```
+//!
 //! With `Router::layer` the request already carries axum's
 //! [`MatchedPath`](axum::extract::MatchedPath) (the full template, nest prefixes included) when
 //! the layer sees it. Wrapped around the whole `Router`, the layer runs *before* routing: add

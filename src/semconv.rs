@@ -2,6 +2,13 @@
 //! protocol versions, `url.query` / `url.full` redaction, `Host` / `:authority` parsing, header
 //! capture and `Forwarded` parsing.
 //!
+//! ```
+//! use tower_otel_http::semconv;
+//!
+//! assert!(semconv::DEFAULT_KNOWN_METHODS.contains(&"GET"));
+//! assert_eq!(semconv::KNOWN_METHODS_ENV, "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS");
+//! ```
+//!
 //! Known methods, schemes and protocol versions map to `&'static str` or pre-built
 //! [`KeyValue`]s.
 

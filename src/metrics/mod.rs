@@ -1,6 +1,14 @@
 //! HTTP metrics: the instrument set, created once per layer value and shared by every clone,
 //! and per-request custom attributes ([`Labeler`]).
 //!
+//! ```
+//! use tower_otel_http::OtelLayer;
+//!
+//! // the duration histogram (on by default), active requests and response body sizes
+//! let layer = OtelLayer::server().with_all_metrics();
+//! # let _ = layer;
+//! ```
+//!
 //! | instrument | kind | unit | when |
 //! |---|---|---|---|
 //! | `http.server.request.duration`, `http.client.request.duration` | f64 histogram, the conventions' buckets ([`DURATION_BUCKETS`]) | `s` | on (unless metrics are off) |
