@@ -22,9 +22,19 @@ use pin_project_lite::pin_project;
 
 pub use crate::lifecycle::ResponseBody;
 
-mod sealed {
-    pub trait Sealed {}
+pub(crate) mod sealed {
+    use super::*;
+
+    /// What the layer does with a request body in each mode (not callable from outside).
+    pub trait Mode {
+        fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> super::BodyOf<Self, B>
+        where
+            Self: super::RequestBodyMode;
+        const COUNTS: bool;
+    }
 }
+
+type BodyOf<M, B> = <M as RequestBodyMode>::Body<B>;
 
 /// Whether a layer counts request-body bytes (read by the server's inner service, or sent by
 /// the client's).
@@ -35,13 +45,9 @@ mod sealed {
 /// [`with_counted_request_bodies`](crate::OtelLayer::with_counted_request_bodies)). Keeping the
 /// default body type is what lets the layer sit anywhere without changing types (a tonic
 /// `Channel`, say, only takes its own body type).
-pub trait RequestBodyMode: sealed::Sealed + Send + Sync + 'static {
+pub trait RequestBodyMode: sealed::Mode + Send + Sync + 'static {
     /// The request body type the inner service receives.
     type Body<B>;
-    #[doc(hidden)]
-    fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> Self::Body<B>;
-    #[doc(hidden)]
-    const COUNTS: bool;
 }
 
 /// Request bodies are passed through untouched (the default).
@@ -52,11 +58,11 @@ pub struct Uncounted;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counted;
 
-impl sealed::Sealed for Uncounted {}
-impl sealed::Sealed for Counted {}
-
 impl RequestBodyMode for Uncounted {
     type Body<B> = B;
+}
+
+impl sealed::Mode for Uncounted {
     fn wrap<B>(body: B, _counter: Option<Arc<AtomicU64>>) -> B {
         body
     }
@@ -65,6 +71,9 @@ impl RequestBodyMode for Uncounted {
 
 impl RequestBodyMode for Counted {
     type Body<B> = RequestBody<B>;
+}
+
+impl sealed::Mode for Counted {
     fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> RequestBody<B> {
         RequestBody {
             inner: body,

@@ -184,10 +184,11 @@ impl<S: Side> Config<S> {
         !self.response_headers.is_empty() || self.response_hook.is_some()
     }
 
-    /// Warn once when the user's `with_error_type` can never see the inner service's errors.
-    pub(crate) fn check_error_type<SE: 'static>(&self) {
+    /// Warn once when the user's `with_error_type` can never see the inner service's errors
+    /// (`SE`) nor its response body's (`BE`).
+    pub(crate) fn check_error_type<SE: 'static, BE: 'static>(&self) {
         if let Some(f) = &self.error_type {
-            f.check::<SE>();
+            f.check::<SE, BE>();
         }
     }
 

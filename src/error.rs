@@ -109,8 +109,11 @@ where
 impl ErrorTypeFn {
     /// Warn once when a service whose errors are `SE` can never hand the function its type:
     /// `SE` is neither that type nor an error whose source chain this crate walks.
-    pub(crate) fn check<SE: 'static>(&self) {
-        if self.warned.load(Ordering::Relaxed) || self.can_see::<SE>() {
+    /// Warn once when neither the service's errors (`SE`) nor its response body's errors
+    /// (`BE`) can ever hand the function its type: each is neither that type nor an error whose
+    /// source chain this crate walks.
+    pub(crate) fn check<SE: 'static, BE: 'static>(&self) {
+        if self.warned.load(Ordering::Relaxed) || self.can_see::<SE>() || self.can_see::<BE>() {
             return;
         }
         if !self.warned.swap(true, Ordering::Relaxed) {
@@ -118,6 +121,7 @@ impl ErrorTypeFn {
             tracing::warn!(
                 target: "tower_otel_http",
                 service_error = std::any::type_name::<SE>(),
+                body_error = std::any::type_name::<BE>(),
                 classifies = self.wants_name,
                 "with_error_type can never match: the service's errors are of another type \
                  (behind axum they are Infallible: handlers answer errors with responses)"
@@ -241,7 +245,7 @@ pub fn classify(error: &(dyn StdError + 'static)) -> &'static str {
             return t;
         }
         fallback = fallback.or_else(|| recognise_loosely(e));
-        next = e.source();
+        next = next_link(e);
     }
     fallback.unwrap_or(OTHER)
 }
@@ -344,6 +348,9 @@ mod tests {
         assert_eq!(error_type(None, &boxed), TIMEOUT);
         let io = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(error_type(None, &io), TIMEOUT);
+        // an io::Error's payload is a link of the chain (its `source()` skips it)
+        let wrapped = io::Error::other(tower::timeout::error::Elapsed::new());
+        assert_eq!(classify(&wrapped), TIMEOUT);
         // a type this crate cannot see as an error
         assert_eq!(error_type(None, &42u8), OTHER);
         assert_eq!(error_type(None, &"text"), OTHER);

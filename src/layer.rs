@@ -158,11 +158,6 @@ impl OtelLayer<Server> {
     pub fn server() -> Self {
         Self::with_config(Config::new())
     }
-
-    /// The same as [`OtelLayer::server()`].
-    pub fn new() -> Self {
-        Self::server()
-    }
 }
 
 impl Default for OtelLayer<Server> {
@@ -415,9 +410,11 @@ impl<S: Side, M> OtelLayer<S, M> {
     /// `E` is looked for in the service's error itself, and — when that is a boxed
     /// `dyn Error` (tower's `BoxError`) or any error of a type this crate knows — along its
     /// [`source`](std::error::Error::source) chain, so an error wrapped by a timeout or a
-    /// retry layer is still found. A service whose error type can never hold an `E` (axum's
-    /// `Infallible`: axum handlers answer errors with responses) gets a warning through
-    /// `tracing` at its first request, not a silent no-op.
+    /// retry layer is still found. The same function classifies the errors of response bodies
+    /// (`response_body` when it declines). A service whose error type and body error type can
+    /// never hold an `E` (behind axum the service error is `Infallible`: handlers answer errors
+    /// with responses) gets a warning at its first request (through `tracing`, feature
+    /// `tracing`), not a silent no-op.
     ///
     /// ```
     /// # use tower_otel_http::OtelLayer;

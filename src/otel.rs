@@ -221,12 +221,14 @@ impl PropagatorKind {
         }
     }
 
-    /// The kind of a propagator whose type is unknown (the global one): the no-op one, or
-    /// called.
+    /// The kind of a propagator whose type is unknown (the global one): the no-op one — no
+    /// fields and zero-sized, as opentelemetry's `NoopTextMapPropagator` (the API gives no other
+    /// way to recognise it) — or called.
     fn of(p: &dyn TextMapPropagator) -> Self {
-        match p.fields().next() {
-            None => PropagatorKind::Noop,
-            Some(_) => PropagatorKind::Other,
+        if p.fields().next().is_none() && std::mem::size_of_val(p) == 0 {
+            PropagatorKind::Noop
+        } else {
+            PropagatorKind::Other
         }
     }
 }
@@ -320,6 +322,11 @@ impl PropagatorSource {
     /// Write the context of a span this layer records into outgoing request headers: with the
     /// propagator, or W3C Trace Context while none is installed.
     pub(crate) fn inject_span(&self, cx: &Context, headers: &mut http::HeaderMap) {
+        // what the request carries already (a proxy forwarding its caller's headers) never goes
+        // out beside this span's context: a propagator that writes no `tracestate` for an empty
+        // state would leave the caller's
+        headers.remove(propagation::TRACEPARENT);
+        headers.remove(propagation::TRACESTATE);
         self.with(|p| {
             let p: &dyn TextMapPropagator = match p {
                 Prop::Other(p) => p,
@@ -357,6 +364,11 @@ impl PropagatorSource {
                 Prop::W3c => &propagation::W3cPropagator,
                 Prop::None => return,
             };
+            if cx.span().span_context().is_valid() {
+                // the context sent on replaces any the request carries
+                headers.remove(propagation::TRACEPARENT);
+                headers.remove(propagation::TRACESTATE);
+            }
             p.inject_context(cx, &mut propagation::HeaderInjector(headers));
         });
     }

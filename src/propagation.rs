@@ -51,19 +51,55 @@ const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 /// `2 * N` lowercase hex digits as `N` bytes: no uppercase, no signs, no whitespace (which
 /// `from_str_radix`, underneath opentelemetry's `from_hex`, would accept).
 fn lower_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(chunk);
+        out[at..at + 4].copy_from_slice(&hex8(c)?);
+        at += 4;
+    }
     let digit = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
         _ => None,
     };
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    for pair in chunks.remainder().chunks_exact(2) {
+        out[at] = (digit(pair[0])? << 4) | digit(pair[1])?;
+        at += 1;
     }
     Some(out)
+}
+
+/// Eight lowercase hex digits as four bytes, eight digits at a time in one `u64` (a
+/// `traceparent` has 48 of them per request: ≈ 300 instructions per request less than a digit at
+/// a time, `BENCHMARKS.md`).
+fn hex8(chars: [u8; 8]) -> Option<[u8; 4]> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = u64::from_le_bytes(chars);
+    if x & HIGH != 0 {
+        return None; // not ASCII
+    }
+    // per byte b < 0x80: the high bit of ((b | 0x80) - n) is set iff b >= n (no borrow
+    // crosses bytes)
+    let ge = |n: u8| (x | HIGH).wrapping_sub(u64::from(n) * ONES) & HIGH;
+    let digit = ge(b'0') & !ge(b'9' + 1);
+    let letter = ge(b'a') & !ge(b'f' + 1);
+    if digit | letter != HIGH {
+        return None;
+    }
+    // each byte its value: the low nibble, plus 9 for a letter ('a' = 0x61 → 1 + 9)
+    let nibbles = (x & (0x0f * ONES)) + (letter >> 7) * 9;
+    // pairs of nibbles into bytes (the first digit is the high nibble), one per 16-bit lane
+    const LOW_OF_16: u64 = 0x00ff_00ff_00ff_00ff;
+    let pairs = ((nibbles & LOW_OF_16) << 4) | ((nibbles >> 8) & LOW_OF_16);
+    let b = pairs.to_le_bytes();
+    Some([b[0], b[2], b[4], b[6]])
 }
 
 /// Parse a `traceparent` value strictly per W3C Trace Context:
@@ -539,6 +575,43 @@ mod tests {
             W3cPropagator.extract_with_context(&Context::new(), &StrictHeaderExtractor::new(&h));
         let state = cx.span().span_context().trace_state().clone();
         assert_eq!(state.header(), header);
+    }
+
+    #[test]
+    fn eight_digits_at_a_time_agree_with_one_at_a_time() {
+        fn slow(s: &[u8]) -> Option<[u8; 4]> {
+            let digit = |b: u8| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            };
+            let mut out = [0u8; 4];
+            for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+                *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+            }
+            Some(out)
+        }
+        // every byte value in every position, around valid digits
+        let base = *b"0123abcd";
+        for pos in 0..8 {
+            for v in 0..=255u8 {
+                let mut c = base;
+                c[pos] = v;
+                assert_eq!(hex8(c), slow(&c), "{c:?}");
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let alphabet = b"0123456789abcdefABCDEF/:`g@G\x00\x7f\xff";
+            let mut c = [0u8; 8];
+            for (i, b) in c.iter_mut().enumerate() {
+                *b = alphabet[((seed >> (i * 5)) % alphabet.len() as u64) as usize];
+            }
+            assert_eq!(hex8(c), slow(&c), "{c:?}");
+        }
     }
 
     #[test]

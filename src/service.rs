@@ -97,6 +97,7 @@ where
     Inner: Service<Request<M::Body<ReqBody>>, Response = Response<ResBody>>,
     Inner::Error: 'static,
     ResBody: http_body::Body,
+    ResBody::Error: 'static,
 {
     type Response = Response<ResponseBody<ResBody, S>>;
     type Error = Inner::Error;
@@ -107,7 +108,8 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        self.config.check_error_type::<Inner::Error>();
+        self.config
+            .check_error_type::<Inner::Error, ResBody::Error>();
         let (mut parts, body) = req.into_parts();
         let (started, request_bytes) = S::start(&self.config, &mut parts, M::COUNTS);
         let req = Request::from_parts(parts, M::wrap(body, request_bytes));

@@ -4,7 +4,7 @@ use std::task::{ready, Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::Record;
+use super::{Record, Scope};
 use crate::error;
 use crate::side::{Server, Side};
 
@@ -24,18 +24,20 @@ pin_project! {
         #[pin]
         inner: B,
         record: Option<Box<Record<S>>>,
-        // made current while polling when no record is kept
-        pass: Option<opentelemetry::Context>,
+        // entered while polling when no record is kept: the caller's context, or the ended
+        // request's (a body that goes on after its request ended at the head or at its declared
+        // length still runs in it)
+        pass: Option<Scope>,
     }
 }
 
 impl<B, S: Side> ResponseBody<B, S> {
-    /// Nothing recorded; `cx` made current while the body is polled.
-    pub(crate) fn passed(inner: B, cx: Option<opentelemetry::Context>) -> Self {
+    /// Nothing recorded (any more); `scope` entered while the body is polled.
+    pub(crate) fn passed(inner: B, scope: Option<Scope>) -> Self {
         Self {
             inner,
             record: None,
-            pass: cx,
+            pass: scope,
         }
     }
 
@@ -72,7 +74,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let Some(record) = this.record.as_mut() else {
-            let _guard = this.pass.as_ref().map(|c| c.clone().attach());
+            let _entered = this.pass.as_ref().map(Scope::enter);
             return this.inner.poll_frame(cx);
         };
         let frame = {
@@ -105,6 +107,10 @@ where
         };
         if let Some(error) = end {
             record.end(error);
+            if !this.inner.is_end_stream() {
+                // more may be polled (trailers, an end the body signals late): in the scope
+                *this.pass = Some(record.take_scope());
+            }
             *this.record = None;
         }
         Poll::Ready(frame)

@@ -5,9 +5,7 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-#[cfg(feature = "reqwest")]
-use super::Scope;
-use super::{Record, ResponseBody};
+use super::{Record, ResponseBody, Scope};
 use crate::side::{Server, Side};
 
 pin_project! {
@@ -78,7 +76,7 @@ where
         Poll::Ready(match (result, this.record.take()) {
             (Ok(response), Some(record)) => Ok(record.respond(response)),
             (Ok(response), None) => {
-                let pass = this.pass.take();
+                let pass = this.pass.take().map(|cx| Scope::context(Some(cx)));
                 Ok(response.map(|b| ResponseBody::passed(b, pass)))
             }
             (Err(e), Some(record)) => {

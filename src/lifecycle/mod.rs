@@ -53,6 +53,15 @@ pub(crate) struct Entered<'a> {
 }
 
 impl Scope {
+    /// Only a context (no log span).
+    pub(crate) fn context(cx: Option<Context>) -> Self {
+        Scope {
+            cx,
+            #[cfg(feature = "tracing")]
+            log: tracing::Span::none(),
+        }
+    }
+
     /// Make the context current and enter the log span until the guard is dropped (it is not
     /// `Send`: never hold it across an `.await`).
     pub(crate) fn enter(&self) -> Entered<'_> {
@@ -207,8 +216,6 @@ pub(crate) struct Record<S: Rules> {
     sent: u64,
     /// The response body's declared length (`Content-Length`, or an exact size hint).
     declared: Option<u64>,
-    /// Counted as an active request (so it is uncounted at its end, and only then).
-    active: bool,
     done: bool,
 }
 
@@ -236,13 +243,12 @@ impl<S: Rules> Record<S> {
             status: None,
             sent: 0,
             declared: None,
-            active: false,
             done: false,
             config: b.config,
         };
         if let Some(m) = &mut record.measure {
             m.adopt_labeler(ext);
-            record.active = m.add_active(&record.config.meter, 1);
+            m.begin_active(&record.config.meter);
         }
         Started::Record(Box::new(record))
     }
@@ -309,7 +315,10 @@ impl<S: Rules> Record<S> {
         let (response, complete) = self.head(response);
         if complete {
             self.end(None);
-            response.map(|b| ResponseBody::passed(b, None))
+            // a body polled anyway (an upgrade, an event stream ended at the head) runs in the
+            // request's scope
+            let scope = (!response.body().is_end_stream()).then(|| self.take_scope());
+            response.map(|b| ResponseBody::passed(b, scope))
         } else {
             response.map(|b| ResponseBody::traced(b, self))
         }
@@ -328,6 +337,11 @@ impl<S: Rules> Record<S> {
             || response.body().is_end_stream()
             || self.declared == Some(0)
             || S::ends_at_head(&self.config.side, response)
+    }
+
+    /// The request's scope, for what runs after its end (the record keeps an empty one).
+    pub(crate) fn take_scope(&mut self) -> Scope {
+        std::mem::replace(&mut self.scope, Scope::context(None))
     }
 
     /// `n` more bytes of the response body went out (or were read); `true` when its declared
@@ -368,7 +382,7 @@ impl<S: Rules> Record<S> {
             _ => self.config.span_name(&self.method, self.label, Some(route)),
         };
         #[cfg(feature = "tracing")]
-        self.scope.log.record("http.route", route);
+        self.scope.log.record(S::TEMPLATE_KEY, route);
         self.template = Some(match interned {
             Some((route, _)) => route.into(),
             None => Arc::<str>::from(route).into(),
@@ -420,7 +434,7 @@ impl<S: Rules> Record<S> {
                 None => span.end(),
             }
         }
-        if let Some(m) = &self.measure {
+        if let Some(m) = &mut self.measure {
             let template = S::template_on_metrics(&self.config.side);
             let attrs = [
                 end.status,
@@ -433,7 +447,6 @@ impl<S: Rules> Record<S> {
                 elapsed.as_secs_f64(),
                 self.sent,
                 attrs.into_iter().flatten(),
-                self.active,
             );
         }
     }

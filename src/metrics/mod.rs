@@ -38,6 +38,7 @@ mod labeler;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use opentelemetry::metrics::UpDownCounter;
 use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
@@ -66,6 +67,8 @@ pub(crate) struct Measure {
     labeler: Option<Labeler>,
     /// Bytes of request body read or sent, when counted.
     request_bytes: Option<Arc<AtomicU64>>,
+    /// The active-requests counter this request was counted on.
+    active: Option<UpDownCounter<i64>>,
 }
 
 impl Measure {
@@ -85,6 +88,7 @@ impl Measure {
             server: server.map(Box::new),
             labeler: labeler.then(Labeler::new),
             request_bytes,
+            active: None,
         }
     }
 
@@ -124,36 +128,32 @@ impl Measure {
         self.request_bytes = Some(Arc::new(AtomicU64::new(n)));
     }
 
-    /// `http.*.active_requests` += `delta`; whether it was counted.
-    pub(crate) fn add_active(&self, meter: &MeterSource, delta: i64) -> bool {
-        meter
-            .with(|i| match &i.active_requests {
-                Some(c) => {
-                    c.add(delta, &self.base());
-                    true
-                }
-                None => false,
-            })
-            .unwrap_or(false)
+    /// One active request more (`http.*.active_requests`), when they are recorded: the counter
+    /// is kept, so that the request is uncounted on the same one at its end, whatever becomes
+    /// of the global provider meanwhile.
+    pub(crate) fn begin_active(&mut self, meter: &MeterSource) {
+        self.active = meter.with(|i| i.active_requests.clone()).flatten();
+        if let Some(c) = &self.active {
+            c.add(1, &self.base());
+        }
     }
 
     /// Record the request's end: duration and body sizes with the base attributes, `end` (the
     /// attributes the span gets at its end too) and the labeler's; one active request less when
-    /// it was counted as one (`active`).
+    /// it was counted as one.
     pub(crate) fn record(
-        &self,
+        &mut self,
         meter: &MeterSource,
         seconds: f64,
         response_bytes: u64,
         end: impl Iterator<Item = KeyValue>,
-        active: bool,
     ) {
+        let mut a = self.base();
+        if let Some(c) = self.active.take() {
+            // the counter and the attributes it was counted with
+            c.add(-1, &a);
+        }
         meter.with(|i| {
-            let mut a = self.base();
-            if let (Some(c), true) = (&i.active_requests, active) {
-                // the attributes it was counted with
-                c.add(-1, &a);
-            }
             for kv in end {
                 a.push(kv);
             }

@@ -22,38 +22,45 @@ pub enum SpanEnd {
 /// Whether a request comes from an untrusted caller, for
 /// [`with_public_endpoint`](OtelLayer::with_public_endpoint): a `bool` for every request, or a
 /// function `Fn(&http::request::Parts) -> bool` deciding per request.
-pub trait PublicEndpoint: sealed::Sealed {
-    #[doc(hidden)]
-    #[allow(private_interfaces)]
-    fn into_rule(self) -> Public;
-}
+///
+/// A closure's argument type has to be written out (`|req: &http::request::Parts| ...`): the
+/// method takes either kind, so the compiler cannot infer it from the method alone.
+pub trait PublicEndpoint: sealed::Rule {}
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for bool {}
-    impl<F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static> Sealed for F {}
-}
+pub(crate) mod sealed {
+    use super::*;
 
-impl PublicEndpoint for bool {
-    #[allow(private_interfaces)]
-    fn into_rule(self) -> Public {
-        if self {
-            Public::Yes
-        } else {
-            Public::No
+    /// What a setting becomes (not callable from outside).
+    pub trait Rule {
+        #[allow(private_interfaces)]
+        fn into_rule(self) -> Public;
+    }
+
+    impl Rule for bool {
+        #[allow(private_interfaces)]
+        fn into_rule(self) -> Public {
+            if self {
+                Public::Yes
+            } else {
+                Public::No
+            }
+        }
+    }
+
+    impl<F> Rule for F
+    where
+        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    {
+        #[allow(private_interfaces)]
+        fn into_rule(self) -> Public {
+            Public::When(Arc::new(self))
         }
     }
 }
 
-impl<F> PublicEndpoint for F
-where
-    F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
-{
-    #[allow(private_interfaces)]
-    fn into_rule(self) -> Public {
-        Public::When(Arc::new(self))
-    }
-}
+impl PublicEndpoint for bool {}
+
+impl<F> PublicEndpoint for F where F: Fn(&request::Parts) -> bool + Send + Sync + 'static {}
 
 #[derive(Clone, Default)]
 pub(crate) enum Public {

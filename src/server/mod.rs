@@ -26,15 +26,17 @@
 //! | spans only | `.with_metrics(false)` | span, header, log span |
 //! | nothing recorded | no-op providers, or no SDK installed (see below) | the caller's context made current when it carries a trace or baggage; else a pass-through |
 //!
-//! **With no OpenTelemetry SDK installed** and the defaults (global providers), a request
-//! costs: a look at this thread's view of the global tracer and meter providers (each thread
-//! looks at the globals themselves once every 64 requests it serves: opentelemetry's no-op
-//! tracer is recognised by the spans it makes, its no-op meter provider by being zero-sized),
-//! and, only while a global propagator is installed, the extraction of the caller's context so
-//! that it is current in the handler (never an untrusted caller's: see
-//! [`with_public_endpoint`](crate::OtelLayer::with_public_endpoint)). No span, no clock read, no
-//! measurement, no log span, no response header. `BENCH_NO_SDK=1 cargo bench --bench server`
-//! measures it.
+//! **With no OpenTelemetry SDK installed** and the defaults (global providers), nothing is
+//! recorded and no response header is added, but opentelemetry's no-op tracer can only be
+//! recognised by the spans it makes: each request builds its span's attributes, reads the clock
+//! and asks the global tracer, which hands back a non-recording span — the price of the first
+//! request after `global::set_tracer_provider` being traced on every thread. The no-op global
+//! meter provider is recognised by being zero-sized: nothing is measured. While a global
+//! propagator is installed, the caller's context is extracted so that it is current in the
+//! handler (never an untrusted caller's: see
+//! [`with_public_endpoint`](crate::OtelLayer::with_public_endpoint)). Give a `NoopTracerProvider`
+//! with `with_tracer_provider` (or turn spans off) to pay nothing for spans.
+//! `BENCH_NO_SDK=1 cargo bench --bench server` measures it.
 //!
 //! | attribute | when |
 //! |---|---|

@@ -919,3 +919,39 @@ async fn a_reqwest_resend_after_a_cancelled_attempt_is_recorded() {
     assert_eq!(all.len(), 2, "both attempts recorded");
     assert_eq!(attr_i64(&all[1], "http.request.resend_count"), Some(1));
 }
+
+/// A request that already carries trace-context headers (a proxy forwarding its caller's) goes
+/// out with this call's context only: the caller's `tracestate` never travels beside our
+/// `traceparent`, whatever the state of our span.
+#[tokio::test]
+async fn a_forwarded_tracestate_never_goes_out_beside_our_traceparent() {
+    let t = Telemetry::new();
+    let seen = Arc::new(Mutex::new(HeaderMap::new()));
+    let s = seen.clone();
+    let client = client_layer(&t)
+        .with_propagator(tower_otel_http::propagation::W3cPropagator::new())
+        .layer(tower::service_fn(move |req: Request<String>| {
+            *s.lock().unwrap() = req.headers().clone();
+            async { Ok::<_, Infallible>(http::Response::new(String::new())) }
+        }));
+    let req = Request::get("http://downstream.test/x")
+        .header(
+            "traceparent",
+            "00-11111111111111111111111111111111-2222222222222222-01",
+        )
+        .header("tracestate", "caller=untrusted")
+        .body(String::new())
+        .unwrap();
+    client.oneshot(req).await.unwrap();
+    let headers = seen.lock().unwrap().clone();
+    let span = t.one();
+    let tp = headers.get("traceparent").unwrap().to_str().unwrap();
+    assert!(
+        tp.contains(&span.span_context.span_id().to_string()),
+        "our span's traceparent: {tp}"
+    );
+    assert!(
+        headers.get("tracestate").is_none(),
+        "the caller's tracestate is not sent with our traceparent: {headers:?}"
+    );
+}

@@ -314,3 +314,37 @@ async fn the_callers_context_is_current_in_a_passed_through_body() {
         "the caller's context while the body is polled"
     );
 }
+
+/// A response body that goes on after its request ended at the head — an event stream with
+/// `SpanEnd::Head` — is still polled in the request's context.
+#[tokio::test]
+async fn a_body_polled_after_its_request_ended_at_the_head_runs_in_its_context() {
+    use tower::{Layer, ServiceExt};
+    let t = Telemetry::new();
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let svc = t
+        .layer()
+        .with_event_stream_end(tower_otel_http::server::SpanEnd::Head)
+        .layer(tower::service_fn(move |_req: http::Request<()>| {
+            let seen = s.clone();
+            async move {
+                let mut r = http::Response::new(ContextProbe { seen, done: false });
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/event-stream"),
+                );
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        }));
+    let req = http::Request::get("/events").body(()).unwrap();
+    let response = svc.oneshot(req).await.unwrap();
+    let span = t.one();
+    use http_body_util::BodyExt;
+    response.into_body().collect().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        Some(span.span_context.trace_id().to_string()),
+        "the span's context while the body is polled after the span ended"
+    );
+}

@@ -8,7 +8,7 @@ use axum::Router;
 use common::*;
 use http::{HeaderName, Request};
 use tower_otel_http::response_header::{ResponseHeader, TraceResponseHeaderLayer};
-use tower_otel_http::OtelServerLayer;
+use tower_otel_http::{OtelLayer, OtelServerLayer};
 
 fn app(layer: OtelServerLayer) -> Router {
     Router::new()
@@ -141,7 +141,7 @@ async fn cors_expose_lists_the_header_once() {
 #[tokio::test]
 async fn no_header_without_a_span_of_ours() {
     // no-op tracer: the caller's context flows, but it is not our span
-    let app = app(OtelServerLayer::new()
+    let app = app(OtelLayer::server()
         .with_tracer_provider(&opentelemetry::trace::noop::NoopTracerProvider::new()));
     let req = Request::get("/")
         .header(

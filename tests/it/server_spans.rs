@@ -15,7 +15,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId};
 use opentelemetry::KeyValue;
 use tower::{Layer, ServiceExt};
 use tower_otel_http::route::RecordRouteLayer;
-use tower_otel_http::OtelServerLayer;
+use tower_otel_http::OtelLayer;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -800,7 +800,7 @@ async fn sampler_sees_start_attributes() {
         .with_sampler(rec.clone())
         .with_simple_exporter(InMemorySpanExporter::default())
         .build();
-    let app = app().layer(OtelServerLayer::new().with_tracer_provider(&provider));
+    let app = app().layer(OtelLayer::server().with_tracer_provider(&provider));
     let req = Request::get("/api/v1/users/1?a=b")
         .header("host", "h.example")
         .header("user-agent", "ua")
@@ -892,7 +892,7 @@ async fn noop_provider_records_nothing_but_passes_the_callers_context_on() {
     };
     // a propagator is configured: the caller's context is current in the handler
     let app = Router::new().route("/ctx", get(handler)).layer(
-        OtelServerLayer::new()
+        OtelLayer::server()
             .with_tracer_provider(&NoopTracerProvider::new())
             .with_metrics(false)
             .with_propagator(TraceContextPropagator::new()),
@@ -912,7 +912,7 @@ async fn noop_provider_records_nothing_but_passes_the_callers_context_on() {
 
     // nothing configured at all (OpenTelemetry without an SDK): a pure pass-through
     let app = Router::new().route("/ctx", get(handler)).layer(
-        OtelServerLayer::new()
+        OtelLayer::server()
             .with_tracer_provider(&NoopTracerProvider::new())
             .with_metrics(false),
     );
@@ -994,11 +994,11 @@ async fn a_public_endpoint_never_hands_on_the_callers_context_even_recording_no_
     let m = Metrics::new();
     for layer in [
         // metrics only
-        OtelServerLayer::new()
+        OtelLayer::server()
             .with_spans(false)
             .with_meter_provider(&m.provider),
         // records nothing at all
-        OtelServerLayer::new()
+        OtelLayer::server()
             .with_tracer_provider(&NoopTracerProvider::new())
             .with_metrics(false),
     ] {
@@ -1037,6 +1037,7 @@ fn an_error_type_function_that_can_never_match_is_warned_about_once() {
         .enable_all()
         .build()
         .unwrap();
+    let rt = &rt;
     rt.block_on(async {
         let t = Telemetry::new();
         let app = axum::Router::new()
@@ -1054,4 +1055,26 @@ fn an_error_type_function_that_can_never_match_is_warned_about_once() {
     assert_eq!(warnings.len(), 1, "one warning: {:?}", buf.lines());
     assert!(warnings[0].contains("Infallible"), "{}", warnings[0]);
     assert!(warnings[0].contains("AppError"), "{}", warnings[0]);
+
+    // a function for the body's errors (axum's) can match: no warning
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || w.clone()),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    rt.block_on(async {
+        let t = Telemetry::new();
+        let app = axum::Router::new()
+            .route("/x", axum::routing::get(|| async { "x" }))
+            .layer(t.layer().with_error_type(|_: &axum::Error| Some("body")));
+        send(app, get_req("/x")).await;
+    });
+    assert!(
+        !buf.lines().iter().any(|l| l.contains("with_error_type")),
+        "{:?}",
+        buf.lines()
+    );
 }

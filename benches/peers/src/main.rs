@@ -67,6 +67,9 @@ fn main() {
         [] | ["all"] => all(),
         ["group", g] => group(Group::from_id(g).unwrap_or_else(|| usage())),
         ["serve", v] => tcp::serve(v),
+        // for instruction counts: `valgrind --tool=callgrind peers count <variant> <n>` at two
+        // sizes, the difference removes start-up
+        ["count", v, n] => count(v, n.parse().unwrap_or_else(|_| usage())),
         ["tcp"] => {
             let cfg = Config::from_env();
             let results = tcp_measure(&cfg);
@@ -86,8 +89,23 @@ fn main() {
     }
 }
 
+/// `n` requests through one server variant on this thread, nothing measured: the process to
+/// count instructions of.
+fn count(variant: &str, n: usize) {
+    let srv = variants::Srv::from_id(variant).unwrap_or_else(|| usage());
+    srv.env().install();
+    let case = build_case(variants::Variant::Server(srv), None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..n {
+        rt.block_on(measure::call(&case));
+    }
+}
+
 fn usage() -> ! {
-    eprintln!("usage: peers [all | group <group> | tcp | serve <variant>]");
+    eprintln!("usage: peers [all | group <group> | tcp | serve <variant> | count <variant> <n>]");
     eprintln!("groups: {}", GROUPS.map(|g| g.id()).join(", "));
     eprintln!("server variants: {}", SERVERS.map(|s| s.id()).join(", "));
     std::process::exit(2);

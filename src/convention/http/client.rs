@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use http::request::Parts;
 use http::HeaderMap;
-use opentelemetry::trace::{SpanBuilder, SpanKind};
+use opentelemetry::trace::SpanBuilder;
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
@@ -165,7 +165,7 @@ fn start_span(
 ) -> Option<Context> {
     let name = config.span_name(&parts.method, target.method.label, target.template);
     let mut builder = SpanBuilder::from_name(name)
-        .with_kind(SpanKind::Client)
+        .with_kind(<Client as crate::side::sealed::Rules>::KIND)
         .with_attributes(span_attributes(config, target, parts));
     builder.start_time = start;
     tracer.start(builder, parent)

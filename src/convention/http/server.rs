@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::request::Parts;
-use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt};
+use opentelemetry::trace::{Link, SpanBuilder, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
@@ -122,9 +122,11 @@ pub(crate) fn start(
 ) -> Start<Server> {
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
+    // the user's predicate, when there is one, runs once per request
+    let public = config.side.public_endpoint.applies(parts);
     if tracer.is_none() && !measured {
         // nothing to record: the caller's context still flows through (not an untrusted one)
-        return (Started::Pass(caller_context(config, parts)), None);
+        return (Started::Pass(caller_context(config, parts, public)), None);
     }
     let conv = Conv::choose(parts);
     let clock = Clock::start(tracer.is_some());
@@ -136,14 +138,14 @@ pub(crate) fn start(
     let label = incoming.method.label;
     let request_bytes = (counts_body && measured).then(Arc::<AtomicU64>::default);
     let measure = measured.then(|| incoming.measure(config, request_bytes.clone()));
-    let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, clock.wall()));
+    let cx = tracer.and_then(|t| start_span(config, t, &incoming, parts, clock.wall(), public));
     let span = cx.is_some();
     let route_known = incoming.route.is_some();
     let template = incoming.template.clone();
     #[cfg(feature = "tracing")]
     let method = incoming.method.metric_value();
     drop(incoming);
-    let cx = cx.or_else(|| caller_context(config, parts));
+    let cx = cx.or_else(|| caller_context(config, parts, public));
     #[cfg(feature = "tracing")]
     let log = log_span(config, method, template.as_ref(), cx.as_ref(), span);
     let slot = stack::mark(&mut parts.extensions, route_known);
@@ -167,8 +169,8 @@ pub(crate) fn start(
 
 /// The caller's context to make current when no span of ours is recorded: none from an
 /// untrusted caller (a public endpoint), so that it cannot join its trace downstream either.
-fn caller_context(config: &Config<Server>, parts: &Parts) -> Option<Context> {
-    if config.side.public_endpoint.applies(parts) {
+fn caller_context(config: &Config<Server>, parts: &Parts, public: bool) -> Option<Context> {
+    if public {
         return None;
     }
     config.propagator.pass_through(&parts.headers)
@@ -182,19 +184,20 @@ fn start_span(
     incoming: &Incoming<'_>,
     parts: &Parts,
     start: Option<SystemTime>,
+    public: bool,
 ) -> Option<Context> {
     let name = match (incoming.name, &config.span_name) {
         (Some(name), None) => name.into(),
         _ => config.span_name(&parts.method, incoming.method.label, incoming.route),
     };
     let mut builder = SpanBuilder::from_name(name)
-        .with_kind(SpanKind::Server)
+        .with_kind(<Server as crate::side::sealed::Rules>::KIND)
         .with_attributes(span_attributes(config, incoming, parts));
     builder.start_time = start;
     let parent = config
         .propagator
         .extract(&StrictHeaderExtractor::new(&parts.headers));
-    if config.side.public_endpoint.applies(parts) {
+    if public {
         let sc = parent.span().span_context().clone();
         if sc.is_valid() {
             builder.links = Some(vec![Link::with_context(sc)]);

@@ -8,7 +8,7 @@ use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tower::ServiceExt;
-use tower_otel_http::OtelServerLayer;
+use tower_otel_http::{OtelLayer, OtelServerLayer};
 
 pub struct Telemetry {
     pub provider: SdkTracerProvider,
@@ -25,7 +25,7 @@ impl Telemetry {
     }
 
     pub fn layer(&self) -> OtelServerLayer {
-        OtelServerLayer::new().with_tracer_provider(&self.provider)
+        OtelLayer::server().with_tracer_provider(&self.provider)
     }
 
     pub fn spans(&self) -> Vec<SpanData> {
