@@ -19,7 +19,10 @@ pin_project! {
     /// ends short of its declared length (`"response_body"`). Dropped before that, a server
     /// reports `error.type = "response_body_dropped"` (the client went away mid-body); a
     /// client's caller dropping it is no error. The request's context is current while the body
-    /// is polled — the caller's, when the request was passed through unrecorded.
+    /// is polled — the caller's, when the request was passed through unrecorded, and still the
+    /// request's when the body is polled after the request ended. A body with a declared length
+    /// ends at its last declared byte (hyper polls no further on HTTP/1.1): trailers after it are
+    /// not read — under HTTP's convention they decide nothing.
     pub struct ResponseBody<B, S: Side = Server> {
         #[pin]
         inner: B,
