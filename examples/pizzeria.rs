@@ -38,7 +38,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use serde_json::json;
@@ -250,7 +250,7 @@ fn telemetry() -> Result<Telemetry, Box<dyn std::error::Error>> {
     global::set_meter_provider(t.meter.clone());
     global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(
         vec![
-            Box::new(TraceContextPropagator::new()),
+            Box::new(tower_otel_http::propagation::W3cPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ],
     ));

@@ -22,9 +22,11 @@
 //! One `CLIENT` span per physical attempt (a retry or a redirect that resends is a new span),
 //! a child of the current OpenTelemetry context — inside a handler served through the server
 //! layer, the server span, with no glue code — and `http.client.request.duration` with the
-//! same duration. The span's context is sent with the request (`traceparent`, `tracestate`,
-//! `baggage`, through the configured or global propagator; W3C Trace Context when none is
-//! installed) and is current while the inner client is polled. Requests already instrumented
+//! same duration. The span's context is sent with the request through the configured or global
+//! propagator (`traceparent` and `tracestate` with W3C Trace Context — the crate's
+//! [`W3cPropagator`](crate::propagation::W3cPropagator) or the SDK's, and W3C Trace Context when
+//! none is installed; `baggage` only when the propagator carries it, e.g. a composite with the
+//! SDK's `BaggagePropagator`) and is current while the inner client is polled. Requests already instrumented
 //! by an outer instance of this layer pass through; a request forwarded from a server handler
 //! carries the *server* layer's mark, which the client ignores.
 //!
