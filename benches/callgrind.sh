@@ -4,9 +4,11 @@
 # shared machine is not.
 #
 #   benches/callgrind.sh <profile-binary> [variant ...]
+#   PREFIX=count benches/callgrind.sh benches/peers/target/release/peers ours opentelemetry-instrumentation-tower
 #
-# The binary: `cargo bench --bench profile --no-run` prints its path. Prints one line per
-# variant: name, instructions per request, and the two totals.
+# The binary: `cargo bench --bench profile --no-run` prints its path (the peers bench's:
+# `cargo build --release --bin peers` in benches/peers, run as `peers count <variant> <n>`).
+# Prints one line per variant: name, instructions per request, and the two totals.
 set -euo pipefail
 bin=$1
 shift
@@ -17,7 +19,7 @@ fi
 small=${SMALL:-2000}
 large=${LARGE:-6000}
 ir() {
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" ${PREFIX:-} "$1" "$2" 2>&1 |
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 for v in "${variants[@]}"; do
