@@ -10,7 +10,9 @@
 //! So each thread keeps the global tracer it last found and looks again once every
 //! [`RECHECK_EVERY`] requests it serves — and at *every* request while that tracer makes no
 //! real spans (no SDK installed yet, or one shut down), so that the first request after
-//! `global::set_tracer_provider` is traced on every thread.
+//! `global::set_tracer_provider` is traced on every thread. Measured on 2 cores the cache gains
+//! nothing (`BENCHMARKS.md`: no fewer instructions, no shorter wall time with two threads); it
+//! stays for the many-core case, which a 2-core machine cannot show.
 //!
 //! The global propagator is looked up for every request (opentelemetry takes its lock for every
 //! extraction anyway): whatever it is, it is called — a global is a `dyn TextMapPropagator`, it
