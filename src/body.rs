@@ -25,12 +25,23 @@ pub use crate::lifecycle::ResponseBody;
 pub(crate) mod sealed {
     use super::*;
 
-    /// What the layer does with a request body in each mode (not callable from outside).
+    /// What the layer does with a request body in each mode (`wrap` takes a [`Token`] only the
+    /// crate can make: not callable from outside).
     pub trait Mode {
-        fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> super::BodyOf<Self, B>
+        fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>, _: Token) -> super::BodyOf<Self, B>
         where
             Self: super::RequestBodyMode;
         const COUNTS: bool;
+    }
+
+    /// Made only inside the crate.
+    #[derive(Debug)]
+    pub struct Token(());
+
+    impl Token {
+        pub(crate) fn new() -> Self {
+            Token(())
+        }
     }
 }
 
@@ -63,7 +74,7 @@ impl RequestBodyMode for Uncounted {
 }
 
 impl sealed::Mode for Uncounted {
-    fn wrap<B>(body: B, _counter: Option<Arc<AtomicU64>>) -> B {
+    fn wrap<B>(body: B, _counter: Option<Arc<AtomicU64>>, _: sealed::Token) -> B {
         body
     }
     const COUNTS: bool = false;
@@ -74,7 +85,7 @@ impl RequestBodyMode for Counted {
 }
 
 impl sealed::Mode for Counted {
-    fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>) -> RequestBody<B> {
+    fn wrap<B>(body: B, counter: Option<Arc<AtomicU64>>, _: sealed::Token) -> RequestBody<B> {
         RequestBody {
             inner: body,
             counter,

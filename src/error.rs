@@ -107,8 +107,6 @@ where
 }
 
 impl ErrorTypeFn {
-    /// Warn once when a service whose errors are `SE` can never hand the function its type:
-    /// `SE` is neither that type nor an error whose source chain this crate walks.
     /// Warn once when neither the service's errors (`SE`) nor its response body's errors
     /// (`BE`) can ever hand the function its type: each is neither that type nor an error whose
     /// source chain this crate walks.
@@ -123,8 +121,9 @@ impl ErrorTypeFn {
                 service_error = std::any::type_name::<SE>(),
                 body_error = std::any::type_name::<BE>(),
                 classifies = self.wants_name,
-                "with_error_type can never match: the service's errors are of another type \
-                 (behind axum they are Infallible: handlers answer errors with responses)"
+                "with_error_type can never match: the service's errors and its response body's \
+                 are of other types (behind axum the service's are Infallible: handlers answer \
+                 errors with responses)"
             );
         }
     }

@@ -326,7 +326,8 @@ impl PropagatorSource {
     pub(crate) fn inject_span(&self, cx: &Context, headers: &mut http::HeaderMap) {
         // what the request carries already (a proxy forwarding its caller's headers) never goes
         // out beside this span's context: a propagator that writes no `tracestate` for an empty
-        // state would leave the caller's
+        // state would leave the caller's, and one of another format (B3) would leave a W3C
+        // context that skips this span
         headers.remove(propagation::TRACEPARENT);
         headers.remove(propagation::TRACESTATE);
         self.with(|p| {

@@ -112,7 +112,10 @@ where
             .check_error_type::<Inner::Error, ResBody::Error>();
         let (mut parts, body) = req.into_parts();
         let (started, request_bytes) = S::start(&self.config, &mut parts, M::COUNTS);
-        let req = Request::from_parts(parts, M::wrap(body, request_bytes));
+        let req = Request::from_parts(
+            parts,
+            M::wrap(body, request_bytes, crate::body::sealed::Token::new()),
+        );
         started.call(&mut self.inner, req)
     }
 }

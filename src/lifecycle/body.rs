@@ -110,7 +110,8 @@ where
         };
         if let Some(error) = end {
             record.end(error);
-            if !this.inner.is_end_stream() {
+            let more = matches!(&frame, Some(Ok(f)) if f.is_data());
+            if more && !this.inner.is_end_stream() {
                 // more may be polled (trailers, an end the body signals late): in the scope
                 *this.pass = Some(record.take_scope());
             }
