@@ -48,14 +48,6 @@ impl Conv {
         let _ = parts;
         Conv::Http(http::Http)
     }
-
-    fn get(&self) -> &dyn Convention {
-        match self {
-            Conv::Http(c) => c,
-            #[cfg(test)]
-            Conv::Probe(c) => c,
-        }
-    }
 }
 
 impl Convention for Conv {
@@ -68,11 +60,19 @@ impl Convention for Conv {
     }
 
     fn outcome(&self, status: Option<StatusCode>, first_error: u16) -> Option<Cow<'static, str>> {
-        self.get().outcome(status, first_error)
+        match self {
+            Conv::Http(c) => c.outcome(status, first_error),
+            #[cfg(test)]
+            Conv::Probe(c) => c.outcome(status, first_error),
+        }
     }
 
     fn status_attribute(&self, status: Option<StatusCode>) -> Option<KeyValue> {
-        self.get().status_attribute(status)
+        match self {
+            Conv::Http(c) => c.status_attribute(status),
+            #[cfg(test)]
+            Conv::Probe(c) => c.status_attribute(status),
+        }
     }
 }
 

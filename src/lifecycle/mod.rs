@@ -172,9 +172,11 @@ pub(crate) struct Begin<S: Rules> {
     pub(crate) template: Option<StringValue>,
     /// The server's route, when it is settled only after routing.
     pub(crate) slot: Option<Arc<RouteSlot>>,
-    /// The request's method (for the span name settled after routing, and what the body of
-    /// its response may be).
-    pub(crate) method: Method,
+    /// The request's method, kept only for the user's span-name function when the template is
+    /// settled after the start.
+    pub(crate) method: Option<Method>,
+    /// What the body of the response may be, by the request's method.
+    pub(crate) body_rule: BodyRule,
     /// The span-name label of the method (`GET`, or `HTTP` for `_OTHER`).
     pub(crate) label: &'static str,
     /// `network.protocol.version`: the request's (server); the client's comes with the
@@ -206,7 +208,7 @@ pub(crate) struct Record<S: Rules> {
     measure: Option<Measure>,
     template: Option<StringValue>,
     slot: Option<Arc<RouteSlot>>,
-    method: Method,
+    method: Option<Method>,
     label: &'static str,
     body_rule: BodyRule,
     version: Option<http::Version>,
@@ -236,7 +238,7 @@ impl<S: Rules> Record<S> {
             measure: b.measure,
             template: b.template,
             slot: b.slot,
-            body_rule: BodyRule::of(&b.method),
+            body_rule: b.body_rule,
             method: b.method,
             label: b.label,
             version: b.version,
@@ -379,7 +381,10 @@ impl<S: Rules> Record<S> {
         let interned = crate::route::interned(self.label, route);
         let name = match (interned, &self.config.span_name) {
             (Some((_, name)), None) => Cow::Borrowed(name),
-            _ => self.config.span_name(&self.method, self.label, Some(route)),
+            _ => {
+                let method = self.method.as_ref().unwrap_or(&Method::GET);
+                self.config.span_name(method, self.label, Some(route))
+            }
         };
         #[cfg(feature = "tracing")]
         self.scope.log.record(S::TEMPLATE_KEY, route);

@@ -15,7 +15,7 @@ use opentelemetry_semantic_conventions::attribute as attr;
 use crate::client::{Attempts, NoPropagation, UrlTemplate};
 use crate::config::Config;
 use crate::convention::Conv;
-use crate::lifecycle::{Begin, Clock, Record, Started};
+use crate::lifecycle::{Begin, BodyRule, Clock, Record, Started};
 use crate::metrics::Measure;
 use crate::otel::RequestTracer;
 use crate::semconv::{self, MethodInfo};
@@ -131,7 +131,8 @@ pub(crate) fn start(
         measure,
         template,
         slot: None,
-        method: parts.method.clone(),
+        method: None,
+        body_rule: BodyRule::of(&parts.method),
         label,
         version: None,
     };

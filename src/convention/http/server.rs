@@ -14,7 +14,7 @@ use opentelemetry_semantic_conventions::attribute as attr;
 
 use crate::config::Config;
 use crate::convention::Conv;
-use crate::lifecycle::{Begin, Clock, Record, Started};
+use crate::lifecycle::{Begin, BodyRule, Clock, Record, Started};
 use crate::metrics::Measure;
 use crate::otel::RequestTracer;
 use crate::propagation::StrictHeaderExtractor;
@@ -160,7 +160,8 @@ pub(crate) fn start(
         measure,
         template,
         slot,
-        method: parts.method.clone(),
+        method: (config.span_name.is_some() && !route_known).then(|| parts.method.clone()),
+        body_rule: BodyRule::of(&parts.method),
         label,
         version: Some(parts.version),
     };
