@@ -73,7 +73,7 @@
 
 use std::fmt;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceFlags, TraceId};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -101,12 +101,16 @@ pub struct CorrelationIds {
 }
 
 impl CorrelationIds {
-    fn from_span_context(sc: &SpanContext) -> Self {
-        CorrelationIds {
+    /// The ids of the span of `cx`, with the flags as they go on
+    /// ([`crate::propagation::trace_flags`]: the random-trace-id bit as the trace came in).
+    fn of(cx: &opentelemetry::Context) -> Option<Self> {
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| CorrelationIds {
             trace_id: sc.trace_id(),
             span_id: sc.span_id(),
-            trace_flags: sc.trace_flags(),
-        }
+            trace_flags: crate::propagation::trace_flags(cx),
+        })
     }
 }
 
@@ -118,21 +122,23 @@ impl fmt::Display for Flags {
     }
 }
 
-/// Open the per-request span for `sc`, with every field given at its creation (each later
+/// Open the per-request span for the span of `cx`, with every field given at its creation (each later
 /// `record` goes through the whole subscriber stack again); a level check when no subscriber
 /// wants it, one atomic load when there is no subscriber at all.
 pub(crate) fn request_span(
     level: Level,
     method: &'static str,
     route: Option<&str>,
-    sc: &SpanContext,
+    cx: &opentelemetry::Context,
 ) -> tracing::Span {
     macro_rules! make {
         ($lvl:expr) => {{
             if !tracing::span_enabled!(target: TARGET, $lvl) {
                 return tracing::Span::none();
             }
-            let tp = crate::propagation::traceparent_bytes(sc);
+            let Some(tp) = crate::propagation::outgoing_traceparent(cx) else {
+                return tracing::Span::none();
+            };
             tracing::span!(
                 target: TARGET,
                 $lvl,
@@ -160,7 +166,9 @@ pub(crate) fn request_span(
         // a span without metadata: entering it is free even with tracing's `log` feature
         return tracing::Span::none();
     }
-    let ids = CorrelationIds::from_span_context(sc);
+    let Some(ids) = CorrelationIds::of(cx) else {
+        return span;
+    };
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
             if let Some(data) = registry.span_data(id) {
@@ -197,11 +205,7 @@ where
             }
         }
     }
-    opentelemetry::Context::map_current(|cx| {
-        let span = cx.span();
-        let sc = span.span_context();
-        sc.is_valid().then(|| CorrelationIds::from_span_context(sc))
-    })
+    opentelemetry::Context::map_current(CorrelationIds::of)
 }
 
 /// A writer that escapes what goes through it for the inside of a JSON string (RFC 8259).

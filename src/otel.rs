@@ -295,10 +295,7 @@ impl PropagatorSource {
             Prop::Other(p) => propagation::extract_with(p, extractor),
             Prop::None | Prop::W3c => {
                 let cx = Context::current();
-                match extractor.span_context() {
-                    Some(sc) => cx.with_remote_span_context(sc),
-                    None => cx,
-                }
+                extractor.remote(&cx).unwrap_or(cx)
             }
         })
     }
@@ -310,8 +307,7 @@ impl PropagatorSource {
         self.with(|p| {
             let cx = match p {
                 Prop::None => return None,
-                Prop::W3c => Context::current()
-                    .with_remote_span_context(StrictHeaderExtractor::new(headers).span_context()?),
+                Prop::W3c => StrictHeaderExtractor::new(headers).remote(&Context::current())?,
                 Prop::Other(p) => {
                     propagation::extract_with(p, &StrictHeaderExtractor::new(headers))
                 }

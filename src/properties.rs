@@ -228,75 +228,306 @@ proptest! {
 
 // ------------------------------------------------------------------ tracestate
 
-/// `tracestate` members valid for W3C and the SDK, with distinct keys and values up to 200
-/// characters (so that headers well over 512 characters are common).
-fn tracestate_members() -> impl Strategy<Value = Vec<String>> {
-    // `k<i>_<suffix>`: the suffix has no `_`, so the keys are distinct
-    proptest::collection::vec(("[a-z0-9*/-]{0,12}", "[!-+.-<>-~]{1,200}"), 0..70).prop_map(
-        |pairs| {
-            pairs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, v))| format!("k{i}_{k}={v}"))
-                .collect()
-        },
+/// A `tracestate` key under the Level 2 grammar: a lowercase letter or digit, then up to 255 of
+/// `a-z 0-9 _ - * / @` (short ones, and long ones near the limit).
+fn ts_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z0-9][a-z0-9_*/@-]{0,12}",
+        1 => "[a-z0-9][a-z0-9_*/@-]{240,255}",
+    ]
+}
+
+/// A `tracestate` value: 1 to 256 printable ASCII characters but `,` and `=`, the last not a
+/// space.
+fn ts_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[ -+\\--<>-~]{0,30}[!-+\\--<>-~]",
+        1 => "[ -+\\--<>-~]{200,255}[!-+\\--<>-~]",
+    ]
+}
+
+/// Valid members with distinct keys (a repeated key is dropped), up to 40 of them.
+fn ts_members() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec((ts_key(), ts_value()), 0..40).prop_map(|pairs| {
+        let mut seen = std::collections::HashSet::new();
+        pairs
+            .into_iter()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect()
+    })
+}
+
+/// Something that is not a valid member, to put among valid ones.
+fn ts_broken_member() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("empty=".to_owned()),
+        Just("@lead=1".to_owned()),
+        Just("Upper=1".to_owned()),
+        Just("novalue".to_owned()),
+        Just("k=a=b".to_owned()),
+        "[a-z]{257}=v",
+        "[a-z]{3}=[a-z]{257}",
+        Just("tab=a\tb".to_owned()),
+    ]
+}
+
+/// A `tracestate` as a sender may write it: the members with optional white space around them,
+/// empty members here and there, split over header fields at random; with `broken`, one
+/// invalid member among them.
+fn ts_fields(
+) -> impl Strategy<Value = (Vec<(String, String)>, Option<(usize, String)>, Vec<String>)> {
+    (
+        ts_members(),
+        proptest::option::weighted(0.3, (any::<usize>(), ts_broken_member())),
+        proptest::collection::vec((0u8..6, 0u8..6, any::<bool>(), any::<bool>()), 41),
     )
+        .prop_map(|(members, broken, shape)| {
+            let ows = |n: u8| match n {
+                0 | 1 | 2 => "",
+                3 => " ",
+                4 => "\t",
+                _ => " \t ",
+            };
+            let mut texts: Vec<String> = members.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let broken = broken.map(|(at, m)| (at % (texts.len() + 1), m));
+            if let Some((at, m)) = &broken {
+                texts.insert(*at, m.clone());
+            }
+            let mut fields = vec![String::new()];
+            for (i, t) in texts.iter().enumerate() {
+                let (before, after, empty, split) = shape[i];
+                let field = fields.last_mut().unwrap();
+                if !field.is_empty() {
+                    field.push(',');
+                }
+                if empty {
+                    field.push_str(ows(before));
+                    field.push(',');
+                }
+                field.push_str(ows(before));
+                field.push_str(t);
+                field.push_str(ows(after));
+                if split {
+                    fields.push(String::new());
+                }
+            }
+            (members, broken, fields)
+        })
+}
+
+/// The Level 2 rules restated: the fields combined with `,`, white space around members and
+/// empty members skipped, each member `key=value` by the grammar, keys unique, at most 32. The
+/// canonical list (members joined by `,`), or `None` when it does not parse.
+fn tracestate_oracle(fields: &[&str]) -> Option<String> {
+    let key_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-*/@".contains(c);
+    let value_char = |c: char| (' '..='~').contains(&c) && c != ',' && c != '=';
+    let combined = fields.join(",");
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for m in combined.split(',') {
+        let m = m.trim_matches(|c| c == ' ' || c == '\t');
+        if m.is_empty() {
+            continue;
+        }
+        let (k, v) = m.split_once('=')?;
+        let first = k.chars().next()?;
+        let key_ok = (first.is_ascii_lowercase() || first.is_ascii_digit())
+            && k.chars().all(key_char)
+            && k.len() <= 256;
+        let value_ok =
+            !v.is_empty() && v.len() <= 256 && v.chars().all(value_char) && !v.ends_with(' ');
+        if !key_ok || !value_ok || out.iter().any(|(seen, _)| *seen == k) {
+            return None;
+        }
+        out.push((k, v));
+    }
+    (out.len() <= 32).then(|| {
+        out.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// The context the SDK gives a child of `parent`: a recorded child takes the parent's flags
+/// with its own sampled bit, a dropped one flags from nothing; both the parent's trace state
+/// (what `ParentBased` samplers hand on).
+fn sdk_child(parent: &Context, dropped: bool, sampled: bool) -> Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
+    let span = parent.span();
+    let psc = span.span_context();
+    let flags = if dropped {
+        TraceFlags::default()
+    } else {
+        psc.trace_flags().with_sampled(sampled)
+    };
+    parent.with_remote_span_context(SpanContext::new(
+        psc.trace_id(),
+        SpanId::from_bytes([7; 8]),
+        flags,
+        false,
+        psc.trace_state().clone(),
+    ))
+}
+
+fn injected(cx: &Context) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    W3cPropagator.inject_context(cx, &mut crate::propagation::HeaderInjector(&mut out));
+    out
 }
 
 proptest! {
     #![proptest_config(config())]
 
+    /// What goes out is what came in, canonically written, whenever it parses; nothing when it
+    /// does not (a broken member, a repeated key, more than 32 members discard it whole) —
+    /// through a child the SDK records or drops, as through a pass-through.
     #[test]
-    fn tracestate_keeps_at_most_32_whole_members_in_order(
-        members in tracestate_members(),
-        breaks in proptest::collection::vec(any::<bool>(), 70),
+    fn tracestate_goes_on_whole_or_not_at_all(
+        (members, broken, fields) in ts_fields(),
+        dropped in any::<bool>(),
     ) {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(VALID_TP));
-        for f in split_into_fields(&members, &breaks) {
-            h.append(TRACESTATE, HeaderValue::from_str(&f).unwrap());
+        for f in &fields {
+            h.append(TRACESTATE, HeaderValue::from_str(f).unwrap());
         }
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let want = tracestate_oracle(&fields).filter(|s| !s.is_empty());
+        // the oracle agrees with how the input was built
+        let built = (broken.is_none() && members.len() <= 32)
+            .then(|| members.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .filter(|s| !s.is_empty());
+        prop_assert_eq!(&want, &built);
         let e = StrictHeaderExtractor::new(&h);
-        let kept = members.len().min(32);
-        let expected = members[..kept].join(",");
-        match e.get(TRACESTATE) {
-            None => prop_assert!(members.is_empty()),
-            Some(out) => {
-                prop_assert_eq!(out, expected.as_str());
-                prop_assert!(out.split(',').count() <= 32);
-            }
-        }
-        // what the propagators make of it: all of it when it has at most 32 members, however
-        // long (W3C: at least 512 characters must propagate)
-        for state in [
-            W3cPropagator.extract_with_context(&Context::new(), &e).span().span_context().trace_state().header(),
-            crate::propagation::extract_with(&TraceContextPropagator::new(), &e).span().span_context().trace_state().header(),
+        prop_assert_eq!(e.get(TRACESTATE), want.as_deref());
+        for parent in [
+            W3cPropagator.extract_with_context(&Context::new(), &e),
+            e.remote(&Context::new()).unwrap(),
         ] {
-            prop_assert_eq!(&state, &expected);
+            for cx in [sdk_child(&parent, dropped, !dropped), parent.clone()] {
+                let out = injected(&cx);
+                let sent = out.get(TRACESTATE).map(|v| v.to_str().unwrap());
+                prop_assert_eq!(sent, want.as_deref());
+                prop_assert_eq!(crate::propagation::tracestate(&cx).map(|t| t.as_str().to_owned()), want.clone());
+            }
         }
     }
 
+    /// For any input, what is handed on parses under the Level 2 grammar and has at most 32
+    /// members; it is there exactly when the input (all of it text) parses.
     #[test]
-    fn tracestate_cut_is_always_a_member_boundary(
-        fields in proptest::collection::vec(header_value(400), 1..6),
+    fn any_tracestate_bytes_give_a_valid_list_or_none(
+        fields in proptest::collection::vec(header_value(300), 1..5),
     ) {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(VALID_TP));
-        let mut utf8 = true;
         for f in &fields {
-            utf8 &= f.to_str().is_ok();
             h.append(TRACESTATE, f.clone());
         }
         let e = StrictHeaderExtractor::new(&h);
-        let out = e.get(TRACESTATE);
-        if !utf8 {
-            prop_assert_eq!(out, None);
-        } else {
-            let combined = fields.iter().map(|f| f.to_str().unwrap()).collect::<Vec<_>>().join(",");
-            let out = out.unwrap();
-            prop_assert!(combined.starts_with(out));
-            prop_assert!(out.len() == combined.len() || combined.as_bytes()[out.len()] == b',');
-            prop_assert_eq!(out.split(',').count(), combined.split(',').count().min(32));
+        let texts: Option<Vec<&str>> = fields.iter().map(|f| f.to_str().ok()).collect();
+        let want = texts.and_then(|t| tracestate_oracle(&t)).filter(|s| !s.is_empty());
+        prop_assert_eq!(e.get(TRACESTATE), want.as_deref());
+        let cx = e.remote(&Context::new()).unwrap();
+        if let Some(sent) = injected(&sdk_child(&cx, true, false)).get(TRACESTATE) {
+            let sent = sent.to_str().unwrap();
+            let reparsed = tracestate_oracle(&[sent]);
+            prop_assert_eq!(reparsed.as_deref(), Some(sent));
+            prop_assert!(sent.split(',').count() <= 32);
+        }
+    }
+
+    /// Keys a sampler (or the user) adds or updates on the SDK's copy come first in what goes
+    /// out, the members it held and deleted are gone, every other member follows in order —
+    /// the ones the SDK cannot hold included — and the list stays valid, at most 32.
+    #[test]
+    fn sdk_side_changes_are_merged_valid_and_bounded(
+        members in ts_members(),
+        inserts in proptest::collection::vec(("[a-z][a-z0-9]{0,6}", "[a-z0-9]{1,8}"), 0..5),
+        delete in any::<proptest::sample::Index>(),
+    ) {
+        let members: Vec<(String, String)> = members.into_iter().take(32).collect();
+        let header = members.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(VALID_TP));
+        if !header.is_empty() {
+            h.insert(TRACESTATE, HeaderValue::from_str(&header).unwrap());
+        }
+        let parent = StrictHeaderExtractor::new(&h).remote(&Context::new()).unwrap();
+        let span = parent.span();
+        let handed = span.span_context().trace_state().clone();
+        let mut state = handed.clone();
+        let deleted = handed.into_iter().map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
+        let deleted = (!deleted.is_empty()).then(|| deleted[delete.index(deleted.len())].clone());
+        if let Some(k) = &deleted {
+            state = state.delete(k.clone()).unwrap();
+        }
+        for (k, v) in &inserts {
+            state = state.insert(k.clone(), v.clone()).unwrap();
+        }
+        let child = parent.with_remote_span_context(opentelemetry::trace::SpanContext::new(
+            span.span_context().trace_id(),
+            opentelemetry::trace::SpanId::from_bytes([7; 8]),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            false,
+            state.clone(),
+        ));
+        let out = injected(&child);
+        let sent = out.get(TRACESTATE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let reparsed = tracestate_oracle(&[&sent]);
+        prop_assert_eq!(reparsed.as_deref(), Some(sent.as_str()));
+        let sent: Vec<(&str, &str)> = sent.split(',').filter(|m| !m.is_empty()).map(|m| m.split_once('=').unwrap()).collect();
+        prop_assert!(sent.len() <= 32);
+        // the changed keys first, newest first (as the SDK's copy holds them)
+        let changed: Vec<(&str, &str)> = state
+            .into_iter()
+            .filter(|(k, v)| members.iter().all(|(mk, mv)| mk != k || mv != v))
+            .collect();
+        let n = changed.len().min(sent.len());
+        prop_assert_eq!(&sent[..n], &changed[..n]);
+        // then the members kept, in their order: all but the deleted and the changed
+        let kept: Vec<(&str, &str)> = members
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| Some(*k) != deleted.as_deref() && changed.iter().all(|(ck, _)| ck != k))
+            .collect();
+        let rest = &sent[n..];
+        prop_assert_eq!(rest, &kept[..rest.len()]);
+        prop_assert!(sent.len() == 32 || rest.len() == kept.len(), "nothing dropped below 32");
+    }
+
+    /// For any flag byte, the random-trace-id bit of every outgoing `traceparent` of the trace
+    /// is the incoming one, the sampled bit is the sending span's, the reserved bits are zero.
+    #[test]
+    fn the_random_bit_follows_the_trace_and_reserved_bits_are_zero(
+        flags in any::<u8>(),
+        dropped in any::<bool>(),
+        sampled in any::<bool>(),
+        tracestate in any::<bool>(),
+    ) {
+        let tp = format!("{}{flags:02x}", &VALID_TP[..53]);
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_str(&tp).unwrap());
+        if tracestate {
+            h.insert(TRACESTATE, HeaderValue::from_static("a=1"));
+        }
+        let e = StrictHeaderExtractor::new(&h);
+        for parent in [
+            W3cPropagator.extract_with_context(&Context::new(), &e),
+            e.remote(&Context::new()).unwrap(),
+        ] {
+            let child = sdk_child(&parent, dropped, sampled);
+            let out = injected(&child);
+            let sent = out.get(TRACEPARENT).unwrap().to_str().unwrap();
+            let sent_flags = u8::from_str_radix(&sent[53..], 16).unwrap();
+            prop_assert_eq!(sent_flags & 0b10, flags & 0b10, "random bit");
+            prop_assert_eq!(sent_flags & !0b11, 0, "reserved bits");
+            prop_assert_eq!(sent_flags & 0b01, u8::from(sampled && !dropped), "the child's sampled bit");
+            prop_assert_eq!(crate::propagation::trace_flags(&child).to_u8(), sent_flags);
+            // a pass-through sends the incoming sampled and random bits
+            let passed = injected(&parent);
+            let passed = passed.get(TRACEPARENT).unwrap().to_str().unwrap();
+            prop_assert_eq!(u8::from_str_radix(&passed[53..], 16).unwrap(), flags & 0b11);
         }
     }
 
@@ -849,9 +1080,26 @@ fn generators_reach_both_sides_of_each_rule() {
         .iter()
         .any(|s| s.len() > 55 && parse_traceparent(s).is_some()));
 
-    let ts = sample(tracestate_members(), 300);
-    assert!(ts.iter().any(|m| m.len() > 32));
-    assert!(ts.iter().any(|m| m.len() <= 32 && m.join(",").len() > 512));
+    let ts = sample(ts_fields(), 400);
+    let len =
+        |m: &Vec<(String, String)>| m.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    assert!(ts.iter().any(|(m, b, _)| m.len() > 32 && b.is_none()));
+    assert!(ts
+        .iter()
+        .any(|(m, b, _)| m.len() <= 32 && b.is_none() && len(m) > 512));
+    assert!(ts.iter().any(|(m, b, _)| m.len() <= 32 && b.is_some()));
+    assert!(ts.iter().any(|(_, _, f)| f.len() > 2));
+    assert!(ts
+        .iter()
+        .any(|(_, _, f)| f.iter().any(|f| f.contains(" ,") || f.contains(",,"))));
+    let parsed = ts
+        .iter()
+        .filter(|(_, _, f)| {
+            tracestate_oracle(&f.iter().map(String::as_str).collect::<Vec<_>>())
+                .is_some_and(|s| !s.is_empty())
+        })
+        .count();
+    assert!(parsed > 40 && parsed < 360, "{parsed} of 400 parse");
 
     let bags = sample(baggage_members(), 300);
     let len = |m: &Vec<(String, String)>| {

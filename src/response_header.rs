@@ -34,7 +34,6 @@ use std::task::{ready, Context as TaskContext, Poll};
 
 use http::header::ACCESS_CONTROL_EXPOSE_HEADERS;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -67,20 +66,16 @@ pub(crate) struct HeaderConfig {
     pub(crate) expose: bool,
 }
 
-use crate::propagation::traceparent_bytes;
-
 impl HeaderConfig {
-    /// Add the header for `sc` to `headers` unless it is off, `sc` is invalid or the handler set
+    /// Add the header for the outgoing `traceparent` `tp` (the flags as they go on:
+    /// [`crate::propagation::trace_flags`]) to `headers` unless it is off or the handler set
     /// the header already.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap, sc: &SpanContext) {
-        if !sc.is_valid() {
-            return;
-        }
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, tp: &[u8; 55]) {
         match &self.header {
             ResponseHeader::Off => {}
             ResponseHeader::TraceResponse => {
                 if let http::header::Entry::Vacant(e) = headers.entry(TRACERESPONSE) {
-                    if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)) {
+                    if let Ok(v) = HeaderValue::from_bytes(tp) {
                         e.insert(v);
                         self.expose(headers, &TRACERESPONSE);
                     }
@@ -98,7 +93,7 @@ impl HeaderConfig {
                 }
                 let mut v = [0u8; 12 + 55 + 1];
                 v[..12].copy_from_slice(b"trace;desc=\"");
-                v[12..67].copy_from_slice(&traceparent_bytes(sc));
+                v[12..67].copy_from_slice(tp);
                 v[67] = b'"';
                 if let Ok(v) = HeaderValue::from_bytes(&v) {
                     headers.append(SERVER_TIMING, v);
@@ -107,7 +102,7 @@ impl HeaderConfig {
             }
             ResponseHeader::TraceId(name) => {
                 if let http::header::Entry::Vacant(e) = headers.entry(name) {
-                    if let Ok(v) = HeaderValue::from_bytes(&traceparent_bytes(sc)[3..35]) {
+                    if let Ok(v) = HeaderValue::from_bytes(&tp[3..35]) {
                         e.insert(v);
                         self.expose(headers, name);
                     }
@@ -212,21 +207,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        // the ids and flags only: a `tracestate` would be copied for nothing
-        let sc = opentelemetry::Context::map_current(|cx| {
-            let span = cx.span();
-            let sc = span.span_context();
-            SpanContext::new(
-                sc.trace_id(),
-                sc.span_id(),
-                sc.trace_flags(),
-                sc.is_remote(),
-                TraceState::NONE,
-            )
-        });
+        // the ids and the flags as they go on, on the stack
+        let traceparent =
+            opentelemetry::Context::map_current(crate::propagation::outgoing_traceparent);
         TraceResponseHeaderFuture {
             inner: self.inner.call(req),
-            span_context: sc.is_valid().then_some(sc),
+            traceparent,
             config: self.config.clone(),
         }
     }
@@ -237,7 +223,7 @@ pin_project! {
     pub struct TraceResponseHeaderFuture<F> {
         #[pin]
         inner: F,
-        span_context: Option<SpanContext>,
+        traceparent: Option<[u8; 55]>,
         config: HeaderConfig,
     }
 }
@@ -245,7 +231,13 @@ pin_project! {
 impl<F> std::fmt::Debug for TraceResponseHeaderFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceResponseHeaderFuture")
-            .field("span_context", &self.span_context)
+            .field(
+                "traceparent",
+                &self
+                    .traceparent
+                    .as_ref()
+                    .map(|t| crate::propagation::ascii(t)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -259,8 +251,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(sc)) = (&mut result, this.span_context.as_ref()) {
-            this.config.apply(resp.headers_mut(), sc);
+        if let (Ok(resp), Some(tp)) = (&mut result, this.traceparent.as_ref()) {
+            this.config.apply(resp.headers_mut(), tp);
         }
         Poll::Ready(result)
     }
@@ -269,35 +261,48 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+    use crate::propagation::outgoing_traceparent;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::Context;
 
-    fn sc(flags: u8) -> SpanContext {
-        SpanContext::new(
+    fn cx(flags: u8) -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
             SpanId::from_hex("00f067aa0ba902b7").unwrap(),
             TraceFlags::new(flags),
             false,
             TraceState::default(),
-        )
+        ))
     }
 
     #[test]
     fn formats_traceparent_on_the_stack() {
         assert_eq!(
-            &traceparent_bytes(&sc(1)),
+            &outgoing_traceparent(&cx(1)).unwrap(),
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         assert_eq!(
-            &traceparent_bytes(&sc(0))[53..],
+            &outgoing_traceparent(&cx(0)).unwrap()[53..],
             b"00",
             "unsampled keeps flags 00"
+        );
+        assert_eq!(
+            &outgoing_traceparent(&cx(0xff)).unwrap()[53..],
+            b"03",
+            "reserved bits sent as zero"
         );
     }
 
     #[test]
-    fn invalid_context_adds_nothing() {
+    fn invalid_context_has_no_traceparent() {
+        assert!(outgoing_traceparent(&Context::new()).is_none());
         let mut h = HeaderMap::new();
-        HeaderConfig::default().apply(&mut h, &SpanContext::empty_context());
-        assert!(h.is_empty());
+        HeaderConfig::default().apply(&mut h, &outgoing_traceparent(&cx(1)).unwrap());
+        assert_eq!(
+            h.get("traceresponse").unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
     }
 }

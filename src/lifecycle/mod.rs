@@ -263,6 +263,11 @@ impl<S: Rules> Record<S> {
         }
     }
 
+    /// The context holding this request's span, when this layer records one.
+    pub(crate) fn span_context(&self) -> Option<&Context> {
+        self.scope.cx.as_ref().filter(|_| self.span)
+    }
+
     pub(crate) fn config(&self) -> &Config<S> {
         &self.config
     }

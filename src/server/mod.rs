@@ -154,12 +154,15 @@ impl Rules for Server {
 
     /// The trace-context response header.
     fn head<B>(record: &mut Record<Self>, response: &mut Response<B>) {
-        if let Some(span) = record.span() {
+        if let Some(tp) = record
+            .span_context()
+            .and_then(crate::propagation::outgoing_traceparent)
+        {
             record
                 .config()
                 .side
                 .response_header
-                .apply(response.headers_mut(), span.span_context());
+                .apply(response.headers_mut(), &tp);
         }
     }
 

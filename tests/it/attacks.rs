@@ -534,17 +534,17 @@ async fn a_custom_max_value_length_applies_everywhere() {
 const CALLER_TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_tracestate_members_keep_32_downstream_too() {
+/// More than 32 members do not parse (W3C Trace Context Level 2): the header is discarded
+/// whole — the span's trace state is empty and nothing goes downstream — and it costs little.
+async fn ten_thousand_tracestate_members_are_discarded_whole_downstream_too() {
     const REQUESTS: usize = 300;
     let _serial = serial().await;
     let m = Metrics::new();
     let members: Vec<String> = (0..10_000).map(|i| format!("k{i}=v{i}")).collect();
-    let first_32 = members[..32].join(",");
-    let expected = first_32.clone();
     let (provider, probe) = probed(move |s| {
         check(
-            s.span_context.trace_state().header() == expected,
-            "the first 32 members, whole",
+            s.span_context.trace_state().header().is_empty(),
+            "no trace state",
         )
     });
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -618,7 +618,7 @@ async fn ten_thousand_tracestate_members_keep_32_downstream_too() {
     assert!(eventually(5, || probe.total() == 3 * (REQUESTS + 20)).await);
     probe.assert_checks_passed();
     for ts in seen.lock().unwrap().iter() {
-        assert_eq!(ts, &first_32, "the downstream gets the first 32 members");
+        assert_eq!(ts, "", "the downstream gets no tracestate");
     }
     assert!(!seen.lock().unwrap().is_empty());
     assert_eq!(m.points(DURATION).len(), 2, "one series per route");

@@ -17,3 +17,4 @@ mod server_lifecycle;
 mod server_load;
 mod server_metrics;
 mod server_spans;
+mod trace_context;

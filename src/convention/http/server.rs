@@ -296,7 +296,7 @@ fn log_span(
             config.side.log_level,
             method,
             route.map(StringValue::as_str),
-            cx.span().span_context(),
+            cx,
         ),
         _ => tracing::Span::none(),
     }
