@@ -271,11 +271,13 @@ fn ts_broken_member() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The valid members, the invalid one put among them (where, what), the header fields.
+type TracestateInput = (Vec<(String, String)>, Option<(usize, String)>, Vec<String>);
+
 /// A `tracestate` as a sender may write it: the members with optional white space around them,
 /// empty members here and there, split over header fields at random; with `broken`, one
 /// invalid member among them.
-fn ts_fields(
-) -> impl Strategy<Value = (Vec<(String, String)>, Option<(usize, String)>, Vec<String>)> {
+fn ts_fields() -> impl Strategy<Value = TracestateInput> {
     (
         ts_members(),
         proptest::option::weighted(0.3, (any::<usize>(), ts_broken_member())),
@@ -283,7 +285,7 @@ fn ts_fields(
     )
         .prop_map(|(members, broken, shape)| {
             let ows = |n: u8| match n {
-                0 | 1 | 2 => "",
+                0..=2 => "",
                 3 => " ",
                 4 => "\t",
                 _ => " \t ",
@@ -701,6 +703,8 @@ fn forwarded_value() -> impl Strategy<Value = String> {
     let pair = prop_oneof![
         node().prop_map(|n| format!("for={n}")),
         "(http|https|HTTPS|gopher|[a-z]{0,5})".prop_map(|p| format!("proto={p}")),
+        host_candidate().prop_map(|h| format!("host={h}")),
+        host_candidate().prop_map(|h| format!("host=\"{h}\"")),
         "[a-z]{1,5}=[ -~]{0,8}",
         "[ -~]{0,10}",
     ];
@@ -738,6 +742,10 @@ proptest! {
         } else {
             prop_assert_eq!(f.client_port, None);
         }
+        if let Some(host) = f.host {
+            prop_assert!(split_host(host).is_some(), "host {:?} from {:?}", host, h);
+            prop_assert!(!host.contains(['"', ',', ';', ' ']), "host {:?} from {:?}", host, h);
+        }
         if let Some(https) = f.https {
             let want = if https { "https" } else { "http" };
             prop_assert!(
@@ -745,6 +753,30 @@ proptest! {
                 "{:?}", h
             );
         }
+    }
+
+    /// Quoted values come out whole — `,` and `;` inside the quotes split nothing — and the
+    /// pairs after them in the same element are still read.
+    #[test]
+    fn forwarded_quoted_values_are_whole(
+        ip in any::<[u16; 8]>(),
+        port in any::<u16>(),
+        host in "[a-z]{1,10}(\\.[a-z]{1,6}){0,2}",
+        junk in "[a-z0-9 !#$%&'()*+./:<=>?@^_`{|}~-]{0,10}",
+        order in any::<bool>(),
+    ) {
+        let ip = std::net::Ipv6Addr::from(ip);
+        let (a, b) = (format!("for=\"[{ip}]:{port}\""), format!("host=\"{host}\""));
+        let (x, y) = if order { (a, b) } else { (b, a) };
+        let v = format!("by=\"{junk},;{junk}\";{x};{y};proto=https, for=192.0.2.1;host=other");
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_str(&v).unwrap());
+        let f = forwarded(&h);
+        let want = ip.to_string();
+        prop_assert_eq!(f.client, Some(want.as_str()), "{}", v);
+        prop_assert_eq!(f.client_port, Some(port));
+        prop_assert_eq!(f.host, Some(host.as_str()));
+        prop_assert_eq!(f.https, Some(true));
     }
 
     #[test]

@@ -445,17 +445,12 @@ pub(crate) struct ForwardedInfo<'a> {
     pub client_port: Option<u16>,
     /// `proto=` / `X-Forwarded-Proto`: `Some(true)` for https, `Some(false)` for http.
     pub https: Option<bool>,
-}
-
-fn unquote(v: &str) -> &str {
-    let v = v.trim();
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v)
+    /// `host=` / `X-Forwarded-Host`: the host the client asked for, as a `Host` value
+    /// (validated by [`split_host`]).
+    pub host: Option<&'a str>,
 }
 
 fn parse_proto(v: &str) -> Option<bool> {
-    let v = unquote(v);
     if v.eq_ignore_ascii_case("https") {
         Some(true)
     } else if v.eq_ignore_ascii_case("http") {
@@ -465,10 +460,9 @@ fn parse_proto(v: &str) -> Option<bool> {
     }
 }
 
-/// `for=` node: `192.0.2.60`, `"[2001:db8::17]:4711"`, `unknown`, `_hidden` (obfuscated ids
+/// `for=` node: `192.0.2.60`, `[2001:db8::17]:4711`, `unknown`, `_hidden` (obfuscated ids
 /// are not addresses and are ignored).
 fn parse_node(v: &str) -> (Option<&str>, Option<u16>) {
-    let v = unquote(v);
     if v.is_empty() || v.eq_ignore_ascii_case("unknown") || v.starts_with('_') {
         return (None, None);
     }
@@ -478,47 +472,121 @@ fn parse_node(v: &str) -> (Option<&str>, Option<u16>) {
     }
 }
 
-pub(crate) fn forwarded(headers: &http::HeaderMap) -> ForwardedInfo<'_> {
-    let mut out = ForwardedInfo::default();
-    if let Some(first) = headers
-        .get(http::header::FORWARDED)
+/// The `name=value` pairs of the first element of a `Forwarded` value (RFC 7239: pairs
+/// separated by `;`, elements by `,`, a value a token or a quoted string). A quoted value is
+/// given without its quotes; a quoted value that uses `\` escapes is given as `None` (no
+/// address, host or protocol needs one), but its extent is respected, so a `,` or `;` inside
+/// quotes never splits. A malformed pair is skipped.
+fn forwarded_pairs(v: &str) -> Vec<(&str, Option<&str>)> {
+    let b = v.as_bytes();
+    let ows = |mut i: usize| {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    loop {
+        i = ows(i);
+        let start = i;
+        while i < b.len() && !matches!(b[i], b'=' | b';' | b',') {
+            i += 1;
+        }
+        let name = v[start..i].trim_matches([' ', '\t']);
+        let mut value = None;
+        if i < b.len() && b[i] == b'=' {
+            i = ows(i + 1);
+            if i < b.len() && b[i] == b'"' {
+                let (s, mut escaped) = (i + 1, false);
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        escaped = true;
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if i >= b.len() {
+                    return pairs; // unterminated: nothing after it can be trusted
+                }
+                value = Some((!escaped).then(|| &v[s..i]));
+                i += 1;
+            } else {
+                let s = i;
+                while i < b.len() && b[i] != b';' && b[i] != b',' {
+                    i += 1;
+                }
+                value = Some(Some(v[s..i].trim_matches([' ', '\t'])));
+            }
+            // anything else up to the next separator makes the pair malformed
+            let rest = i;
+            while i < b.len() && b[i] != b';' && b[i] != b',' {
+                i += 1;
+            }
+            if !v[rest..i].trim_matches([' ', '\t']).is_empty() {
+                value = None;
+            }
+        }
+        if let (false, Some(value)) = (name.is_empty(), value) {
+            pairs.push((name, value));
+        }
+        if i >= b.len() || b[i] == b',' {
+            return pairs;
+        }
+        i += 1; // ';'
+    }
+}
+
+/// A forwarded host: a valid `Host` value ([`split_host`]) with none of the characters a proxy
+/// header can only carry by mistake or malice (quotes, backslashes, list separators).
+fn forwarded_host(h: &str) -> bool {
+    split_host(h).is_some() && !h.contains(['"', '\\', ',', ';'])
+}
+
+/// The first comma-separated value of a header, trimmed.
+fn first_of<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
+        .map(|v| v.trim_matches([' ', '\t']))
+}
+
+pub(crate) fn forwarded(headers: &http::HeaderMap) -> ForwardedInfo<'_> {
+    let mut out = ForwardedInfo::default();
+    if let Some(value) = headers
+        .get(http::header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
     {
-        for pair in first.split(';') {
-            let Some((k, v)) = pair.split_once('=') else {
-                continue;
-            };
-            let k = k.trim();
+        for (k, v) in forwarded_pairs(value) {
             if k.eq_ignore_ascii_case("for") {
-                (out.client, out.client_port) = parse_node(v);
+                (out.client, out.client_port) = v.map_or((None, None), parse_node);
             } else if k.eq_ignore_ascii_case("proto") {
-                out.https = parse_proto(v);
+                out.https = v.and_then(parse_proto);
+            } else if k.eq_ignore_ascii_case("host") {
+                out.host = v.filter(|h| forwarded_host(h));
             }
         }
     }
     if out.client.is_none() {
-        if let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-        {
-            (out.client, out.client_port) = parse_node(first);
-            if out.client.is_none() {
+        if let Some(first) = first_of(headers, "x-forwarded-for") {
+            let unquoted = first
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(first);
+            (out.client, out.client_port) = parse_node(unquoted);
+            if out.client.is_none() && first.parse::<std::net::Ipv6Addr>().is_ok() {
                 // a bare IPv6 address is common in X-Forwarded-For
-                let v = first.trim();
-                if v.parse::<std::net::Ipv6Addr>().is_ok() {
-                    out.client = Some(v);
-                }
+                out.client = Some(first);
             }
         }
     }
     if out.https.is_none() {
-        out.https = headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(parse_proto);
+        out.https = first_of(headers, "x-forwarded-proto").and_then(parse_proto);
+    }
+    if out.host.is_none() {
+        out.host = first_of(headers, "x-forwarded-host").filter(|h| forwarded_host(h));
     }
     out
 }
@@ -749,6 +817,46 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-forwarded-for", "2001:db8::1".parse().unwrap());
         assert_eq!(forwarded(&h).client, Some("2001:db8::1"));
+    }
+
+    #[test]
+    fn forwarded_host_and_quoted_values() {
+        let f = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("forwarded", v.parse().unwrap());
+            let f = forwarded(&h);
+            let own = |s: Option<&str>| s.map(str::to_owned);
+            (own(f.client), f.client_port, f.https, own(f.host))
+        };
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            f(r#"for="[2001:db8::1]:443";host="a.example";proto=https"#),
+            (s("2001:db8::1"), Some(443), Some(true), s("a.example"))
+        );
+        assert_eq!(
+            f("host=a.example:8443 ; for = 192.0.2.1"),
+            (s("192.0.2.1"), None, None, s("a.example:8443"))
+        );
+        // a `,` or `;` inside quotes does not split; the first element only
+        assert_eq!(
+            f(r#"by="x,y;z";host="[::1]:80", host=b.example"#),
+            (None, None, None, s("[::1]:80"))
+        );
+        // escapes, bad hosts, unterminated quotes: ignored
+        assert_eq!(f(r#"host="a\.example""#), (None, None, None, None));
+        assert_eq!(f("host=a b"), (None, None, None, None));
+        assert_eq!(f(r#"host="user@a.example""#), (None, None, None, None));
+        assert_eq!(f(r#"for="192.0.2.1;proto=https"#), (None, None, None, None));
+        assert_eq!(f("host=\"a.example\"x"), (None, None, None, None));
+        // X-Forwarded-Host when Forwarded has no host
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-host",
+            " b.example:8080 , c.example".parse().unwrap(),
+        );
+        assert_eq!(forwarded(&h).host, Some("b.example:8080"));
+        h.insert("forwarded", "host=a.example".parse().unwrap());
+        assert_eq!(forwarded(&h).host, Some("a.example"), "Forwarded first");
     }
 }
 

@@ -107,8 +107,6 @@ pub fn parse_traceparent(value: &str) -> Option<Traceparent> {
     })
 }
 
-/// `00-<trace-id>-<span-id>-<flags>` for a span context, lowercase hex, on the stack (the trace
-
 /// `00-<trace-id>-<span-id>-<flags>`, lowercase hex, on the stack (the trace id is bytes
 /// 3..35, the span id 36..52, the flags 53..55).
 pub(crate) fn traceparent_bytes(trace_id: TraceId, span_id: SpanId, flags: u8) -> [u8; 55] {

@@ -974,21 +974,24 @@ async fn trace_context_goes_only_to_allowed_hosts_and_subdomains() {
 
 // ---------------------------------------------------------------- proxy headers
 
-/// Headers sent, and the `client.address` and `url.scheme` they stand for when trusted.
+/// Headers sent, and the `client.address`, `url.scheme` and `server.address`/`server.port`
+/// (`None`: the `Host` header's) they stand for when trusted.
 type ProxyCase = (
     &'static [(&'static str, &'static str)],
     &'static str,
     &'static str,
+    Option<(&'static str, i64)>,
 );
 
 #[tokio::test]
 async fn proxy_headers_count_only_when_trusted() {
     let _serial = serial().await;
-    let cases: [ProxyCase; 4] = [
+    let cases: [ProxyCase; 7] = [
         (
             &[("forwarded", "for=203.0.113.7;proto=https, for=10.0.0.1")],
             "203.0.113.7",
             "https",
+            None,
         ),
         (
             &[
@@ -997,11 +1000,42 @@ async fn proxy_headers_count_only_when_trusted() {
             ],
             "198.51.100.9",
             "https",
+            None,
         ),
         (
             &[("forwarded", "for=\"[2001:db8::17]:4711\"")],
             "2001:db8::17",
             "http",
+            None,
+        ),
+        // the host the client asked for, quoted values, the scheme's default port
+        (
+            &[(
+                "forwarded",
+                "for=\"[2001:db8::1]:443\";host=\"a.example\";proto=https, host=b.example",
+            )],
+            "2001:db8::1",
+            "https",
+            Some(("a.example", 443)),
+        ),
+        (
+            &[
+                ("x-forwarded-host", "b.example:8080, c.example"),
+                ("x-forwarded-for", "198.51.100.9"),
+            ],
+            "198.51.100.9",
+            "http",
+            Some(("b.example", 8080)),
+        ),
+        // not a host: ignored even when trusted
+        (
+            &[
+                ("forwarded", "host=\"a b\";for=192.0.2.1"),
+                ("x-forwarded-host", "user@evil.example"),
+            ],
+            "192.0.2.1",
+            "http",
+            None,
         ),
         // not an address: ignored even when trusted
         (
@@ -1011,6 +1045,7 @@ async fn proxy_headers_count_only_when_trusted() {
             ],
             "127.0.0.1",
             "http",
+            None,
         ),
     ];
     for trusted in [false, true] {
@@ -1021,7 +1056,7 @@ async fn proxy_headers_count_only_when_trusted() {
                 .layer(t.layer().with_trusted_proxy_headers(trusted)),
         )
         .await;
-        for (headers, client_address, scheme) in cases {
+        for (headers, client_address, scheme, server) in cases {
             t.reset();
             let mut req = Request::get(format!("http://{addr}/x"));
             for (k, v) in headers {
@@ -1034,10 +1069,11 @@ async fn proxy_headers_count_only_when_trusted() {
             resp.into_body().collect().await.unwrap();
             assert!(eventually(5, || t.spans().len() == 1).await);
             let span = t.one();
-            let (want_client, want_scheme) = if trusted {
-                (client_address, scheme)
+            let host = ("127.0.0.1", i64::from(addr.port()));
+            let (want_client, want_scheme, want_server) = if trusted {
+                (client_address, scheme, server.unwrap_or(host))
             } else {
-                ("127.0.0.1", "http")
+                ("127.0.0.1", "http", host)
             };
             assert_eq!(
                 str_attr(&span, "client.address").as_deref(),
@@ -1047,6 +1083,14 @@ async fn proxy_headers_count_only_when_trusted() {
             assert_eq!(
                 str_attr(&span, "url.scheme").as_deref(),
                 Some(want_scheme),
+                "trusted: {trusted}, {headers:?}"
+            );
+            assert_eq!(
+                (
+                    str_attr(&span, "server.address").as_deref(),
+                    attr_i64(&span, "server.port")
+                ),
+                (Some(want_server.0), Some(want_server.1)),
                 "trusted: {trusted}, {headers:?}"
             );
             assert_eq!(

@@ -16,6 +16,8 @@ mod global_propagator_no_sdk;
 mod global_propagators;
 mod known_methods_env;
 mod late_sdk;
+#[cfg(feature = "reqwest")]
+mod level2_forwarding;
 mod span_name_panic;
 
 use std::future::Future;
@@ -53,6 +55,10 @@ fn cases() -> Vec<(&'static str, Run)> {
         multi span_name_panic::a_panicking_span_name_function_never_aborts_and_is_contained,
     ]
     .to_vec();
+    #[cfg(feature = "reqwest")]
+    all.extend_from_slice(cases![
+        multi level2_forwarding::a_forwarding_process_hands_on_every_valid_tracestate_exactly,
+    ]);
     #[cfg(all(feature = "tracing", feature = "reqwest"))]
     all.extend_from_slice(cases![
         multi client_chain::three_hops_one_trace_and_every_log_line_carries_it,

@@ -50,9 +50,12 @@ impl<'a> Incoming<'a> {
             .https
             .or_else(|| parts.uri.scheme().map(|s| *s == http::uri::Scheme::HTTPS))
             .unwrap_or(options.https);
-        let host = match parts.uri.authority() {
-            Some(a) => Some(a.as_str()),
-            None => parts
+        // a trusted proxy's `Forwarded: host=` / `X-Forwarded-Host`, else `:authority`, else
+        // `Host`
+        let host = match (forwarded.host, parts.uri.authority()) {
+            (Some(h), _) => Some(h),
+            (None, Some(a)) => Some(a.as_str()),
+            (None, None) => parts
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok()),
