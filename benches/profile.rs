@@ -17,6 +17,8 @@
 //! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
 //! straightforward span + histogram layer).
 //!
+//! `PROFILE_TRACESTATE=1` sends flags `03` and a two-member `tracestate` with each request.
+//!
 //! `PROFILE_THREADS=k` runs k threads (each with its own runtime) against the one app, `n`
 //! requests each, and prints the elapsed time: shared-state contention shows there.
 
@@ -157,17 +159,27 @@ fn serve(app: &Router, n: usize) {
         .enable_all()
         .build()
         .unwrap();
+    // `PROFILE_TRACESTATE=1`: the caller sends the random-trace-id flag and a two-member
+    // `tracestate` too
+    let level2 = std::env::var_os("PROFILE_TRACESTATE").is_some();
     for _ in 0..n {
         rt.block_on(async {
-            let req = Request::get("/api/users/42")
+            let mut req = Request::get("/api/users/42")
                 .header("host", "api.example.com")
-                .header("user-agent", "bench/1.0")
-                .header(
+                .header("user-agent", "bench/1.0");
+            req = if level2 {
+                req.header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+                )
+                .header("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+            } else {
+                req.header(
                     "traceparent",
                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                 )
-                .body(Body::empty())
-                .unwrap();
+            };
+            let req = req.body(Body::empty()).unwrap();
             let resp = app.clone().oneshot(req).await.unwrap();
             resp.into_body().collect().await.unwrap();
         });

@@ -242,13 +242,16 @@ impl<S: Side, M> OtelLayer<S, M> {
 
     /// Use this propagator instead of the global one.
     ///
-    /// Whatever the propagator, `traceparent` is validated strictly first (an invalid one is
-    /// ignored together with `tracestate`). By default the global propagator is called for
+    /// Whatever the propagator, `traceparent` and `tracestate` are validated first (an invalid
+    /// `traceparent` is ignored together with `tracestate`; a `tracestate` that does not parse
+    /// under W3C Trace Context Level 2 is dropped whole: see [`crate::propagation`]). By default the global propagator is called for
     /// every request (a global is a `dyn TextMapPropagator`: whatever it is, it runs); while
     /// none is installed, W3C Trace Context is used for the spans this layer records. This
     /// crate's [`W3cPropagator`](crate::propagation::W3cPropagator) and the SDK's
-    /// `TraceContextPropagator`, given here, are read and written by the crate's own strict W3C
-    /// code without a call through the trait; any other propagator given here is called.
+    /// `TraceContextPropagator`, given here, are read and written by the crate's own W3C Level 2
+    /// code without a call through the trait (the random-trace-id flag and the whole
+    /// `tracestate` carried to every outgoing call of the trace); any other propagator given
+    /// here is called as it is.
     pub fn with_propagator<P>(mut self, propagator: P) -> Self
     where
         P: opentelemetry::propagation::TextMapPropagator + Send + Sync + 'static,

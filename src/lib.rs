@@ -71,7 +71,7 @@
 //! - [`metrics`]: the HTTP metrics and [`metrics::Labeler`].
 //! - [`response_header`]: the trace-context response header.
 //! - `logs` (feature `tracing`): log correlation and formatters.
-//! - [`propagation`]: the crate's W3C propagator, strict `traceparent` validation.
+//! - [`propagation`]: W3C Trace Context Level 2 owned by the crate: the propagator to install, strict `traceparent`, `tracestate` ([`propagation::Tracestate`]), the random-trace-id flag carried to every outgoing call.
 //! - [`route`]: where the server finds a request's route template.
 //! - [`semconv`]: the semantic-convention constants (known methods, redacted query keys, ...).
 //!

@@ -196,8 +196,11 @@ impl<M> OtelLayer<Server, M> {
         self
     }
 
-    /// Trust `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` for `client.address` and
-    /// `url.scheme`: the first element is taken, the original client. Off by default: only
+    /// Trust `Forwarded` (`for=`, `proto=`, `host=`, quoted values included) /
+    /// `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` for `client.address`,
+    /// `url.scheme` and `server.address`/`server.port` (the host the client asked for, its port
+    /// defaulting to the forwarded scheme's): the first element is taken, the original client's.
+    /// A value that is not an address, a scheme or a host is ignored. Off by default: only
     /// enable behind a proxy that *replaces* these headers — one that appends to what the caller
     /// sent (nginx's `$proxy_add_x_forwarded_for`) leaves the first element to the caller.
     pub fn with_trusted_proxy_headers(mut self, trust: bool) -> Self {

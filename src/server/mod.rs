@@ -48,7 +48,7 @@
 //! | `http.response.status_code` | when a response was produced |
 //! | `error.type` | see [`crate::error`]: `"500"` etc. for 5xx, `_OTHER`, `cancelled`, `response_body`, `response_body_dropped`, `panic`, or the inner error's classification |
 //! | `network.protocol.version` | `1.0`, `1.1`, `2`, `3` |
-//! | `server.address`, `server.port` | from `:authority`, else `Host` (port defaults to the scheme's) |
+//! | `server.address`, `server.port` | from `Forwarded: host=` / `X-Forwarded-Host` when proxies are trusted, else `:authority`, else `Host` (port defaults to the scheme's) |
 //! | `client.address`, `network.peer.address`, `network.peer.port` | from axum's `ConnectInfo<SocketAddr>` (or trusted proxy headers for `client.address`) |
 //! | `user_agent.original` | when sent |
 //! | `http.request.header.<name>`, `http.response.header.<name>` | only for allow-listed names |
