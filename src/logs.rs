@@ -102,14 +102,14 @@ pub struct CorrelationIds {
 
 impl CorrelationIds {
     /// The ids of the span of `cx`, with the flags as they go on
-    /// ([`crate::propagation::trace_flags`]: the random-trace-id bit as the trace came in).
+    /// ([`crate::propagation::outgoing_trace_flags`]: the random-trace-id bit as the trace came in).
     fn of(cx: &opentelemetry::Context) -> Option<Self> {
         let span = cx.span();
         let sc = span.span_context();
         sc.is_valid().then(|| CorrelationIds {
             trace_id: sc.trace_id(),
             span_id: sc.span_id(),
-            trace_flags: crate::propagation::trace_flags(cx),
+            trace_flags: crate::propagation::outgoing_trace_flags(cx),
         })
     }
 }

@@ -68,7 +68,7 @@ pub(crate) struct HeaderConfig {
 
 impl HeaderConfig {
     /// Add the header for the outgoing `traceparent` `tp` (the flags as they go on:
-    /// [`crate::propagation::trace_flags`]) to `headers` unless it is off or the handler set
+    /// [`crate::propagation::outgoing_trace_flags`]) to `headers` unless it is off or the handler set
     /// the header already.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, tp: &[u8; 55]) {
         match &self.header {

@@ -472,12 +472,12 @@ fn parse_node(v: &str) -> (Option<&str>, Option<u16>) {
     }
 }
 
-/// The `name=value` pairs of the first element of a `Forwarded` value (RFC 7239: pairs
+/// Each `name=value` pair of the first element of a `Forwarded` value, to `f` (RFC 7239: pairs
 /// separated by `;`, elements by `,`, a value a token or a quoted string). A quoted value is
 /// given without its quotes; a quoted value that uses `\` escapes is given as `None` (no
 /// address, host or protocol needs one), but its extent is respected, so a `,` or `;` inside
 /// quotes never splits. A malformed pair is skipped.
-fn forwarded_pairs(v: &str) -> Vec<(&str, Option<&str>)> {
+fn forwarded_pairs<'a>(v: &'a str, mut f: impl FnMut(&'a str, Option<&'a str>)) {
     let b = v.as_bytes();
     let ows = |mut i: usize| {
         while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
@@ -485,7 +485,6 @@ fn forwarded_pairs(v: &str) -> Vec<(&str, Option<&str>)> {
         }
         i
     };
-    let mut pairs = Vec::new();
     let mut i = 0;
     loop {
         i = ows(i);
@@ -508,7 +507,7 @@ fn forwarded_pairs(v: &str) -> Vec<(&str, Option<&str>)> {
                     i += 1;
                 }
                 if i >= b.len() {
-                    return pairs; // unterminated: nothing after it can be trusted
+                    return; // unterminated: nothing after it can be trusted
                 }
                 value = Some((!escaped).then(|| &v[s..i]));
                 i += 1;
@@ -529,10 +528,10 @@ fn forwarded_pairs(v: &str) -> Vec<(&str, Option<&str>)> {
             }
         }
         if let (false, Some(value)) = (name.is_empty(), value) {
-            pairs.push((name, value));
+            f(name, value);
         }
         if i >= b.len() || b[i] == b',' {
-            return pairs;
+            return;
         }
         i += 1; // ';'
     }
@@ -559,7 +558,7 @@ pub(crate) fn forwarded(headers: &http::HeaderMap) -> ForwardedInfo<'_> {
         .get(http::header::FORWARDED)
         .and_then(|v| v.to_str().ok())
     {
-        for (k, v) in forwarded_pairs(value) {
+        forwarded_pairs(value, |k, v| {
             if k.eq_ignore_ascii_case("for") {
                 (out.client, out.client_port) = v.map_or((None, None), parse_node);
             } else if k.eq_ignore_ascii_case("proto") {
@@ -567,7 +566,7 @@ pub(crate) fn forwarded(headers: &http::HeaderMap) -> ForwardedInfo<'_> {
             } else if k.eq_ignore_ascii_case("host") {
                 out.host = v.filter(|h| forwarded_host(h));
             }
-        }
+        });
     }
     if out.client.is_none() {
         if let Some(first) = first_of(headers, "x-forwarded-for") {

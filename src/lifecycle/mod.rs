@@ -264,7 +264,7 @@ impl<S: Rules> Record<S> {
     }
 
     /// The context holding this request's span, when this layer records one.
-    pub(crate) fn span_context(&self) -> Option<&Context> {
+    pub(crate) fn span_cx(&self) -> Option<&Context> {
         self.scope.cx.as_ref().filter(|_| self.span)
     }
 

@@ -39,7 +39,8 @@
 //! keys first, as the specification's mutation rules say, keys the SDK held and no longer holds
 //! deleted, every other member kept in its order. Likewise the SDK builds a child span's flags
 //! from the parent's for a recorded span but from nothing for a dropped one, so the random flag
-//! travels beside the context too. [`tracestate`] and [`trace_flags`] read what a context sends.
+//! travels beside the context too. [`outgoing_tracestate`] and [`outgoing_trace_flags`] read what a
+//! context sends.
 //!
 //! These rules are this crate's: they apply where it reads and writes W3C Trace Context — the
 //! [`W3cPropagator`] (installed as the global propagator or given with `with_propagator`, alone
@@ -47,9 +48,9 @@
 //! `with_propagator` (known by its type and handled by this crate's code), and the spans
 //! recorded while no propagator is installed. A foreign propagator installed as the global is
 //! called as it is, with `traceparent` and `tracestate` already checked by
-//! [`StrictHeaderExtractor`]; the SDK's `TraceContextPropagator` installed that way sends the
-//! random flag as zero, refuses Level 2 keys (and with them the whole header), sends an empty
-//! value on, and keeps the first 32 members of a longer list.
+//! [`StrictHeaderExtractor`] (so it never sees a `tracestate` that does not parse); the SDK's
+//! `TraceContextPropagator` installed that way sends the random flag as zero and refuses a
+//! Level 2 key its `TraceState` does not take (and with it the whole header).
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -65,6 +66,7 @@ mod tracestate;
 
 pub(crate) use traceparent::{ascii, traceparent_bytes};
 pub use traceparent::{parse_traceparent, Traceparent};
+use tracestate::Handed;
 pub use tracestate::{Tracestate, TracestateError, MAX_MEMBERS as MAX_TRACESTATE_MEMBERS};
 
 /// The `traceparent` header name.
@@ -201,6 +203,24 @@ impl Extractor for StrictHeaderExtractor<'_> {
     fn keys(&self) -> Vec<&str> {
         self.headers.keys().map(|k| k.as_str()).collect()
     }
+
+    /// The trace-context headers as one value each (validated, combined in order); other
+    /// headers field by field, those that are valid UTF-8.
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        if [TRACEPARENT, TRACESTATE, BAGGAGE]
+            .iter()
+            .any(|k| key.eq_ignore_ascii_case(k))
+        {
+            return self.get(key).map(|v| vec![v]);
+        }
+        let all: Vec<&str> = self
+            .headers
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then_some(all)
+    }
 }
 
 /// An [`Injector`] into a [`HeaderMap`]; values that are not valid header values are skipped.
@@ -232,18 +252,25 @@ impl Injector for HeaderInjector<'_> {
 struct Carried {
     trace_id: TraceId,
     random: bool,
-    /// The whole list, and the SDK's copy of it as handed over (to see what changed since).
-    state: Option<(Tracestate, TraceState)>,
+    /// The whole list, and which of its members the SDK's copy was handed (to see what changed
+    /// since).
+    state: Option<(Tracestate, Handed)>,
 }
 
 /// `cx` with the caller's span context as its remote parent, and what the SDK's types cannot
 /// hold carried beside it.
 fn remote_context(cx: &Context, tp: Traceparent, tracestate: Option<&Tracestate>) -> Context {
     let flags = tp.flags & KEPT_FLAGS;
-    let state = tracestate
-        .filter(|t| !t.is_empty())
-        .map(|t| (t.clone(), t.to_sdk()));
-    let sdk_state = state.as_ref().map_or(TraceState::NONE, |(_, s)| s.clone());
+    // the whole list travels beside the span context only when the SDK's copy lacks members:
+    // otherwise the SDK's copy is the list, and its changes are its own
+    let (sdk_state, state) = match tracestate.filter(|t| !t.is_empty()) {
+        Some(t) => {
+            let (sdk, handed) = t.to_sdk();
+            let partial = !handed.all(t.len());
+            (sdk, partial.then(|| (t.clone(), handed)))
+        }
+        None => (TraceState::NONE, None),
+    };
     let sc = SpanContext::new(
         tp.trace_id,
         tp.span_id,
@@ -253,7 +280,8 @@ fn remote_context(cx: &Context, tp: Traceparent, tracestate: Option<&Tracestate>
     );
     let out = cx.with_remote_span_context(sc);
     // Nothing to carry when the SDK's types hold it all: no random flag (a child the SDK drops
-    // has it unset anyway), no tracestate — unless `cx` carries something of another request
+    // has it unset anyway), no member the SDK's `TraceState` refused — unless `cx` carries
+    // something of another request
     if flags & RANDOM == 0 && state.is_none() && cx.get::<Carried>().is_none() {
         return out;
     }
@@ -282,8 +310,8 @@ fn flags_for(sc: &SpanContext, carried: Option<&Carried>) -> u8 {
 fn tracestate_for(sc: &SpanContext, carried: Option<&Carried>) -> Option<Tracestate> {
     let now = sc.trace_state();
     let out = match carried.and_then(|c| c.state.as_ref()) {
-        Some((whole, handed)) if handed == now => whole.clone(),
-        Some((whole, handed)) => whole.merged(handed, now),
+        Some((whole, handed)) if whole.unchanged(*handed, now) => whole.clone(),
+        Some((whole, handed)) => whole.merged(*handed, now),
         None if now.into_iter().len() == 0 => return None,
         None => Tracestate::from_sdk(now),
     };
@@ -297,7 +325,7 @@ fn tracestate_for(sc: &SpanContext, carried: Option<&Carried>) -> Option<Tracest
 /// ```
 /// use opentelemetry::trace::TraceContextExt;
 /// use opentelemetry::propagation::TextMapPropagator;
-/// use tower_otel_http::propagation::{trace_flags, W3cPropagator};
+/// use tower_otel_http::propagation::{outgoing_trace_flags, W3cPropagator};
 ///
 /// let mut carrier = std::collections::HashMap::new();
 /// carrier.insert(
@@ -305,10 +333,10 @@ fn tracestate_for(sc: &SpanContext, carried: Option<&Carried>) -> Option<Tracest
 ///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02".to_owned(),
 /// );
 /// let cx = W3cPropagator::new().extract(&carrier);
-/// assert_eq!(trace_flags(&cx).to_u8(), 0x02, "random, not sampled");
+/// assert_eq!(outgoing_trace_flags(&cx).to_u8(), 0x02, "random, not sampled");
 /// ```
 #[must_use]
-pub fn trace_flags(cx: &Context) -> TraceFlags {
+pub fn outgoing_trace_flags(cx: &Context) -> TraceFlags {
     let span = cx.span();
     let sc = span.span_context();
     if !sc.is_valid() {
@@ -325,7 +353,7 @@ pub fn trace_flags(cx: &Context) -> TraceFlags {
 /// ```
 /// use opentelemetry::trace::TraceContextExt;
 /// use opentelemetry::propagation::TextMapPropagator;
-/// use tower_otel_http::propagation::{tracestate, W3cPropagator};
+/// use tower_otel_http::propagation::{outgoing_tracestate, W3cPropagator};
 ///
 /// let mut carrier = std::collections::HashMap::new();
 /// carrier.insert(
@@ -336,10 +364,10 @@ pub fn trace_flags(cx: &Context) -> TraceFlags {
 /// let cx = W3cPropagator::new().extract(&carrier);
 /// // the SDK's type holds `rojo` only; the whole list goes on
 /// assert_eq!(cx.span().span_context().trace_state().header(), "rojo=2");
-/// assert_eq!(tracestate(&cx).unwrap().as_str(), "tenant@sys@v2=1,rojo=2");
+/// assert_eq!(outgoing_tracestate(&cx).unwrap().as_str(), "tenant@sys@v2=1,rojo=2");
 /// ```
 #[must_use]
-pub fn tracestate(cx: &Context) -> Option<Tracestate> {
+pub fn outgoing_tracestate(cx: &Context) -> Option<Tracestate> {
     let span = cx.span();
     let sc = span.span_context();
     if !sc.is_valid() {
@@ -348,7 +376,7 @@ pub fn tracestate(cx: &Context) -> Option<Tracestate> {
     tracestate_for(sc, carried(cx, sc))
 }
 
-/// `traceparent` of the span of `cx` as it goes out (flags as [`trace_flags`]), on the stack;
+/// `traceparent` of the span of `cx` as it goes out (flags as [`outgoing_trace_flags`]), on the stack;
 /// `None` without a valid span context.
 pub(crate) fn outgoing_traceparent(cx: &Context) -> Option<[u8; 55]> {
     let span = cx.span();
@@ -405,13 +433,22 @@ impl TextMapPropagator for W3cPropagator {
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
         // the extractor is this crate's strict one, so its trace context is valid already; any
-        // other extractor's is checked here
-        let Some(tp) = extractor.get(TRACEPARENT).and_then(parse_traceparent) else {
+        // other extractor's is checked here: one `traceparent` field, every `tracestate` field
+        // combined in order
+        let tp = match extractor.get_all(TRACEPARENT).as_deref() {
+            Some([one]) => parse_traceparent(one),
+            Some(_) => None,
+            None => extractor.get(TRACEPARENT).and_then(parse_traceparent),
+        };
+        let Some(tp) = tp else {
             return cx.clone();
         };
-        let tracestate = extractor
-            .get(TRACESTATE)
-            .and_then(|s| Tracestate::parse(s).ok());
+        let tracestate = match extractor.get_all(TRACESTATE) {
+            Some(fields) => Tracestate::from_fields(fields).ok(),
+            None => extractor
+                .get(TRACESTATE)
+                .and_then(|s| Tracestate::parse(s).ok()),
+        };
         remote_context(cx, tp, tracestate.as_ref())
     }
 
@@ -509,7 +546,7 @@ mod tests {
         let cx = W3cPropagator.extract_with_context(&Context::new(), &e);
         assert!(cx.span().span_context().is_valid(), "the trace goes on");
         assert_eq!(cx.span().span_context().trace_state().header(), "");
-        assert_eq!(tracestate(&cx), None);
+        assert_eq!(outgoing_tracestate(&cx), None);
         // 32 go on whole
         h.insert(TRACESTATE, members[..32].join(",").parse().unwrap());
         let e = StrictHeaderExtractor::new(&h);
@@ -687,7 +724,7 @@ mod tests {
             assert!(sent.ends_with(&format!("-{want}")), "{inbound}: {sent}");
             assert!(sent.contains("-0707070707070707-"), "the child's span id");
             assert_eq!(
-                trace_flags(&child).to_u8(),
+                outgoing_trace_flags(&child).to_u8(),
                 u8::from_str_radix(want, 16).unwrap()
             );
             // the remote parent itself (a pass-through) keeps sampled and random, reserved off
@@ -755,6 +792,79 @@ mod tests {
         assert_eq!(
             inject(&child).get(TRACESTATE).unwrap(),
             "s=x,foo@@bar=1,a=1,b=2"
+        );
+    }
+
+    /// An extractor of another crate that gives every field of a header (as
+    /// opentelemetry-http's `HeaderExtractor` does).
+    struct Fields(Vec<(&'static str, &'static str)>);
+
+    impl Extractor for Fields {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| *k).collect()
+        }
+        fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+            let all: Vec<&str> = self
+                .0
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .collect();
+            (!all.is_empty()).then_some(all)
+        }
+    }
+
+    #[test]
+    fn any_extractors_fields_are_combined_and_a_second_traceparent_refused() {
+        let extract = |f: Vec<(&'static str, &'static str)>| {
+            let cx = W3cPropagator.extract(&Fields(f));
+            (
+                cx.span().span_context().is_valid(),
+                outgoing_tracestate(&cx).map(|t| t.as_str().to_owned()),
+            )
+        };
+        assert_eq!(
+            extract(vec![
+                (TRACEPARENT, VALID),
+                (TRACESTATE, "a=1"),
+                (TRACESTATE, "foo@@b=2")
+            ]),
+            (true, Some("a=1,foo@@b=2".to_owned()))
+        );
+        // 33 members over two fields: discarded whole, not the first field alone
+        let first: &'static str = Box::leak(
+            (0..20)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_boxed_str(),
+        );
+        let second: &'static str = Box::leak(
+            (20..33)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_boxed_str(),
+        );
+        assert_eq!(
+            extract(vec![
+                (TRACEPARENT, VALID),
+                (TRACESTATE, first),
+                (TRACESTATE, second)
+            ]),
+            (true, None)
+        );
+        // two traceparent fields: invalid
+        assert_eq!(
+            extract(vec![
+                (TRACEPARENT, VALID),
+                (TRACEPARENT, VALID),
+                (TRACESTATE, "a=1")
+            ]),
+            (false, None)
         );
     }
 

@@ -57,8 +57,6 @@ pub enum TracestateError {
     },
     /// More than 32 members.
     TooManyMembers,
-    /// A header field that is not visible ASCII text.
-    NotText,
 }
 
 impl fmt::Display for TracestateError {
@@ -73,7 +71,6 @@ impl fmt::Display for TracestateError {
             TracestateError::TooManyMembers => {
                 write!(f, "tracestate has more than {MAX_MEMBERS} members")
             }
-            TracestateError::NotText => f.write_str("tracestate is not visible ASCII text"),
         }
     }
 }
@@ -127,11 +124,16 @@ impl Tracestate {
     where
         I: IntoIterator<Item = &'a str>,
     {
-        let mut out = String::new();
-        // (start, end) of each key in `out`, to find a repeated one
-        let mut keys: [(u16, u16); MAX_MEMBERS] = [(0, 0); MAX_MEMBERS];
+        // the members, borrowed from the fields; a repeated key is looked for among them
+        let mut members: [&'a str; MAX_MEMBERS] = [""; MAX_MEMBERS];
+        let mut keys: [&'a str; MAX_MEMBERS] = [""; MAX_MEMBERS];
         let mut len = 0usize;
+        // the one field, while there is one: when it is canonical already it is the header
+        let mut only: Option<&'a str> = None;
+        let mut fields_seen = 0usize;
         for field in fields {
+            fields_seen += 1;
+            only = (fields_seen == 1).then_some(field);
             for raw in field.split(',') {
                 let member = raw.trim_matches([' ', '\t']);
                 if member.is_empty() {
@@ -147,25 +149,23 @@ impl Tracestate {
                 if len == MAX_MEMBERS {
                     return Err(TracestateError::TooManyMembers);
                 }
-                let kb = key.as_bytes();
-                if keys[..len]
-                    .iter()
-                    .any(|&(s, e)| &out.as_bytes()[usize::from(s)..usize::from(e)] == kb)
-                {
+                if keys[..len].contains(&key) {
                     return Err(TracestateError::DuplicateKey { index });
                 }
-                if len > 0 {
-                    out.push(',');
-                }
-                // at most 32 members of at most 513 bytes and 31 commas: fits u16
-                let start = out.len() as u16;
-                out.push_str(member);
-                keys[len] = (start, start + key.len() as u16);
+                members[len] = member;
+                keys[len] = key;
                 len += 1;
             }
         }
+        let members = &members[..len];
+        let canonical_len = members.iter().map(|m| m.len()).sum::<usize>() + len.saturating_sub(1);
+        let header: Arc<str> = match only {
+            // members joined by single commas, nothing else: the field as it came (one copy)
+            Some(field) if field.len() == canonical_len => Arc::from(field),
+            _ => Arc::from(members.join(",")),
+        };
         Ok(Tracestate {
-            header: Arc::from(out),
+            header,
             len: len as u8,
         })
     }
@@ -221,31 +221,6 @@ impl Tracestate {
         self.iter().find_map(|(k, v)| (k == key).then_some(v))
     }
 
-    /// The list with `key` set to `value`, moved to the front (W3C's rule for an added or
-    /// updated key); a full list loses its last member.
-    ///
-    /// # Errors
-    ///
-    /// When the key or the value is not valid under the Level 2 grammar.
-    pub fn insert(&self, key: &str, value: &str) -> Result<Self, TracestateError> {
-        if !valid_key(key) || !valid_value(value) {
-            return Err(TracestateError::InvalidMember { index: 0 });
-        }
-        let rest = self.iter().filter(|(k, _)| *k != key);
-        Ok(Self::from_valid_members(
-            std::iter::once((key, value)).chain(rest).take(MAX_MEMBERS),
-        ))
-    }
-
-    /// The list without `key`.
-    #[must_use]
-    pub fn remove(&self, key: &str) -> Self {
-        if self.get(key).is_none() {
-            return self.clone();
-        }
-        Self::from_valid_members(self.iter().filter(|(k, _)| *k != key))
-    }
-
     /// The SDK's `TraceState` as a Level 2 list: the members that are valid under the Level 2
     /// grammar, the first occurrence of a key, at most 32 (what the SDK's type holds but the
     /// grammar refuses — an empty value, a value that is not printable ASCII — is left out).
@@ -266,19 +241,39 @@ impl Tracestate {
     }
 
     /// The members the SDK's `TraceState` accepts, in order: what a span exported through the
-    /// SDK can hold of this list.
-    pub(crate) fn to_sdk(&self) -> TraceState {
+    /// SDK can hold of this list; and which members those are.
+    pub(crate) fn to_sdk(&self) -> (TraceState, Handed) {
         if self.is_empty() {
-            return TraceState::NONE;
+            return (TraceState::NONE, Handed(0));
         }
-        TraceState::from_key_value(self.iter()).unwrap_or_else(|_| {
-            // the SDK refuses the whole list for one member it refuses: keep those it takes
-            TraceState::from_key_value(
-                self.iter()
-                    .filter(|kv| TraceState::from_key_value([*kv]).is_ok()),
-            )
-            .unwrap_or_default()
-        })
+        if let Ok(all) = TraceState::from_key_value(self.iter()) {
+            return (all, Handed(u32::MAX));
+        }
+        // the SDK refuses the whole list for one member it refuses: keep those it takes
+        let mut mask = 0u32;
+        for (i, kv) in self.iter().enumerate() {
+            if TraceState::from_key_value([kv]).is_ok() {
+                mask |= 1 << i;
+            }
+        }
+        let handed = Handed(mask);
+        let state = TraceState::from_key_value(self.handed(handed)).unwrap_or_default();
+        (state, handed)
+    }
+
+    /// The members that were handed to the SDK.
+    fn handed(&self, handed: Handed) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.iter()
+            .enumerate()
+            .filter(move |(i, _)| handed.0 & (1 << i) != 0)
+            .map(|(_, kv)| kv)
+    }
+
+    /// Whether the SDK's copy `now` is still what it was handed (compared without building
+    /// anything).
+    pub(crate) fn unchanged(&self, handed: Handed, now: &TraceState) -> bool {
+        let mut now = now.into_iter();
+        self.handed(handed).all(|kv| now.next() == Some(kv)) && now.next().is_none()
     }
 
     /// This list after the changes something in the process made to the SDK's copy of it:
@@ -287,27 +282,44 @@ impl Tracestate {
     /// the left); keys the SDK held and no longer holds are deleted; every other member of
     /// this list — those the SDK could not hold among them — follows in its order; at most 32
     /// (the last dropped).
-    pub(crate) fn merged(&self, handed: &TraceState, now: &TraceState) -> Self {
-        let changed: Vec<(&str, &str)> = now
+    pub(crate) fn merged(&self, handed: Handed, now: &TraceState) -> Self {
+        let was = |k: &str| {
+            self.handed(handed)
+                .find_map(|(hk, hv)| (hk == k).then_some(hv))
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let first: Vec<(&str, &str)> = now
             .into_iter()
-            .filter(|&(k, v)| handed.get(k) != Some(v) && valid_key(k) && valid_value(v))
-            .collect();
-        let deleted = |k: &str| handed.get(k).is_some() && now.get(k).is_none();
-        let mut seen: Vec<&str> = Vec::with_capacity(changed.len());
-        let first: Vec<(&str, &str)> = changed
-            .into_iter()
-            .filter(|(k, _)| {
-                let fresh = !seen.contains(k);
+            .filter(|&(k, v)| {
+                let fresh =
+                    was(k) != Some(v) && valid_key(k) && valid_value(v) && !seen.contains(&k);
                 if fresh {
                     seen.push(k);
                 }
                 fresh
             })
             .collect();
-        let rest = self
-            .iter()
-            .filter(|(k, _)| !seen.contains(k) && !deleted(k));
+        // a key the SDK held that it no longer holds with the same value: deleted, or updated
+        // (first above, or left out when its new value is not valid under Level 2)
+        let gone = |k: &str| was(k).is_some_and(|v| now.get(k) != Some(v));
+        let rest = self.iter().filter(|(k, _)| !seen.contains(k) && !gone(k));
         Self::from_valid_members(first.into_iter().chain(rest).take(MAX_MEMBERS))
+    }
+}
+
+/// Which members of a [`Tracestate`] were handed to the SDK's `TraceState` (a bit per member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Handed(u32);
+
+impl Handed {
+    /// Whether every one of `len` members was handed over.
+    pub(crate) fn all(self, len: usize) -> bool {
+        let want = if len >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << len) - 1
+        };
+        self.0 & want == want
     }
 }
 
@@ -464,53 +476,55 @@ mod tests {
     }
 
     #[test]
-    fn insert_moves_to_the_front_and_remove_removes() {
-        let ts = Tracestate::parse("a=1,b=2,c=3").unwrap();
-        assert_eq!(ts.insert("b", "9").unwrap().as_str(), "b=9,a=1,c=3");
-        assert_eq!(ts.insert("new", "x").unwrap().as_str(), "new=x,a=1,b=2,c=3");
-        assert!(ts.insert("new", "").is_err());
-        assert_eq!(ts.remove("b").as_str(), "a=1,c=3");
-        assert_eq!(ts.remove("zz"), ts);
-        let full = Tracestate::parse(
-            &(0..32)
-                .map(|i| format!("k{i}=v"))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .unwrap();
-        let more = full.insert("n", "v").unwrap();
-        assert_eq!(more.len(), 32);
-        assert!(more.as_str().starts_with("n=v,k0=v"));
-        assert_eq!(more.get("k31"), None, "the last member goes");
-    }
-
-    #[test]
     fn the_sdk_gets_the_members_it_accepts() {
         let ts = Tracestate::parse("foo@@bar=1,bar=2,a@b@c=3,ok=4").unwrap();
-        assert_eq!(ts.to_sdk().header(), "bar=2,ok=4");
+        assert_eq!(ts.to_sdk().0.header(), "bar=2,ok=4");
+        assert_eq!(ts.to_sdk().1, Handed(0b1010));
         let ts = Tracestate::parse("a=1,b=2").unwrap();
-        assert_eq!(ts.to_sdk().header(), "a=1,b=2");
-        assert_eq!(Tracestate::default().to_sdk(), TraceState::NONE);
+        assert_eq!(ts.to_sdk().0.header(), "a=1,b=2");
+        assert_eq!(Tracestate::default().to_sdk().0, TraceState::NONE);
     }
 
     #[test]
     fn sdk_changes_merge_into_the_full_list() {
         let ts = Tracestate::parse("x@@y=1,a=1,b=2,c=3").unwrap();
-        let handed = ts.to_sdk();
-        assert_eq!(handed.header(), "a=1,b=2,c=3");
+        let (sdk, handed) = ts.to_sdk();
+        assert_eq!(sdk.header(), "a=1,b=2,c=3");
         // unchanged
-        assert_eq!(ts.merged(&handed, &handed), ts);
+        assert!(ts.unchanged(handed, &sdk));
+        assert_eq!(ts.merged(handed, &sdk), ts);
         // a sampler updates b and adds s
-        let now = handed.insert("b", "9").unwrap().insert("s", "new").unwrap();
-        assert_eq!(
-            ts.merged(&handed, &now).as_str(),
-            "s=new,b=9,x@@y=1,a=1,c=3"
-        );
+        let now = sdk.insert("b", "9").unwrap().insert("s", "new").unwrap();
+        assert!(!ts.unchanged(handed, &now));
+        assert_eq!(ts.merged(handed, &now).as_str(), "s=new,b=9,x@@y=1,a=1,c=3");
         // a deletion of a member the SDK held is honoured; the one it could not hold stays
-        let now = handed.delete("a").unwrap();
-        assert_eq!(ts.merged(&handed, &now).as_str(), "x@@y=1,b=2,c=3");
+        let now = sdk.delete("a").unwrap();
+        assert!(!ts.unchanged(handed, &now));
+        assert_eq!(ts.merged(handed, &now).as_str(), "x@@y=1,b=2,c=3");
         // a list emptied in the process keeps the members the SDK never held
-        assert_eq!(ts.merged(&handed, &TraceState::NONE).as_str(), "x@@y=1");
+        assert!(!ts.unchanged(handed, &TraceState::NONE));
+        assert_eq!(ts.merged(handed, &TraceState::NONE).as_str(), "x@@y=1");
+        // an update to a value Level 2 refuses (the SDK takes an empty one): the member goes,
+        // never its stale value
+        let now = sdk.insert("b", "").unwrap();
+        assert_eq!(ts.merged(handed, &now).as_str(), "x@@y=1,a=1,c=3");
+        assert_eq!(Tracestate::from_sdk(&now).as_str(), "a=1,c=3");
+        // the same members in another order is a change
+        let reordered = TraceState::from_key_value([("b", "2"), ("a", "1"), ("c", "3")]).unwrap();
+        assert!(!ts.unchanged(handed, &reordered));
+    }
+
+    #[test]
+    fn handed_all_counts_the_members() {
+        assert!(Handed(u32::MAX).all(32));
+        assert!(Handed(0b111).all(3));
+        assert!(!Handed(0b101).all(3));
+        assert!(Handed(0).all(0));
+        assert!(!Handed(u32::MAX >> 1).all(32));
+        let ts = Tracestate::parse("foo@@bar=1,bar=2").unwrap();
+        assert!(!ts.to_sdk().1.all(ts.len()));
+        let ts = Tracestate::parse("a=1,bar=2").unwrap();
+        assert!(ts.to_sdk().1.all(ts.len()));
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Rules for Server {
     /// The trace-context response header.
     fn head<B>(record: &mut Record<Self>, response: &mut Response<B>) {
         if let Some(tp) = record
-            .span_context()
+            .span_cx()
             .and_then(crate::propagation::outgoing_traceparent)
         {
             record
