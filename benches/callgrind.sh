@@ -14,7 +14,7 @@ bin=$1
 shift
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
-  variants=(bare noop metrics spans default default_simple global global_w3c given_w3c nosdk floor naive)
+  variants=(bare noop metrics spans default default_simple global global_w3c global_crate given_w3c nosdk floor naive)
 fi
 small=${SMALL:-2000}
 large=${LARGE:-6000}

@@ -11,6 +11,7 @@
 //! Variants: `bare`, `noop`, `metrics`, `spans`, `default` (spans + metrics + header + log span),
 //! `default_simple` (the default on an SDK exporting synchronously), `global` (the default on
 //! the global providers), `global_w3c` (the default with the SDK's W3C propagator installed as
+//! the global one), `global_crate` (the default with the crate's `W3cPropagator` installed as
 //! the global one), `given_w3c` (the default with it given to the layer), `nosdk` (the
 //! defaults with no SDK installed), and the two reference
 //! layers of the
@@ -107,6 +108,17 @@ fn main() {
             // the default on explicit providers, with the SDK's W3C propagator as the global
             opentelemetry::global::set_text_map_propagator(
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            app.layer(
+                OtelLayer::server()
+                    .with_tracer_provider(&tracer)
+                    .with_meter_provider(&meters),
+            )
+        }
+        "global_crate" => {
+            // the default on explicit providers, with the crate's W3cPropagator as the global
+            opentelemetry::global::set_text_map_propagator(
+                tower_otel_http::propagation::W3cPropagator::new(),
             );
             app.layer(
                 OtelLayer::server()

@@ -34,6 +34,11 @@ pub(crate) struct Config<S: Rules> {
     pub(crate) filter: Option<RequestPredicate>,
     pub(crate) request_headers: Vec<(HeaderName, Key)>,
     pub(crate) response_headers: Vec<(HeaderName, Key)>,
+    /// The request-header allow-list's names as gRPC metadata (`rpc.request.metadata.<key>`).
+    pub(crate) request_metadata: Vec<(HeaderName, Key)>,
+    /// The response-header allow-list's names as gRPC metadata (`rpc.response.metadata.<key>`),
+    /// from the response headers and trailers.
+    pub(crate) response_metadata: Vec<(HeaderName, Key)>,
     pub(crate) request_hook: Option<RequestHook>,
     pub(crate) response_hook: Option<ResponseHook>,
     pub(crate) span_name: Option<SpanNameFn>,
@@ -59,6 +64,8 @@ impl<S: Side> Clone for Config<S> {
             filter: self.filter.clone(),
             request_headers: self.request_headers.clone(),
             response_headers: self.response_headers.clone(),
+            request_metadata: self.request_metadata.clone(),
+            response_metadata: self.response_metadata.clone(),
             request_hook: self.request_hook.clone(),
             response_hook: self.response_hook.clone(),
             span_name: self.span_name.clone(),
@@ -83,6 +90,8 @@ impl<S: Side> Config<S> {
             filter: None,
             request_headers: Vec::new(),
             response_headers: Vec::new(),
+            request_metadata: Vec::new(),
+            response_metadata: Vec::new(),
             request_hook: None,
             response_hook: None,
             span_name: None,
@@ -136,11 +145,21 @@ impl<S: Side> Config<S> {
         }
     }
 
-    /// The attributes the user's request hook and header allow-list add at the start.
-    pub(crate) fn request_extras(&self, parts: &request::Parts, attrs: &mut Vec<KeyValue>) {
+    /// The attributes the user's request hook and header allow-list add at the start (`rpc`:
+    /// the allow-listed headers as gRPC request metadata).
+    pub(crate) fn request_extras(
+        &self,
+        parts: &request::Parts,
+        rpc: bool,
+        attrs: &mut Vec<KeyValue>,
+    ) {
         semconv::capture_headers(
             &parts.headers,
-            &self.request_headers,
+            if rpc {
+                &self.request_metadata
+            } else {
+                &self.request_headers
+            },
             self.sensitive_headers,
             self.max_value_length,
             attrs,
@@ -155,11 +174,16 @@ impl<S: Side> Config<S> {
     pub(crate) fn response_extras<B>(
         &self,
         response: http::Response<B>,
+        rpc: bool,
         attrs: &mut Vec<KeyValue>,
     ) -> http::Response<B> {
         semconv::capture_headers(
             response.headers(),
-            &self.response_headers,
+            if rpc {
+                &self.response_metadata
+            } else {
+                &self.response_headers
+            },
             self.sensitive_headers,
             self.max_value_length,
             attrs,
@@ -210,6 +234,8 @@ impl<S: Side> fmt::Debug for Config<S> {
             .field("filter", &self.filter.is_some())
             .field("request_headers", &self.request_headers)
             .field("response_headers", &self.response_headers)
+            .field("request_metadata", &self.request_metadata)
+            .field("response_metadata", &self.response_metadata)
             .field("request_hook", &self.request_hook.is_some())
             .field("response_hook", &self.response_hook.is_some())
             .field("span_name", &self.span_name.is_some())

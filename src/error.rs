@@ -26,6 +26,8 @@
 //! | [`CANCELLED`] | server | the response future was dropped before the response (the client went away, an outer timeout) |
 //! | [`RESPONSE_BODY_DROPPED`] | server | the response body was dropped before its end (the client went away mid-body) |
 //! | [`PANIC`] | both | a panic unwound through the layer |
+//! | `CANCELLED`, `DEADLINE_EXCEEDED`, `UNAVAILABLE`, ... | both | gRPC: the call's status when it is an error on that side (a server: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`; a client: every status but `OK`, except a cancel the caller chose) |
+//! | [`GRPC_STATUS_MISSING`] | both | gRPC: the call ended (HTTP `200`) without a `grpc-status` |
 //!
 //! A response that is complete at its head (`HEAD`, `1xx`, `204`, `304`, `2xx` to `CONNECT`) or
 //! whose declared length (`Content-Length`, an exact size hint) has gone out is a success even if
@@ -61,6 +63,9 @@ pub const RESPONSE_BODY_DROPPED: &str = "response_body_dropped";
 pub const PANIC: &str = "panic";
 /// Anything else, and status codes outside `100..=599`.
 pub const OTHER: &str = "_OTHER";
+/// gRPC: the call ended without a `grpc-status` (its response neither trailers-only nor ended
+/// by trailers carrying one), on an HTTP `200`.
+pub const GRPC_STATUS_MISSING: &str = "grpc_status_missing";
 
 type DirectFn = dyn Fn(&dyn Any) -> Option<&'static str> + Send + Sync;
 type LinkFn = dyn Fn(&(dyn StdError + 'static)) -> Option<&'static str> + Send + Sync;

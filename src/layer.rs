@@ -314,8 +314,9 @@ impl<S: Side, M> OtelLayer<S, M> {
         self
     }
 
-    /// Record these request headers as `http.request.header.<name>` (string arrays). Names
-    /// are case-insensitive; invalid names are ignored. Nothing is recorded by default, and
+    /// Record these request headers as `http.request.header.<name>` (string arrays), and on a
+    /// gRPC call as `rpc.request.metadata.<name>`. Names are case-insensitive; invalid names
+    /// are ignored. Nothing is recorded by default, and
     /// `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are not recorded
     /// even when listed unless [`with_sensitive_headers`](Self::with_sensitive_headers)
     /// forces them.
@@ -324,22 +325,35 @@ impl<S: Side, M> OtelLayer<S, M> {
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        self.config_mut().request_headers = crate::config::header_keys(
-            names,
+        let names: Vec<String> = names.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let config = self.config_mut();
+        config.request_headers = crate::config::header_keys(
+            &names,
             opentelemetry_semantic_conventions::attribute::HTTP_REQUEST_HEADER,
+        );
+        config.request_metadata = crate::config::header_keys(
+            &names,
+            opentelemetry_semantic_conventions::attribute::RPC_REQUEST_METADATA,
         );
         self
     }
 
-    /// Record these response headers as `http.response.header.<name>` (string arrays).
+    /// Record these response headers as `http.response.header.<name>` (string arrays), and on a
+    /// gRPC call as `rpc.response.metadata.<name>`, from the response headers and the trailers.
     pub fn with_response_headers<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        self.config_mut().response_headers = crate::config::header_keys(
-            names,
+        let names: Vec<String> = names.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let config = self.config_mut();
+        config.response_headers = crate::config::header_keys(
+            &names,
             opentelemetry_semantic_conventions::attribute::HTTP_RESPONSE_HEADER,
+        );
+        config.response_metadata = crate::config::header_keys(
+            &names,
+            opentelemetry_semantic_conventions::attribute::RPC_RESPONSE_METADATA,
         );
         self
     }

@@ -263,6 +263,28 @@ pub(crate) fn url_full(uri: &http::Uri, keys: &[Box<str>]) -> String {
     out
 }
 
+/// `url.full` of a request: its URI when absolute; a path alone completed with `origin`
+/// (`scheme`, `authority`) when one is known; `None` otherwise — never a bare path.
+pub(crate) fn url_full_of(
+    uri: &http::Uri,
+    origin: Option<(&str, &str)>,
+    keys: &[Box<str>],
+) -> Option<String> {
+    if uri.scheme().is_some() && uri.authority().is_some() {
+        return Some(url_full(uri, keys));
+    }
+    let (scheme, authority) = origin?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = scheme.parse().ok();
+    parts.authority = authority.parse().ok();
+    parts.path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    let full = http::Uri::from_parts(parts).ok()?;
+    Some(url_full(&full, keys))
+}
+
 /// The default port of a scheme.
 pub(crate) fn default_port(https: bool) -> u16 {
     if https {

@@ -42,10 +42,12 @@ pub trait Side: sealed::Rules {}
 
 impl<T: sealed::Rules> Side for T {}
 
-/// The names of a side's HTTP instruments.
+/// The names of a side's instruments.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HttpMetricNames {
     pub(crate) duration: &'static str,
+    /// `rpc.*.call.duration`.
+    pub(crate) rpc_duration: &'static str,
     pub(crate) active_requests: &'static str,
     pub(crate) request_body_size: &'static str,
     pub(crate) response_body_size: &'static str,
@@ -73,9 +75,10 @@ pub(crate) mod sealed {
         /// The span kind.
         #[doc(hidden)]
         const KIND: SpanKind;
-        /// The lowest HTTP status that is an error on this side.
+        /// The side, for the conventions' rules that differ by side (which status is an
+        /// error, what an early drop means).
         #[doc(hidden)]
-        const FIRST_ERROR_STATUS: u16;
+        const WHO: crate::convention::Who;
         /// The HTTP instrument names.
         #[doc(hidden)]
         const HTTP_METRICS: HttpMetricNames;
@@ -86,11 +89,6 @@ pub(crate) mod sealed {
         /// span gets it at its end.
         #[doc(hidden)]
         const VERSION_AT_END: bool;
-
-        /// `error.type` for a request whose record is dropped before its end, outside a panic
-        /// (`head_seen`: the response head had been produced).
-        #[doc(hidden)]
-        fn dropped(head_seen: bool) -> Option<&'static str>;
 
         /// Whether the template goes on this side's metrics.
         #[doc(hidden)]

@@ -29,11 +29,24 @@ impl HostPattern {
     }
 }
 
+/// The service a client calls, when its requests do not say (origin-form URIs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClientTarget {
+    pub(crate) https: bool,
+    /// `host[:port]` as given.
+    pub(crate) authority: Box<str>,
+    /// The host, an IPv6 literal without its brackets.
+    pub(crate) host: Box<str>,
+    pub(crate) port: Option<u16>,
+}
+
 /// The client-only settings.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Hosts trace context is sent to; `None`: every host.
     propagation_hosts: Option<Vec<HostPattern>>,
+    /// The service called, for requests without an authority in their URI.
+    pub(crate) target: Option<ClientTarget>,
     /// `url.template` on the metrics (opt-in).
     pub(crate) metrics_url_template: bool,
     /// `url.scheme` on the metrics (opt-in).
@@ -77,6 +90,31 @@ impl<M> OtelLayer<Client, M> {
             .filter(|h| !h.0.is_empty())
             .collect();
         self.config_mut().side.propagation_hosts = Some(hosts);
+        self
+    }
+
+    /// The service this client calls, for requests whose URI has no authority: a tonic
+    /// `Channel` is built from an `Endpoint` and its generated clients send origin-form
+    /// requests (`/package.Service/Method`), the origin added inside the channel where this
+    /// layer cannot see it. `server.address`/`server.port` (and an HTTP request's `url.full`)
+    /// come from the request's URI when it is absolute, else from this target, else from the
+    /// `Host` header (`url.full` is then left out: the scheme is not known). A URI without an
+    /// authority is ignored.
+    ///
+    /// ```
+    /// use tower_otel_http::OtelLayer;
+    ///
+    /// let layer = OtelLayer::client().with_target("http://inventory.svc:50051".parse().unwrap());
+    /// # let _ = layer;
+    /// ```
+    pub fn with_target(mut self, target: http::Uri) -> Self {
+        let https = target.scheme() == Some(&http::uri::Scheme::HTTPS);
+        self.config_mut().side.target = target.authority().map(|a| ClientTarget {
+            https,
+            authority: a.as_str().into(),
+            host: unbracketed(a.host()).into(),
+            port: a.port_u16(),
+        });
         self
     }
 

@@ -225,9 +225,10 @@ impl Rules for Client {
     type Options = ClientOptions;
     const NAME: &'static str = "client";
     const KIND: SpanKind = SpanKind::Client;
-    const FIRST_ERROR_STATUS: u16 = 400;
+    const WHO: crate::convention::Who = crate::convention::Who::Client;
     const HTTP_METRICS: HttpMetricNames = HttpMetricNames {
         duration: m::HTTP_CLIENT_REQUEST_DURATION,
+        rpc_duration: m::RPC_CLIENT_CALL_DURATION,
         active_requests: m::HTTP_CLIENT_ACTIVE_REQUESTS,
         request_body_size: m::HTTP_CLIENT_REQUEST_BODY_SIZE,
         response_body_size: m::HTTP_CLIENT_RESPONSE_BODY_SIZE,
@@ -235,11 +236,6 @@ impl Rules for Client {
     };
     const TEMPLATE_KEY: &'static str = attr::URL_TEMPLATE;
     const VERSION_AT_END: bool = true;
-
-    /// The caller dropped the request future or the body: its choice, no error.
-    fn dropped(_head_seen: bool) -> Option<&'static str> {
-        None
-    }
 
     fn template_on_metrics(options: &ClientOptions) -> bool {
         options.metrics_url_template
@@ -249,10 +245,12 @@ impl Rules for Client {
         if parts.extensions.get::<ClientMarker>().is_some() {
             return (Started::Pass(None), None);
         }
-        let started = if config.admits(parts) {
-            crate::convention::http::client::start(config, parts, counts_body)
-        } else {
+        let started = if !config.admits(parts) {
             (Started::Pass(None), None)
+        } else if crate::convention::grpc::is_grpc(&parts.headers) {
+            crate::convention::grpc::client::start(config, parts)
+        } else {
+            crate::convention::http::client::start(config, parts, counts_body)
         };
         // inner instances pass it through, recorded here or filtered out
         parts.extensions.insert(ClientMarker);

@@ -1,46 +1,96 @@
-//! The conventions a request is recorded under, chosen per request when it starts: today HTTP
-//! ([`http`]); the seam a second one (gRPC) plugs into.
+//! The conventions a request is recorded under, chosen per request when it starts: HTTP
+//! ([`http`]) and gRPC ([`grpc`], a request whose `content-type` is `application/grpc…`).
 //!
 //! A convention decides what a response *means*: how a completed response is classified from
 //! its status, its headers and its trailers (an HTTP `200` whose trailers say the call failed is
-//! a failure under a convention that reads them), and what the span and the metrics get at the
-//! end from it. The lifecycle ([`crate::lifecycle`]) hands it the response head, the trailers
-//! when they arrive and asks it at the end; it never looks at a status itself.
+//! a failure under a convention that reads them), how a call that stopped early is recorded,
+//! and what the span and the metrics get at the end from it. The lifecycle
+//! ([`crate::lifecycle`]) hands it the response head, the trailers when they arrive and asks it
+//! at the end; it never looks at a status itself.
 
+pub(crate) mod grpc;
 pub(crate) mod http;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use ::http::{HeaderMap, StatusCode};
+use opentelemetry::trace::SpanRef;
 use opentelemetry::KeyValue;
+
+/// The side a request is classified for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Who {
+    Server,
+    Client,
+}
+
+/// How a request's record ends.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The response completed: at its head, or its body ended (with the body's failure, or its
+    /// falling short of its declared length, when there was one).
+    Completed(Option<Cow<'static, str>>),
+    /// The record was dropped before the end: the response future or the body (a server's
+    /// client went away, a client's caller stopped), `head_seen`: after the response head.
+    Dropped { head_seen: bool },
+    /// The inner service failed (its error's `error.type`).
+    Failed(Cow<'static, str>),
+    /// A panic unwound through the layer.
+    Panicked,
+}
 
 /// What is convention-specific in a request's end.
 pub(crate) trait Convention {
+    /// The response head.
+    fn head(&mut self, _status: StatusCode, _headers: &HeaderMap) {}
+
     /// Trailers arrived (the last frame of the response body).
     fn trailers(&mut self, trailers: &HeaderMap);
 
-    /// `error.type` of a response that completed (its body ended, or it ended at its head),
-    /// on a side whose first error status is `first_error`; `None`: a success.
-    fn outcome(&self, status: Option<StatusCode>, first_error: u16) -> Option<Cow<'static, str>>;
+    /// `error.type` of the request as it ended on `who`'s side (`status`: the response's, when
+    /// there was one; `elapsed`: since the start); `None`: a success. Called once, before the
+    /// attributes below are asked for.
+    fn outcome(
+        &mut self,
+        who: Who,
+        status: Option<StatusCode>,
+        ending: &Ending,
+        elapsed: Duration,
+    ) -> Option<Cow<'static, str>>;
 
     /// The status attribute the span and the metrics get at the end.
     fn status_attribute(&self, status: Option<StatusCode>) -> Option<KeyValue>;
+
+    /// What the span gets at its end beyond the status and `error.type` (a late name, late
+    /// attributes).
+    fn end_span(&self, _span: &SpanRef<'_>) {}
+
+    /// What the measurements get at the end beyond the status and `error.type`.
+    fn metric_attributes(&self, _out: &mut dyn FnMut(KeyValue)) {}
+
+    /// An RPC convention: the RPC instruments, no HTTP attributes (protocol version, route).
+    fn is_rpc(&self) -> bool {
+        false
+    }
 }
 
-/// The convention of one request (an enum: chosen per request, no allocation, no dynamic call).
+/// The convention of one request (an enum: chosen per request, no dynamic call).
 #[derive(Debug)]
 pub(crate) enum Conv {
     /// The HTTP semantic conventions.
     Http(http::Http),
+    /// The gRPC semantic conventions (boxed: the HTTP variant stays small).
+    Grpc(Box<grpc::Grpc>),
     /// A convention of the tests: classifies from a trailer (`probe-outcome`), so that the
-    /// lifecycle's trailer path is pinned before a real trailer convention exists.
+    /// lifecycle's trailer path is pinned independently of gRPC.
     #[cfg(test)]
     Probe(probe::Probe),
 }
 
 impl Conv {
-    /// The convention a request follows.
-    pub(crate) fn choose(parts: &::http::request::Parts) -> Self {
+    /// The HTTP convention, or the tests' probe when the request asks for it.
+    pub(crate) fn http(parts: &::http::request::Parts) -> Self {
         #[cfg(test)]
         if parts.extensions.get::<probe::UseProbe>().is_some() {
             return Conv::Probe(probe::Probe::default());
@@ -50,29 +100,50 @@ impl Conv {
     }
 }
 
-impl Convention for Conv {
-    fn trailers(&mut self, trailers: &HeaderMap) {
-        match self {
-            Conv::Http(c) => c.trailers(trailers),
+macro_rules! each {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            Conv::Http($c) => $e,
+            Conv::Grpc($c) => $e,
             #[cfg(test)]
-            Conv::Probe(c) => c.trailers(trailers),
+            Conv::Probe($c) => $e,
         }
+    };
+}
+
+impl Convention for Conv {
+    fn head(&mut self, status: StatusCode, headers: &HeaderMap) {
+        each!(self, c => c.head(status, headers))
     }
 
-    fn outcome(&self, status: Option<StatusCode>, first_error: u16) -> Option<Cow<'static, str>> {
-        match self {
-            Conv::Http(c) => c.outcome(status, first_error),
-            #[cfg(test)]
-            Conv::Probe(c) => c.outcome(status, first_error),
-        }
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        each!(self, c => c.trailers(trailers))
+    }
+
+    fn outcome(
+        &mut self,
+        who: Who,
+        status: Option<StatusCode>,
+        ending: &Ending,
+        elapsed: Duration,
+    ) -> Option<Cow<'static, str>> {
+        each!(self, c => c.outcome(who, status, ending, elapsed))
     }
 
     fn status_attribute(&self, status: Option<StatusCode>) -> Option<KeyValue> {
-        match self {
-            Conv::Http(c) => c.status_attribute(status),
-            #[cfg(test)]
-            Conv::Probe(c) => c.status_attribute(status),
-        }
+        each!(self, c => c.status_attribute(status))
+    }
+
+    fn end_span(&self, span: &SpanRef<'_>) {
+        each!(self, c => c.end_span(span))
+    }
+
+    fn metric_attributes(&self, out: &mut dyn FnMut(KeyValue)) {
+        each!(self, c => c.metric_attributes(out))
+    }
+
+    fn is_rpc(&self) -> bool {
+        each!(self, c => c.is_rpc())
     }
 }
 
@@ -100,13 +171,15 @@ pub(crate) mod probe {
         }
 
         fn outcome(
-            &self,
+            &mut self,
+            who: Who,
             status: Option<StatusCode>,
-            first_error: u16,
+            ending: &Ending,
+            elapsed: std::time::Duration,
         ) -> Option<Cow<'static, str>> {
             match &self.failed {
                 Some(f) => Some(Cow::Owned(f.clone())),
-                None => http::Http.outcome(status, first_error),
+                None => http::Http.outcome(who, status, ending, elapsed),
             }
         }
 

@@ -5,6 +5,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::{Record, Scope};
+use crate::convention::Ending;
 use crate::error;
 use crate::side::{Server, Side};
 
@@ -109,7 +110,7 @@ where
             },
         };
         if let Some(error) = end {
-            record.end(error);
+            record.end(Ending::Completed(error));
             let more = matches!(&frame, Some(Ok(f)) if f.is_data());
             if more && !this.inner.is_end_stream() {
                 // more may be polled (trailers, an end the body signals late): in the scope

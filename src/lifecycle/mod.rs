@@ -22,7 +22,7 @@ use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
 use crate::config::Config;
-use crate::convention::{Conv, Convention};
+use crate::convention::{Conv, Convention, Ending};
 use crate::error;
 use crate::metrics::Measure;
 use crate::route::RouteSlot;
@@ -299,11 +299,14 @@ impl<S: Rules> Record<S> {
         mut response: Response<B>,
     ) -> (Response<B>, bool) {
         self.status = Some(response.status());
+        self.conv.head(response.status(), response.headers());
         S::head(self, &mut response);
         self.settle_route();
         if self.config.has_response_extras() && self.span().is_some_and(|s| s.is_recording()) {
             let mut attrs = Vec::new();
-            response = self.config.response_extras(response, &mut attrs);
+            response = self
+                .config
+                .response_extras(response, self.conv.is_rpc(), &mut attrs);
             if let Some(span) = self.span() {
                 span.set_attributes(attrs);
             }
@@ -321,7 +324,7 @@ impl<S: Rules> Record<S> {
     ) -> Response<ResponseBody<B, S>> {
         let (response, complete) = self.head(response);
         if complete {
-            self.end(None);
+            self.end(Ending::Completed(None));
             // a body polled anyway (an upgrade, an event stream ended at the head) runs in the
             // request's scope
             let scope = (!response.body().is_end_stream()).then(|| self.take_scope());
@@ -358,9 +361,26 @@ impl<S: Rules> Record<S> {
         self.declared.is_some_and(|d| self.sent >= d)
     }
 
-    /// The response's trailers arrived: the convention reads them.
+    /// The response's trailers arrived: the convention reads them (and an RPC call's
+    /// allow-listed response metadata is taken from them).
     pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
         self.conv.trailers(trailers);
+        if self.conv.is_rpc()
+            && !self.config.response_metadata.is_empty()
+            && self.span().is_some_and(|s| s.is_recording())
+        {
+            let mut attrs = Vec::new();
+            semconv::capture_headers(
+                trailers,
+                &self.config.response_metadata,
+                self.config.sensitive_headers,
+                self.config.max_value_length,
+                &mut attrs,
+            );
+            if let Some(span) = self.span() {
+                span.set_attributes(attrs);
+            }
+        }
     }
 
     /// `error.type` for a body that ended: `response_body` when it ended short of its
@@ -402,15 +422,15 @@ impl<S: Rules> Record<S> {
         }
     }
 
-    /// End the span and record the measurements, once. `error` (when given) overrides the
-    /// convention's classification of the response.
-    pub(crate) fn end(&mut self, error: Option<Cow<'static, str>>) {
+    /// End the span and record the measurements, once: the convention classifies how the
+    /// request ended.
+    pub(crate) fn end(&mut self, ending: Ending) {
         if self.done {
             return;
         }
         self.done = true;
         let (elapsed, end_time) = self.clock.stop();
-        let error = error.or_else(|| self.conv.outcome(self.status, S::FIRST_ERROR_STATUS));
+        let error = self.conv.outcome(S::WHO, self.status, &ending, elapsed);
         self.settle_route();
         let end = EndAttributes {
             status: self.conv.status_attribute(self.status),
@@ -419,6 +439,7 @@ impl<S: Rules> Record<S> {
                 .map(|e| KeyValue::new(attr::ERROR_TYPE, StringValue::from(e.clone()))),
             version: self
                 .version
+                .filter(|_| !self.conv.is_rpc())
                 .and_then(semconv::protocol_version)
                 .map(|v| KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, v)),
             template: self
@@ -436,6 +457,7 @@ impl<S: Rules> Record<S> {
                 end.template.clone().filter(|_| late_template),
             ];
             span.set_attributes(attrs.into_iter().flatten());
+            self.conv.end_span(&span);
             if error.is_some() {
                 span.set_status(Status::error(""));
             }
@@ -452,11 +474,14 @@ impl<S: Rules> Record<S> {
                 end.version,
                 end.template.filter(|_| template),
             ];
+            let mut attrs: smallvec::SmallVec<[KeyValue; 6]> =
+                attrs.into_iter().flatten().collect();
+            self.conv.metric_attributes(&mut |kv| attrs.push(kv));
             m.record(
                 &self.config.meter,
                 elapsed.as_secs_f64(),
                 self.sent,
-                attrs.into_iter().flatten(),
+                attrs.into_iter(),
             );
         }
     }
@@ -464,19 +489,21 @@ impl<S: Rules> Record<S> {
     /// The inner service failed: the request ends with the error's `error.type`.
     pub(crate) fn fail<E: 'static>(mut self: Box<Self>, e: &E) {
         let error_type = self.config.error_type(e);
-        self.end(Some(error_type));
+        self.end(Ending::Failed(error_type));
     }
 }
 
 impl<S: Rules> Drop for Record<S> {
     fn drop(&mut self) {
         if !self.done {
-            let error = if std::thread::panicking() {
-                Some(Cow::Borrowed(error::PANIC))
+            let ending = if std::thread::panicking() {
+                Ending::Panicked
             } else {
-                S::dropped(self.status.is_some()).map(Cow::Borrowed)
+                Ending::Dropped {
+                    head_seen: self.status.is_some(),
+                }
             };
-            self.end(error);
+            self.end(ending);
         }
     }
 }

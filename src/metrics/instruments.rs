@@ -22,6 +22,11 @@ pub(crate) struct MetricsOptions {
 /// service the layer builds.
 pub(crate) struct Instruments {
     pub(crate) duration: Histogram<f64>,
+    /// `rpc.*.call.duration`, created at the first gRPC call this layer value records (an
+    /// HTTP-only application never gets it).
+    rpc_duration: OnceLock<Histogram<f64>>,
+    meter: Meter,
+    names: HttpMetricNames,
     pub(crate) active_requests: Option<UpDownCounter<i64>>,
     pub(crate) request_body_size: Option<Histogram<u64>>,
     pub(crate) response_body_size: Option<Histogram<u64>>,
@@ -38,9 +43,24 @@ impl fmt::Debug for Instruments {
 }
 
 impl Instruments {
+    /// `rpc.server.call.duration` / `rpc.client.call.duration`: the conventions' buckets (the
+    /// same as HTTP's), seconds; created once per layer value.
+    pub(crate) fn rpc_duration(&self) -> &Histogram<f64> {
+        self.rpc_duration.get_or_init(|| {
+            let who = self.names.who;
+            self.meter
+                .f64_histogram(self.names.rpc_duration)
+                .with_description(format!("Duration of RPC {who} calls."))
+                .with_unit("s")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        })
+    }
+
     pub(crate) fn new(meter: &Meter, names: HttpMetricNames, options: MetricsOptions) -> Self {
         let HttpMetricNames {
             duration,
+            rpc_duration: _,
             active_requests: active,
             request_body_size: request_size,
             response_body_size: response_size,
@@ -54,6 +74,9 @@ impl Instruments {
                 .build()
         };
         Instruments {
+            rpc_duration: OnceLock::new(),
+            meter: meter.clone(),
+            names,
             duration: meter
                 .f64_histogram(duration)
                 .with_description(format!("Duration of HTTP {who} requests."))

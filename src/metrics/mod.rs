@@ -57,6 +57,8 @@ type AttrList = smallvec::SmallVec<[KeyValue; 12]>;
 
 /// What a request's measurements need besides its outcome, known at its start.
 pub(crate) struct Measure {
+    /// An RPC call: `rpc.*.call.duration` only (no HTTP instrument at all).
+    rpc: bool,
     /// `http.request.method` (`_OTHER` for unknown methods).
     method: &'static str,
     /// `url.scheme` (`true`: https), when recorded on this side's metrics.
@@ -83,11 +85,26 @@ impl Measure {
         request_bytes: Option<Arc<AtomicU64>>,
     ) -> Self {
         Measure {
+            rpc: false,
             method,
             scheme,
             server: server.map(Box::new),
             labeler: labeler.then(Labeler::new),
             request_bytes,
+            active: None,
+        }
+    }
+
+    /// An RPC call's: `rpc.system.name`, and `server` (`server.address`, `server.port`) when
+    /// this side records it; the method and the status come at the end.
+    pub(crate) fn rpc(server: Option<(StringValue, i64)>, labeler: bool) -> Self {
+        Measure {
+            rpc: true,
+            method: "",
+            scheme: None,
+            server: server.map(Box::new),
+            labeler: labeler.then(Labeler::new),
+            request_bytes: None,
             active: None,
         }
     }
@@ -98,7 +115,14 @@ impl Measure {
     /// were counted with.
     fn base(&self) -> AttrList {
         let mut base = AttrList::new();
-        base.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
+        if self.rpc {
+            base.push(KeyValue::new(
+                attr::RPC_SYSTEM_NAME,
+                crate::convention::grpc::SYSTEM,
+            ));
+        } else {
+            base.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
+        }
         if let Some(https) = self.scheme {
             base.push(crate::semconv::scheme_attribute(https));
         }
@@ -132,6 +156,9 @@ impl Measure {
     /// is kept, so that the request is uncounted on the same one at its end, whatever becomes
     /// of the global provider meanwhile.
     pub(crate) fn begin_active(&mut self, meter: &MeterSource) {
+        if self.rpc {
+            return; // no HTTP instrument for an RPC call
+        }
         self.active = meter.with(|i| i.active_requests.clone()).flatten();
         if let Some(c) = &self.active {
             c.add(1, &self.base());
@@ -159,6 +186,10 @@ impl Measure {
             }
             if let Some(l) = &self.labeler {
                 l.for_each(|kv| a.push(kv.clone()));
+            }
+            if self.rpc {
+                i.rpc_duration().record(seconds, &a);
+                return;
             }
             i.duration.record(seconds, &a);
             if let Some(h) = &i.response_body_size {

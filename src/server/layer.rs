@@ -94,6 +94,8 @@ pub struct ServerOptions {
     pub(crate) log_correlation: bool,
     #[cfg(feature = "tracing")]
     pub(crate) log_level: tracing::Level,
+    /// The gRPC methods served (`package.Service/Method`), when the user lists them.
+    pub(crate) grpc_methods: Option<Arc<std::collections::HashSet<Box<str>>>>,
 }
 
 impl Default for ServerOptions {
@@ -109,6 +111,7 @@ impl Default for ServerOptions {
             log_correlation: cfg!(feature = "tracing"),
             #[cfg(feature = "tracing")]
             log_level: tracing::Level::INFO,
+            grpc_methods: None,
         }
     }
 }
@@ -130,7 +133,8 @@ impl fmt::Debug for ServerOptions {
         .field("client_port", &self.client_port)
         .field("metrics_server_address", &self.metrics_server_address)
         .field("response_header", &self.response_header)
-        .field("log_correlation", &self.log_correlation);
+        .field("log_correlation", &self.log_correlation)
+        .field("grpc_methods", &self.grpc_methods.as_ref().map(|m| m.len()));
         #[cfg(feature = "tracing")]
         d.field("log_level", &self.log_level);
         d.finish()
@@ -224,6 +228,36 @@ impl<M> OtelLayer<Server, M> {
     /// Record `client.port` (opt-in in the conventions).
     pub fn with_client_port(mut self, record: bool) -> Self {
         self.config_mut().side.client_port = record;
+        self
+    }
+
+    /// The gRPC methods this server has (`package.Service/Method`): a call to any other is
+    /// recorded with `rpc.method = _OTHER` (and `rpc.method_original`, span name `grpc`), and
+    /// `rpc.method` is set when the span starts, so that samplers see it.
+    ///
+    /// Without a list, whether a method is known is decided at the end of the call — unknown
+    /// when the answer is an HTTP `404` or a trailers-only `UNIMPLEMENTED` (what tonic answers
+    /// for a service or method it does not have) — and `rpc.method` is set then: the SDK
+    /// appends a span attribute set twice rather than replacing it, so a provisional value set
+    /// at the start would be exported beside the final one.
+    ///
+    /// ```
+    /// use tower_otel_http::OtelLayer;
+    ///
+    /// let layer = OtelLayer::server()
+    ///     .with_grpc_methods(["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"]);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_grpc_methods<I, T>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let set = methods
+            .into_iter()
+            .map(|m| Box::<str>::from(m.as_ref().trim_start_matches('/')))
+            .collect();
+        self.config_mut().side.grpc_methods = Some(Arc::new(set));
         self
     }
 }

@@ -114,9 +114,10 @@ impl Rules for Server {
     type Options = ServerOptions;
     const NAME: &'static str = "server";
     const KIND: SpanKind = SpanKind::Server;
-    const FIRST_ERROR_STATUS: u16 = 500;
+    const WHO: crate::convention::Who = crate::convention::Who::Server;
     const HTTP_METRICS: HttpMetricNames = HttpMetricNames {
         duration: m::HTTP_SERVER_REQUEST_DURATION,
+        rpc_duration: m::RPC_SERVER_CALL_DURATION,
         active_requests: m::HTTP_SERVER_ACTIVE_REQUESTS,
         request_body_size: m::HTTP_SERVER_REQUEST_BODY_SIZE,
         response_body_size: m::HTTP_SERVER_RESPONSE_BODY_SIZE,
@@ -124,15 +125,6 @@ impl Rules for Server {
     };
     const TEMPLATE_KEY: &'static str = attr::HTTP_ROUTE;
     const VERSION_AT_END: bool = false;
-
-    /// The client went away: before the response (`cancelled`) or mid-body.
-    fn dropped(head_seen: bool) -> Option<&'static str> {
-        Some(if head_seen {
-            crate::error::RESPONSE_BODY_DROPPED
-        } else {
-            crate::error::CANCELLED
-        })
-    }
 
     fn template_on_metrics(_: &ServerOptions) -> bool {
         true
@@ -144,11 +136,13 @@ impl Rules for Server {
         if stack::is_inner(&parts.extensions) {
             return (Started::Pass(None), None);
         }
-        if config.admits(parts) {
-            crate::convention::http::server::start(config, parts, counts_body)
-        } else {
+        if !config.admits(parts) {
             stack::mark(&mut parts.extensions, true);
             (Started::Pass(None), None)
+        } else if crate::convention::grpc::is_grpc(&parts.headers) {
+            crate::convention::grpc::server::start(config, parts)
+        } else {
+            crate::convention::http::server::start(config, parts, counts_body)
         }
     }
 

@@ -21,18 +21,30 @@ use crate::otel::RequestTracer;
 use crate::semconv::{self, MethodInfo};
 use crate::side::{Client, Start};
 
-/// The host an outgoing request goes to: its URL's, else its `Host` header's (brackets of an
-/// IPv6 literal removed), and the port given with it.
-fn target_host(parts: &Parts) -> Option<(&str, Option<u16>)> {
-    match parts.uri.host() {
-        Some(h) => Some((h, parts.uri.port_u16())),
-        None => parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(semconv::split_host),
-    }
-    .map(|(h, port)| (h.trim_start_matches('[').trim_end_matches(']'), port))
+/// The host an outgoing request goes to, the port given with it and whether the scheme is
+/// `https`: its URI's; else the client's configured target (`with_target`); else its `Host`
+/// header's (scheme unknown: taken as `http`). Brackets of an IPv6 literal removed.
+pub(crate) fn target_host<'a>(
+    config: &'a Config<Client>,
+    parts: &'a Parts,
+) -> Option<(&'a str, Option<u16>, bool)> {
+    let (h, port, https) = match (parts.uri.host(), &config.side.target) {
+        (Some(h), _) => (
+            h,
+            parts.uri.port_u16(),
+            parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+        ),
+        (None, Some(t)) => (&*t.host, t.port, t.https),
+        (None, None) => {
+            let (h, port) = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(semconv::split_host)?;
+            (h, port, false)
+        }
+    };
+    Some((h.trim_start_matches('[').trim_end_matches(']'), port, https))
 }
 
 /// What the client reads off an outgoing request.
@@ -48,10 +60,14 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn read(config: &Config<Client>, parts: &'a Parts, host: Option<(&str, Option<u16>)>) -> Self {
+    fn read(
+        config: &Config<Client>,
+        parts: &'a Parts,
+        host: Option<(&str, Option<u16>, bool)>,
+    ) -> Self {
         let method = config.methods.get(&parts.method);
-        let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = host.map(|(h, port)| {
+        let https = host.is_some_and(|(_, _, https)| https);
+        let host = host.map(|(h, port, _)| {
             let port = port.unwrap_or(semconv::default_port(https));
             // shared by the span and the measurements without a copy
             (StringValue::from(Arc::<str>::from(h)), i64::from(port))
@@ -97,15 +113,15 @@ pub(crate) fn start(
     let resend = parts.extensions.get::<Attempts>().map_or(0, Attempts::next);
     let tracer = config.tracer.resolve().filter(|_| config.spans);
     let measured = config.meter.starts();
-    let host = target_host(parts);
+    let host = target_host(config, parts);
     let propagate = parts.extensions.get::<NoPropagation>().is_none()
-        && config.side.propagates_to(host.map(|(h, _)| h));
+        && config.side.propagates_to(host.map(|(h, _, _)| h));
     let parent = Context::current();
     if tracer.is_none() && !measured {
         propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
     }
-    let conv = Conv::choose(parts);
+    let conv = Conv::http(parts);
     let clock = Clock::start(tracer.is_some());
     let mut target = Target::read(config, parts, host);
     target.resend = resend;
@@ -141,7 +157,7 @@ pub(crate) fn start(
 
 /// Send the current context on (no span of ours), or, when the request must go without trace
 /// context, remove what it carries.
-fn propagate_passed(
+pub(crate) fn propagate_passed(
     config: &Config<Client>,
     propagate: bool,
     parent: &Context,
@@ -187,13 +203,18 @@ fn span_attributes(config: &Config<Client>, target: &Target<'_>, parts: &Parts) 
         attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
         attrs.push(KeyValue::new(attr::SERVER_PORT, *port));
     }
-    attrs.push(KeyValue::new(
-        attr::URL_FULL,
-        semconv::cap_owned(
-            semconv::url_full(&parts.uri, &config.redacted_query_keys),
-            config.max_value_length,
-        ),
-    ));
+    // absolute, or absent: never a bare path
+    let origin = config
+        .side
+        .target
+        .as_ref()
+        .map(|t| (if t.https { "https" } else { "http" }, &*t.authority));
+    if let Some(full) = semconv::url_full_of(&parts.uri, origin, &config.redacted_query_keys) {
+        attrs.push(KeyValue::new(
+            attr::URL_FULL,
+            semconv::cap_owned(full, config.max_value_length),
+        ));
+    }
     if let Some(t) = &target.template_value {
         attrs.push(KeyValue::new(attr::URL_TEMPLATE, t.clone()));
     }
@@ -203,7 +224,7 @@ fn span_attributes(config: &Config<Client>, target: &Target<'_>, parts: &Parts) 
             i64::from(target.resend),
         ));
     }
-    config.request_extras(parts, &mut attrs);
+    config.request_extras(parts, false, &mut attrs);
     attrs
 }
 

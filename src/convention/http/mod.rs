@@ -14,7 +14,7 @@ use http::{HeaderMap, StatusCode};
 use opentelemetry::KeyValue;
 use opentelemetry_semantic_conventions::attribute as attr;
 
-use super::Convention;
+use super::{Convention, Ending, Who};
 use crate::error;
 
 /// The HTTP convention: the status decides, trailers mean nothing.
@@ -24,8 +24,33 @@ pub(crate) struct Http;
 impl Convention for Http {
     fn trailers(&mut self, _trailers: &HeaderMap) {}
 
-    fn outcome(&self, status: Option<StatusCode>, first_error: u16) -> Option<Cow<'static, str>> {
-        status.and_then(|s| status_error(first_error, s))
+    /// A completed response: its status (a server's 5xx, a client's ≥ 400); the body's failure;
+    /// the inner service's error; a panic. Dropped early: on a server the client went away
+    /// (`cancelled` before the head, `response_body_dropped` after it); on a client the caller
+    /// chose to stop, no error.
+    fn outcome(
+        &mut self,
+        who: Who,
+        status: Option<StatusCode>,
+        ending: &Ending,
+        _elapsed: std::time::Duration,
+    ) -> Option<Cow<'static, str>> {
+        match ending {
+            Ending::Completed(Some(e)) | Ending::Failed(e) => Some(e.clone()),
+            Ending::Completed(None) => {
+                let first_error = match who {
+                    Who::Server => 500,
+                    Who::Client => 400,
+                };
+                status.and_then(|s| status_error(first_error, s))
+            }
+            Ending::Dropped { head_seen } => match who {
+                Who::Server if *head_seen => Some(Cow::Borrowed(error::RESPONSE_BODY_DROPPED)),
+                Who::Server => Some(Cow::Borrowed(error::CANCELLED)),
+                Who::Client => None,
+            },
+            Ending::Panicked => Some(Cow::Borrowed(error::PANIC)),
+        }
     }
 
     fn status_attribute(&self, status: Option<StatusCode>) -> Option<KeyValue> {

@@ -22,24 +22,19 @@ use crate::semconv::{self, ForwardedInfo, MethodInfo};
 use crate::server::stack;
 use crate::side::{Server, Start};
 
-/// What the server reads off an incoming request (borrowed from it).
-struct Incoming<'a> {
-    method: MethodInfo,
-    route: Option<&'a str>,
-    /// `http.route`, shared by the span and the measurements.
-    template: Option<StringValue>,
-    /// The default span name, interned.
-    name: Option<&'static str>,
-    https: bool,
-    version: Option<&'static str>,
+/// What the server reads off a request's connection and host, whatever its convention
+/// (borrowed from it).
+pub(crate) struct Connection<'a> {
+    pub(crate) https: bool,
     /// `server.address` (shared by the span and the metrics) and `server.port`.
-    host: Option<(StringValue, i64)>,
-    forwarded: ForwardedInfo<'a>,
-    peer: Option<SocketAddr>,
+    pub(crate) host: Option<(StringValue, i64)>,
+    pub(crate) forwarded: ForwardedInfo<'a>,
+    pub(crate) peer: Option<SocketAddr>,
 }
 
-impl<'a> Incoming<'a> {
-    fn read(config: &Config<Server>, parts: &'a Parts, wants_host: bool) -> Self {
+impl<'a> Connection<'a> {
+    /// `wants_host`: `server.address` is recorded (on the span, or opted in on the metrics).
+    pub(crate) fn read(config: &Config<Server>, parts: &'a Parts, wants_host: bool) -> Self {
         let options = &config.side;
         let forwarded = if options.trust_proxy_headers {
             semconv::forwarded(&parts.headers)
@@ -69,6 +64,39 @@ impl<'a> Incoming<'a> {
                 i64::from(port),
             )
         });
+        Connection {
+            https,
+            host,
+            forwarded,
+            peer: peer_address(parts),
+        }
+    }
+}
+
+/// What the server reads off an incoming request (borrowed from it).
+struct Incoming<'a> {
+    method: MethodInfo,
+    route: Option<&'a str>,
+    /// `http.route`, shared by the span and the measurements.
+    template: Option<StringValue>,
+    /// The default span name, interned.
+    name: Option<&'static str>,
+    https: bool,
+    version: Option<&'static str>,
+    /// `server.address` (shared by the span and the metrics) and `server.port`.
+    host: Option<(StringValue, i64)>,
+    forwarded: ForwardedInfo<'a>,
+    peer: Option<SocketAddr>,
+}
+
+impl<'a> Incoming<'a> {
+    fn read(config: &Config<Server>, parts: &'a Parts, wants_host: bool) -> Self {
+        let Connection {
+            https,
+            host,
+            forwarded,
+            peer,
+        } = Connection::read(config, parts, wants_host);
         let method = config.methods.get(&parts.method);
         let route = crate::route::matched_route(&parts.extensions);
         let (template, name) = match route.map(|r| (r, crate::route::interned(method.label, r))) {
@@ -85,7 +113,7 @@ impl<'a> Incoming<'a> {
             version: semconv::protocol_version(parts.version),
             host,
             forwarded,
-            peer: peer_address(parts),
+            peer,
         }
     }
 
@@ -102,18 +130,25 @@ impl<'a> Incoming<'a> {
     }
 }
 
-/// The peer of the connection, from axum's `ConnectInfo`.
+/// The peer of the connection: axum's `ConnectInfo`, or tonic's `TcpConnectInfo` (feature
+/// `tonic`).
 fn peer_address(parts: &Parts) -> Option<SocketAddr> {
     #[cfg(feature = "axum")]
-    return parts
+    if let Some(c) = parts
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    #[cfg(not(feature = "axum"))]
     {
-        let _ = parts;
-        None
+        return Some(c.0);
     }
+    #[cfg(feature = "tonic")]
+    if let Some(info) = parts
+        .extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+    {
+        return info.remote_addr();
+    }
+    let _ = parts;
+    None
 }
 
 /// Start a request: its record (span, measurements, log span), or a pass-through when nothing
@@ -131,7 +166,7 @@ pub(crate) fn start(
         // nothing to record: the caller's context still flows through (not an untrusted one)
         return (Started::Pass(caller_context(config, parts, public)), None);
     }
-    let conv = Conv::choose(parts);
+    let conv = Conv::http(parts);
     let clock = Clock::start(tracer.is_some());
     let incoming = Incoming::read(
         config,
@@ -173,7 +208,11 @@ pub(crate) fn start(
 
 /// The caller's context to make current when no span of ours is recorded: none from an
 /// untrusted caller (a public endpoint), so that it cannot join its trace downstream either.
-fn caller_context(config: &Config<Server>, parts: &Parts, public: bool) -> Option<Context> {
+pub(crate) fn caller_context(
+    config: &Config<Server>,
+    parts: &Parts,
+    public: bool,
+) -> Option<Context> {
     if public {
         return None;
     }
@@ -198,6 +237,18 @@ fn start_span(
         .with_kind(<Server as crate::side::sealed::Rules>::KIND)
         .with_attributes(span_attributes(config, incoming, parts));
     builder.start_time = start;
+    start_server_span(config, tracer, builder, parts, public)
+}
+
+/// Start a `SERVER` span from `builder`, a child of the caller's context (or, for a public
+/// endpoint, a new root linked to it). `None` when the tracer makes no real spans.
+pub(crate) fn start_server_span(
+    config: &Config<Server>,
+    tracer: RequestTracer<'_>,
+    mut builder: SpanBuilder,
+    parts: &Parts,
+    public: bool,
+) -> Option<Context> {
     let parent = config
         .propagator
         .extract(&StrictHeaderExtractor::new(&parts.headers));
@@ -254,25 +305,30 @@ fn span_attributes(
     if let Some(route) = &incoming.template {
         attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
     }
-    config.request_extras(parts, &mut attrs);
+    config.request_extras(parts, false, &mut attrs);
     attrs
 }
 
 /// `network.peer.*` from the connection; `client.address` from trusted proxy headers, else the
 /// peer (`client.port` opt-in).
 fn peer_attributes(config: &Config<Server>, incoming: &Incoming<'_>, attrs: &mut Vec<KeyValue>) {
-    let peer_ip: Option<StringValue> = incoming
-        .peer
-        .map(|p| Arc::<str>::from(p.ip().to_string()).into());
-    if let (Some(p), Some(ip)) = (incoming.peer, &peer_ip) {
+    connection_attributes(config, incoming.peer, &incoming.forwarded, attrs);
+}
+
+/// `network.peer.*` and `client.address` (`client.port` opt-in) of a connection.
+pub(crate) fn connection_attributes(
+    config: &Config<Server>,
+    peer: Option<SocketAddr>,
+    forwarded: &ForwardedInfo<'_>,
+    attrs: &mut Vec<KeyValue>,
+) {
+    let peer_ip: Option<StringValue> = peer.map(|p| Arc::<str>::from(p.ip().to_string()).into());
+    if let (Some(p), Some(ip)) = (peer, &peer_ip) {
         attrs.push(KeyValue::new(attr::NETWORK_PEER_ADDRESS, ip.clone()));
         attrs.push(KeyValue::new(attr::NETWORK_PEER_PORT, i64::from(p.port())));
     }
-    let client = match (incoming.forwarded.client, incoming.peer, peer_ip) {
-        (Some(client), ..) => Some((
-            StringValue::from(client.to_owned()),
-            incoming.forwarded.client_port,
-        )),
+    let client = match (forwarded.client, peer, peer_ip) {
+        (Some(client), ..) => Some((StringValue::from(client.to_owned()), forwarded.client_port)),
         (None, Some(p), Some(ip)) => Some((ip, Some(p.port()))),
         _ => None,
     };
@@ -287,7 +343,7 @@ fn peer_attributes(config: &Config<Server>, incoming: &Incoming<'_>, attrs: &mut
 /// The per-request `tracing` span carrying the span's ids (when a span is recorded and log
 /// correlation is on).
 #[cfg(feature = "tracing")]
-fn log_span(
+pub(crate) fn log_span(
     config: &Config<Server>,
     method: &'static str,
     route: Option<&StringValue>,

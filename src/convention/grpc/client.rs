@@ -1,0 +1,88 @@
+//! The start of a gRPC call on the client: the `CLIENT` span named `{rpc.method}` with
+//! `rpc.system.name`, `rpc.method`, `server.address`/`server.port` (the request's URI, the
+//! layer's target, or `Host`); its context injected into the request's metadata;
+//! `rpc.client.call.duration` (no HTTP instrument).
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use opentelemetry::trace::SpanBuilder;
+use opentelemetry::{Context, KeyValue, StringValue};
+use opentelemetry_semantic_conventions::attribute as attr;
+
+use super::{Grpc, Known, SYSTEM};
+use crate::client::NoPropagation;
+use crate::config::Config;
+use crate::convention::http::client::{propagate_passed, target_host};
+use crate::convention::Conv;
+use crate::lifecycle::{Begin, BodyRule, Clock, Record, Started};
+use crate::metrics::Measure;
+use crate::semconv;
+use crate::side::{Client, Start};
+
+/// Start a gRPC call on the client: its record, or a pass-through (the current context still
+/// sent on through a propagator) when nothing would be recorded.
+pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Client> {
+    let tracer = config.tracer.resolve().filter(|_| config.spans);
+    let measured = config.meter.starts();
+    let host = target_host(config, parts);
+    let propagate = parts.extensions.get::<NoPropagation>().is_none()
+        && config.side.propagates_to(host.map(|(h, _, _)| h));
+    let parent = Context::current();
+    if tracer.is_none() && !measured {
+        propagate_passed(config, propagate, &parent, &mut parts.headers);
+        return (Started::Pass(None), None);
+    }
+    // the method the client calls is the method: known
+    let (method, _) = super::method_value(parts.uri.path(), config.max_value_length);
+    let grpc = Grpc::new(
+        method.clone(),
+        Known::Yes,
+        super::deadline_of(&parts.headers),
+    );
+    let clock = Clock::start(tracer.is_some());
+    let server = host.map(|(h, port, https)| {
+        (
+            StringValue::from(Arc::<str>::from(h)),
+            i64::from(port.unwrap_or(semconv::default_port(https))),
+        )
+    });
+    let measure = measured.then(|| Measure::rpc(server.clone(), config.labeler));
+    let cx = tracer.and_then(|tracer| {
+        let mut attrs: Vec<KeyValue> = Vec::with_capacity(6 + config.request_metadata.len());
+        attrs.push(KeyValue::new(attr::RPC_SYSTEM_NAME, SYSTEM));
+        attrs.push(KeyValue::new(attr::RPC_METHOD, method.clone()));
+        if let Some((address, port)) = &server {
+            attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
+            attrs.push(KeyValue::new(attr::SERVER_PORT, *port));
+        }
+        config.request_extras(parts, true, &mut attrs);
+        let mut builder = SpanBuilder::from_name(method.as_str().to_owned())
+            .with_kind(<Client as crate::side::sealed::Rules>::KIND)
+            .with_attributes(attrs);
+        builder.start_time = clock.wall();
+        tracer.start(builder, &parent)
+    });
+    let span = cx.is_some();
+    match &cx {
+        Some(cx) if propagate => config.propagator.inject_span(cx, &mut parts.headers),
+        _ => propagate_passed(config, propagate, &parent, &mut parts.headers),
+    }
+    let begin = Begin {
+        config: config.clone(),
+        clock,
+        conv: Conv::Grpc(Box::new(grpc)),
+        cx,
+        span,
+        #[cfg(feature = "tracing")]
+        log: tracing::Span::none(),
+        measure,
+        template: None,
+        slot: None,
+        method: None,
+        body_rule: BodyRule::Normal,
+        label: SYSTEM,
+        version: None,
+    };
+    (Record::begin(begin, &mut parts.extensions), None)
+}

@@ -1,0 +1,441 @@
+//! The gRPC convention (the RPC semantic conventions, `rpc.system.name = "grpc"`): how a call
+//! starts on each side ([`server`], [`client`]) and how its end is classified from the
+//! `grpc-status` of its trailers (or of a trailers-only response's headers), the HTTP status,
+//! how the call stopped and its deadline.
+//!
+//! Specification: <https://opentelemetry.io/docs/specs/semconv/rpc/grpc/> (as released in
+//! v1.44.0: `rpc.system.name`, `rpc.method`, `rpc.response.status_code`,
+//! `rpc.server.call.duration` / `rpc.client.call.duration`).
+
+pub(crate) mod client;
+pub(crate) mod server;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use opentelemetry::trace::SpanRef;
+use opentelemetry::{KeyValue, StringValue};
+use opentelemetry_semantic_conventions::attribute as attr;
+
+use super::{Convention, Ending, Who};
+use crate::error;
+
+/// `rpc.system.name` of gRPC.
+pub(crate) const SYSTEM: &str = "grpc";
+/// `rpc.method` of a method that is not known (and the span name then: `grpc`).
+pub(crate) const OTHER: &str = "_OTHER";
+
+/// The gRPC status codes, by number.
+pub(crate) const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+const OK: u32 = 0;
+const CANCELLED: u32 = 1;
+const UNKNOWN: u32 = 2;
+const DEADLINE_EXCEEDED: u32 = 4;
+const UNIMPLEMENTED: u32 = 12;
+const INTERNAL: u32 = 13;
+const UNAVAILABLE: u32 = 14;
+const DATA_LOSS: u32 = 15;
+const UNAUTHENTICATED: u32 = 16;
+const PERMISSION_DENIED: u32 = 7;
+
+/// Whether a request is a gRPC call: `content-type` `application/grpc`, `application/grpc+…`,
+/// `application/grpc;…`, or gRPC-Web's `application/grpc-web…`.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let b = ct.as_bytes();
+    if b.len() < GRPC.len() || !b[..GRPC.len()].eq_ignore_ascii_case(GRPC) {
+        return false;
+    }
+    let rest = &b[GRPC.len()..];
+    // `application/grpc-web`, `-web+proto`, `-web-text`
+    let rest = match rest.get(..4) {
+        Some(web) if web.eq_ignore_ascii_case(b"-web") => &rest[4..],
+        _ => rest,
+    };
+    match rest.first() {
+        None | Some(b'+' | b';') => true,
+        Some(b'-') => rest.len() > 1 && b.len() - rest.len() > GRPC.len(),
+        _ => false,
+    }
+}
+
+/// A status code's name, or its number for a code outside the known ones.
+pub(crate) fn code_name(code: u32) -> StringValue {
+    match CODES.get(code as usize) {
+        Some(name) => StringValue::from(*name),
+        None => StringValue::from(code.to_string()),
+    }
+}
+
+/// Whether a code makes a span an error on `who`'s side: every code but `OK` on a client;
+/// `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS` (and
+/// a code outside the known ones, taken as `UNKNOWN`) on a server.
+pub(crate) fn is_error(who: Who, code: u32) -> bool {
+    match who {
+        Who::Client => code != OK,
+        Who::Server => {
+            matches!(
+                code,
+                UNKNOWN | DEADLINE_EXCEEDED | UNIMPLEMENTED | INTERNAL | UNAVAILABLE | DATA_LOSS
+            ) || code as usize >= CODES.len()
+        }
+    }
+}
+
+/// The code a client infers from a non-`200` HTTP status without a `grpc-status` (gRPC's
+/// HTTP-to-gRPC mapping, as tonic applies it).
+pub(crate) fn code_of_http(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => INTERNAL,
+        401 => UNAUTHENTICATED,
+        403 => PERMISSION_DENIED,
+        404 => UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => UNAVAILABLE,
+        _ => UNKNOWN,
+    }
+}
+
+/// `grpc-status` of a header map (a trailers-only response's headers, or trailers): `None`
+/// when absent or not a number.
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    let v = headers.get("grpc-status")?.to_str().ok()?.trim();
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// `grpc-timeout`: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+pub(crate) fn parse_timeout(v: &str) -> Option<Duration> {
+    let (&unit, digits) = v.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The deadline a request carries (`grpc-timeout`).
+pub(crate) fn deadline_of(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_timeout)
+}
+
+/// The method of a call: `package.Service/Method` from the path `/package.Service/Method`.
+/// `None` for a path of another shape.
+pub(crate) fn method_of(path: &str) -> Option<&str> {
+    let m = path.strip_prefix('/')?;
+    let (service, method) = m.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(m)
+}
+
+/// Whether the method is known: decided at the start (a list was given, or the path is not a
+/// method), or at the end (from the response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// Decided at the start; `rpc.method` set on the span then.
+    Yes,
+    No,
+    /// Decided at the end: `rpc.method` set then (the SDK appends, never overwrites, an
+    /// attribute: a provisional value would be exported beside the final one).
+    Later,
+}
+
+/// The gRPC convention's state for one call.
+#[derive(Debug)]
+pub(crate) struct Grpc {
+    /// `package.Service/Method` (capped), shared with the span name and the metrics.
+    method: StringValue,
+    known: Known,
+    /// The request's `grpc-timeout`.
+    deadline: Option<Duration>,
+    /// The response's HTTP status.
+    http: Option<StatusCode>,
+    /// `grpc-status` of the headers of a trailers-only response, or of the trailers.
+    code: Option<u32>,
+    /// The response head carried `grpc-status`: a trailers-only response.
+    trailers_only: bool,
+    /// The code the end settled on, and whether the method turned out unknown.
+    settled: Option<Option<u32>>,
+    unknown: bool,
+}
+
+impl Grpc {
+    pub(crate) fn new(method: StringValue, known: Known, deadline: Option<Duration>) -> Self {
+        Grpc {
+            method,
+            known,
+            deadline,
+            http: None,
+            code: None,
+            trailers_only: false,
+            settled: None,
+            unknown: known == Known::No,
+        }
+    }
+
+    /// The code the call ends with, and the error it is (`error.type`), if any.
+    fn classify(
+        &self,
+        who: Who,
+        ending: &Ending,
+        elapsed: Duration,
+    ) -> (Option<u32>, Option<Cow<'static, str>>) {
+        let past_deadline = self.deadline.is_some_and(|d| elapsed >= d);
+        let code_error = |code: u32| {
+            let code = if code == CANCELLED && past_deadline {
+                DEADLINE_EXCEEDED
+            } else {
+                code
+            };
+            let error =
+                is_error(who, code).then(|| Cow::Owned(code_name(code).as_str().to_owned()));
+            (Some(code), error)
+        };
+        match ending {
+            Ending::Panicked => (None, Some(Cow::Borrowed(error::PANIC))),
+            // the inner service or the transport failed before a status
+            Ending::Failed(e) if past_deadline => {
+                let _ = e;
+                code_error(DEADLINE_EXCEEDED)
+            }
+            Ending::Failed(e) => (None, Some(e.clone())),
+            // the caller went away (server: reset or dropped; client: the caller stopped)
+            Ending::Dropped { .. } => match self.code {
+                Some(code) => code_error(code),
+                None => code_error(CANCELLED),
+            },
+            // the body failed
+            Ending::Completed(Some(e)) => match self.code {
+                Some(code) => code_error(code),
+                None if past_deadline => code_error(DEADLINE_EXCEEDED),
+                None => (None, Some(e.clone())),
+            },
+            Ending::Completed(None) => match (self.code, self.http) {
+                (Some(code), _) => code_error(code),
+                // a non-200 answer: the client maps it as gRPC does; the server reports the
+                // HTTP code
+                (None, Some(s)) if s != StatusCode::OK => match who {
+                    Who::Client => code_error(code_of_http(s)),
+                    Who::Server => (None, Some(Cow::Owned(s.as_str().to_owned()))),
+                },
+                (None, _) => (None, Some(Cow::Borrowed(error::GRPC_STATUS_MISSING))),
+            },
+        }
+    }
+
+    /// `rpc.method` as it ends: the method, or `_OTHER`.
+    pub(crate) fn method_value(&self) -> StringValue {
+        if self.unknown {
+            StringValue::from(OTHER)
+        } else {
+            self.method.clone()
+        }
+    }
+}
+
+impl Convention for Grpc {
+    fn head(&mut self, status: StatusCode, headers: &HeaderMap) {
+        self.http = Some(status);
+        if let Some(code) = grpc_status(headers) {
+            self.code = Some(code);
+            self.trailers_only = true;
+        }
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(code) = grpc_status(trailers) {
+            self.code = Some(code);
+        }
+    }
+
+    fn outcome(
+        &mut self,
+        who: Who,
+        _status: Option<StatusCode>,
+        ending: &Ending,
+        elapsed: Duration,
+    ) -> Option<Cow<'static, str>> {
+        let (code, error) = self.classify(who, ending, elapsed);
+        // no route (an HTTP 404), or a trailers-only UNIMPLEMENTED (tonic's answer for a
+        // method its router or service does not have): the method is not known
+        if self.known == Known::Later
+            && who == Who::Server
+            && (self.http == Some(StatusCode::NOT_FOUND)
+                || (self.trailers_only && self.code == Some(UNIMPLEMENTED)))
+        {
+            self.unknown = true;
+        }
+        self.settled = Some(code);
+        error
+    }
+
+    fn status_attribute(&self, _status: Option<StatusCode>) -> Option<KeyValue> {
+        self.settled
+            .flatten()
+            .map(|c| KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code_name(c)))
+    }
+
+    fn end_span(&self, span: &SpanRef<'_>) {
+        if self.known == Known::Later {
+            span.set_attribute(KeyValue::new(attr::RPC_METHOD, self.method_value()));
+        }
+        if self.unknown && self.known == Known::Later {
+            span.set_attribute(KeyValue::new(
+                attr::RPC_METHOD_ORIGINAL,
+                self.method.clone(),
+            ));
+            span.update_name(Cow::Borrowed(SYSTEM));
+        }
+    }
+
+    fn metric_attributes(&self, out: &mut dyn FnMut(KeyValue)) {
+        out(KeyValue::new(attr::RPC_METHOD, self.method_value()));
+    }
+
+    fn is_rpc(&self) -> bool {
+        true
+    }
+}
+
+/// The method value (capped) and whether it is known, for a call to `path`.
+pub(crate) fn method_value(path: &str, max: usize) -> (StringValue, bool) {
+    match method_of(path) {
+        Some(m) => (
+            StringValue::from(Arc::<str>::from(crate::semconv::capped(m, max))),
+            true,
+        ),
+        None => (
+            StringValue::from(Arc::<str>::from(crate::semconv::capped(
+                path.trim_start_matches('/'),
+                max,
+            ))),
+            false,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc+json",
+            "application/grpc;charset=utf-8",
+            "Application/GRPC",
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+        ] {
+            assert!(is_grpc(&ct(yes)), "{yes}");
+        }
+        for no in [
+            "application/json",
+            "application/grpcx",
+            "application/grpc-",
+            "application/grpc-other",
+            "text/grpc",
+            "application/gr",
+        ] {
+            assert!(!is_grpc(&ct(no)), "{no}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [
+            "",
+            "S",
+            "1",
+            "123456789S",
+            "1s",
+            "-1S",
+            "1.5S",
+            "é",
+            "1é",
+            "é1S",
+        ] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(
+            method_of("/grpc.health.v1.Health/Check"),
+            Some("grpc.health.v1.Health/Check")
+        );
+        for bad in ["", "/", "/svc", "/svc/", "//m", "/a/b/c", "svc/m"] {
+            assert_eq!(method_of(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn codes_and_errors() {
+        assert_eq!(code_name(0).as_str(), "OK");
+        assert_eq!(code_name(16).as_str(), "UNAUTHENTICATED");
+        assert_eq!(code_name(17).as_str(), "17");
+        let server_errors: Vec<u32> = (0..17).filter(|c| is_error(Who::Server, *c)).collect();
+        assert_eq!(server_errors, [2, 4, 12, 13, 14, 15]);
+        assert!((1..17).all(|c| is_error(Who::Client, c)));
+        assert!(!is_error(Who::Client, 0));
+        assert!(is_error(Who::Server, 99));
+        assert_eq!(code_of_http(StatusCode::NOT_FOUND), UNIMPLEMENTED);
+        assert_eq!(code_of_http(StatusCode::SERVICE_UNAVAILABLE), UNAVAILABLE);
+        assert_eq!(code_of_http(StatusCode::IM_A_TEAPOT), UNKNOWN);
+    }
+}
