@@ -247,7 +247,7 @@ impl Rules for Client {
         }
         let started = if !config.admits(parts) {
             (Started::Pass(None), None)
-        } else if crate::convention::grpc::is_grpc(&parts.headers) {
+        } else if crate::convention::grpc::is_grpc(&parts.method, &parts.headers) {
             crate::convention::grpc::client::start(config, parts)
         } else {
             crate::convention::http::client::start(config, parts, counts_body)

@@ -474,14 +474,13 @@ impl<S: Rules> Record<S> {
                 end.version,
                 end.template.filter(|_| template),
             ];
-            let mut attrs: smallvec::SmallVec<[KeyValue; 6]> =
-                attrs.into_iter().flatten().collect();
-            self.conv.metric_attributes(&mut |kv| attrs.push(kv));
+            let conv = &self.conv;
             m.record(
                 &self.config.meter,
                 elapsed.as_secs_f64(),
                 self.sent,
-                attrs.into_iter(),
+                attrs.into_iter().flatten(),
+                |out| conv.metric_attributes(out),
             );
         }
     }

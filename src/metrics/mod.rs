@@ -166,14 +166,15 @@ impl Measure {
     }
 
     /// Record the request's end: duration and body sizes with the base attributes, `end` (the
-    /// attributes the span gets at its end too) and the labeler's; one active request less when
-    /// it was counted as one.
+    /// attributes the span gets at its end too), the convention's (`extra`) and the labeler's;
+    /// one active request less when it was counted as one.
     pub(crate) fn record(
         &mut self,
         meter: &MeterSource,
         seconds: f64,
         response_bytes: u64,
         end: impl Iterator<Item = KeyValue>,
+        extra: impl FnOnce(&mut dyn FnMut(KeyValue)),
     ) {
         let mut a = self.base();
         if let Some(c) = self.active.take() {
@@ -184,6 +185,7 @@ impl Measure {
             for kv in end {
                 a.push(kv);
             }
+            extra(&mut |kv| a.push(kv));
             if let Some(l) = &self.labeler {
                 l.for_each(|kv| a.push(kv.clone()));
             }

@@ -139,7 +139,7 @@ impl Rules for Server {
         if !config.admits(parts) {
             stack::mark(&mut parts.extensions, true);
             (Started::Pass(None), None)
-        } else if crate::convention::grpc::is_grpc(&parts.headers) {
+        } else if crate::convention::grpc::is_grpc(&parts.method, &parts.headers) {
             crate::convention::grpc::server::start(config, parts)
         } else {
             crate::convention::http::server::start(config, parts, counts_body)

@@ -59,9 +59,13 @@ const DATA_LOSS: u32 = 15;
 const UNAUTHENTICATED: u32 = 16;
 const PERMISSION_DENIED: u32 = 7;
 
-/// Whether a request is a gRPC call: `content-type` `application/grpc`, `application/grpc+…`,
-/// `application/grpc;…`, or gRPC-Web's `application/grpc-web…`.
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+/// Whether a request is a gRPC call: a `POST` whose `content-type` is `application/grpc`,
+/// `application/grpc+…`, `application/grpc;…`, or gRPC-Web's `application/grpc-web…`.
+pub(crate) fn is_grpc(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::POST && is_grpc_content_type(headers)
+}
+
+fn is_grpc_content_type(headers: &HeaderMap) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
         return false;
@@ -373,7 +377,8 @@ mod tests {
             "application/grpc-web+proto",
             "application/grpc-web-text",
         ] {
-            assert!(is_grpc(&ct(yes)), "{yes}");
+            assert!(is_grpc(&http::Method::POST, &ct(yes)), "{yes}");
+            assert!(!is_grpc(&http::Method::GET, &ct(yes)), "{yes}");
         }
         for no in [
             "application/json",
@@ -383,9 +388,9 @@ mod tests {
             "text/grpc",
             "application/gr",
         ] {
-            assert!(!is_grpc(&ct(no)), "{no}");
+            assert!(!is_grpc(&http::Method::POST, &ct(no)), "{no}");
         }
-        assert!(!is_grpc(&HeaderMap::new()));
+        assert!(!is_grpc(&http::Method::POST, &HeaderMap::new()));
     }
 
     #[test]
