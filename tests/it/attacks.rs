@@ -601,7 +601,7 @@ async fn ten_thousand_tracestate_members_are_discarded_whole_downstream_too() {
     let make = move |i: usize| {
         let mut req =
             Request::get(format!("http://{front}/front")).header("traceparent", CALLER_TP);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             req = req.header("tracestate", one_field.as_str());
         } else {
             for f in fields.iter() {

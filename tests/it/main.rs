@@ -9,6 +9,7 @@ mod attacks;
 mod client;
 mod client_conventions;
 mod client_shapes;
+mod grpc;
 mod log_correlation;
 mod regressions;
 mod response_header;

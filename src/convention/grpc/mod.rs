@@ -195,6 +195,8 @@ pub(crate) struct Grpc {
     code: Option<u32>,
     /// The response head carried `grpc-status`: a trailers-only response.
     trailers_only: bool,
+    /// A trailers-only response carried a (non-empty) `grpc-message`.
+    message: bool,
     /// The code the end settled on, and whether the method turned out unknown.
     settled: Option<Option<u32>>,
     unknown: bool,
@@ -209,6 +211,7 @@ impl Grpc {
             http: None,
             code: None,
             trailers_only: false,
+            message: false,
             settled: None,
             unknown: known == Known::No,
         }
@@ -240,10 +243,13 @@ impl Grpc {
                 code_error(DEADLINE_EXCEEDED)
             }
             Ending::Failed(e) => (None, Some(e.clone())),
-            // the caller went away (server: reset or dropped; client: the caller stopped)
             Ending::Dropped { .. } => match self.code {
+                // a status that arrived before the drop stands
                 Some(code) => code_error(code),
-                None => code_error(CANCELLED),
+                None if past_deadline => code_error(DEADLINE_EXCEEDED),
+                // the caller went away (server: reset or dropped) or chose to stop (client):
+                // CANCELLED, an error on neither side
+                None => (Some(CANCELLED), None),
             },
             // the body failed
             Ending::Completed(Some(e)) => match self.code {
@@ -280,6 +286,7 @@ impl Convention for Grpc {
         if let Some(code) = grpc_status(headers) {
             self.code = Some(code);
             self.trailers_only = true;
+            self.message = headers.get("grpc-message").is_some_and(|m| !m.is_empty());
         }
     }
 
@@ -297,12 +304,13 @@ impl Convention for Grpc {
         elapsed: Duration,
     ) -> Option<Cow<'static, str>> {
         let (code, error) = self.classify(who, ending, elapsed);
-        // no route (an HTTP 404), or a trailers-only UNIMPLEMENTED (tonic's answer for a
-        // method its router or service does not have): the method is not known
+        // no route (an HTTP 404), or a trailers-only UNIMPLEMENTED without a message (tonic's
+        // answer for a service or method it does not have; a handler's own UNIMPLEMENTED
+        // usually says why): the method is not known
         if self.known == Known::Later
             && who == Who::Server
             && (self.http == Some(StatusCode::NOT_FOUND)
-                || (self.trailers_only && self.code == Some(UNIMPLEMENTED)))
+                || (self.trailers_only && self.code == Some(UNIMPLEMENTED) && !self.message))
         {
             self.unknown = true;
         }

@@ -1,0 +1,959 @@
+//! gRPC under the RPC semantic conventions, over real h2c servers: tonic services inside a root
+//! axum `Router` served by `axum::serve` (axum's `http2` feature), and tonic's own `Server`;
+//! tonic clients over a `Channel` wrapped in the client layer. tonic-health for unary calls,
+//! trailers-only errors and server streaming; a small service of the tests' own (prost
+//! messages, `tonic::server::Grpc`) for client streaming and bidirectional calls.
+#![cfg(feature = "tracing")]
+
+use crate::common::*;
+use crate::hardening::eventually;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use http::uri::PathAndQuery;
+use opentelemetry::trace::{SpanKind, Status as SpanStatus};
+use opentelemetry_sdk::trace::SpanData;
+use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::ServiceBuilder;
+use tower_otel_http::{OtelClient, OtelLayer, OtelServerLayer};
+
+const CHECK: &str = "grpc.health.v1.Health/Check";
+const WATCH: &str = "grpc.health.v1.Health/Watch";
+
+// ------------------------------------------------------------------ the services
+
+/// A health service whose answers the test chooses through the requested service name.
+#[derive(Clone, Default)]
+struct TestHealth;
+
+fn serving() -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: ServingStatus::Serving as i32,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for TestHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.get_ref().service.clone();
+        if let Some(code) = service.strip_prefix("code-") {
+            let code = Code::from(code.parse::<i32>().unwrap());
+            let mut status = Status::new(code, "as asked");
+            status
+                .metadata_mut()
+                .insert("x-trailer", "from-the-status".parse().unwrap());
+            return Err(status);
+        }
+        if let Some(ms) = service.strip_prefix("sleep-") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
+        if service == "panic" {
+            panic!("the handler panics");
+        }
+        if service == "log" {
+            tracing::info!("inside the tonic handler");
+        }
+        let mut response = Response::new(serving());
+        response
+            .metadata_mut()
+            .insert("x-resp", "head-metadata".parse().unwrap());
+        Ok(response)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let service = request.get_ref().service.clone();
+        let stream: WatchStream = match service.as_str() {
+            // one message every 20 ms, for ever: the caller stops
+            "forever" => Box::pin(paced(std::iter::repeat_with(|| Ok(serving())))),
+            // two messages, then a failure in the trailers
+            "fail-after-2" => {
+                let mut status = Status::internal("broke mid-stream");
+                status
+                    .metadata_mut()
+                    .insert("x-trailer", "from-the-trailers".parse().unwrap());
+                Box::pin(tokio_stream::iter(vec![
+                    Ok(serving()),
+                    Ok(serving()),
+                    Err(status),
+                ]))
+            }
+            // three messages, then OK
+            _ => Box::pin(tokio_stream::iter(vec![
+                Ok(serving()),
+                Ok(serving()),
+                Ok(serving()),
+            ])),
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+/// `items`, one every 20 ms, until they run out or the receiver is gone.
+fn paced<T: Send + 'static>(
+    items: impl Iterator<Item = T> + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for item in items {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A message of the tests' own service.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Num {
+    #[prost(int64, tag = "1")]
+    n: i64,
+}
+
+type Codec = tonic_prost::ProstCodec<Num, Num>;
+
+/// `test.Nums`: `Sum` (client streaming) and `Chat` (bidirectional: each number back, doubled).
+#[derive(Clone, Default)]
+struct Nums;
+
+impl tonic::server::NamedService for Nums {
+    const NAME: &'static str = "test.Nums";
+}
+
+struct Sum;
+
+impl tonic::server::ClientStreamingService<Num> for Sum {
+    type Response = Num;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Num>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Streaming<Num>>) -> Self::Future {
+        Box::pin(async move {
+            let mut stream = request.into_inner();
+            let mut total = 0;
+            while let Some(n) = stream.message().await? {
+                total += n.n;
+            }
+            Ok(Response::new(Num { n: total }))
+        })
+    }
+}
+
+struct Chat;
+
+type NumStream = Pin<Box<dyn Stream<Item = Result<Num, Status>> + Send>>;
+
+impl tonic::server::StreamingService<Num> for Chat {
+    type Response = Num;
+    type ResponseStream = NumStream;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<NumStream>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Streaming<Num>>) -> Self::Future {
+        Box::pin(async move {
+            let stream = request.into_inner();
+            let out: NumStream = Box::pin(stream.map(|r| r.map(|n| Num { n: 2 * n.n })));
+            Ok(Response::new(out))
+        })
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Nums {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(Codec::default());
+            Ok(match req.uri().path() {
+                "/test.Nums/Sum" => grpc.client_streaming(Sum, req).await,
+                "/test.Nums/Chat" => grpc.streaming(Chat, req).await,
+                _ => Status::unimplemented("").into_http(),
+            })
+        })
+    }
+}
+
+// ------------------------------------------------------------------ servers and clients
+
+async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The tonic services inside a root axum `Router` (with an HTTP route of its own), the server
+/// layer on the root, served by `axum::serve` (h2c).
+async fn axum_server(layer: OtelServerLayer) -> SocketAddr {
+    let grpc = tonic::service::Routes::new(HealthServer::new(TestHealth))
+        .add_service(Nums)
+        .into_axum_router();
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .merge(grpc)
+        .layer(layer);
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
+/// tonic's own `Server` with the server layer.
+async fn tonic_server(layer: OtelServerLayer) -> SocketAddr {
+    let (listener, addr) = listener().await;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(HealthServer::new(TestHealth))
+            .add_service(Nums)
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap()
+    });
+    addr
+}
+
+type Traced = OtelClient<Channel>;
+
+/// A channel to `addr` wrapped in the client layer, told its target.
+async fn channel(addr: SocketAddr, t: &Telemetry, m: &Metrics) -> Traced {
+    let target = format!("http://{addr}");
+    let channel = Endpoint::from_shared(target.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ServiceBuilder::new()
+        .layer(
+            OtelLayer::client()
+                .with_tracer_provider(&t.provider)
+                .with_meter_provider(&m.provider)
+                .with_target(target.parse().unwrap()),
+        )
+        .service(channel)
+}
+
+fn server_layer(t: &Telemetry, m: &Metrics) -> OtelServerLayer {
+    t.layer().with_meter_provider(&m.provider)
+}
+
+fn check(service: &str) -> Request<HealthCheckRequest> {
+    Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    })
+}
+
+fn by_kind(spans: &[SpanData], kind: SpanKind) -> Vec<SpanData> {
+    spans
+        .iter()
+        .filter(|s| s.span_kind == kind)
+        .cloned()
+        .collect()
+}
+
+/// The one span of `kind`, once it has ended.
+async fn one(t: &Telemetry, kind: SpanKind) -> SpanData {
+    let mut spans = Vec::new();
+    for _ in 0..200 {
+        spans = by_kind(&t.spans(), kind.clone());
+        if !spans.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(spans.len(), 1, "{kind:?} spans: {:?}", names(&t.spans()));
+    spans.remove(0)
+}
+
+fn names(spans: &[SpanData]) -> Vec<String> {
+    spans
+        .iter()
+        .map(|s| format!("{:?} {}", s.span_kind, s.name))
+        .collect()
+}
+
+fn has(span: &SpanData, key: &str) -> bool {
+    attr(span, key).is_some()
+}
+
+/// The RPC attributes every gRPC span has, and no HTTP one.
+fn assert_rpc(span: &SpanData, method: &str) {
+    assert_eq!(attr_str(span, "rpc.system.name").as_deref(), Some("grpc"));
+    assert_eq!(
+        attr_str(span, "rpc.method").as_deref(),
+        Some(method),
+        "{span:?}"
+    );
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    for k in [
+        "http.request.method",
+        "http.response.status_code",
+        "http.route",
+        "url.path",
+        "url.full",
+        "url.scheme",
+        "network.protocol.version",
+    ] {
+        assert!(!keys.contains(&k), "{k} on a gRPC span: {keys:?}");
+    }
+    keys.sort_unstable();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "an attribute set twice: {keys:?}");
+}
+
+fn code_of(span: &SpanData) -> Option<String> {
+    attr_str(span, "rpc.response.status_code")
+}
+
+// ------------------------------------------------------------------ 6.1, 6.2: the span
+
+#[tokio::test]
+async fn a_unary_call_through_the_root_router_is_an_rpc_span_on_both_sides() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    let response = client.check(check("ok")).await.unwrap();
+    assert!(
+        response.metadata().get("traceresponse").is_some(),
+        "the trace-context response header is on a gRPC response too"
+    );
+    let server = one(&t, SpanKind::Server).await;
+    let client_span = one(&t, SpanKind::Client).await;
+    for span in [&server, &client_span] {
+        assert_eq!(span.name, CHECK);
+        assert_rpc(span, CHECK);
+        assert_eq!(code_of(span).as_deref(), Some("OK"));
+        assert_eq!(span.status, SpanStatus::Unset);
+        assert_eq!(
+            attr_str(span, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(attr_i64(span, "server.port"), Some(i64::from(addr.port())));
+    }
+    assert_eq!(
+        attr_str(&server, "network.peer.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attr_str(&server, "client.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    // 6.7: the client span is the server span's parent, over the metadata
+    assert_eq!(server.parent_span_id, client_span.span_context.span_id());
+    assert_eq!(
+        server.span_context.trace_id(),
+        client_span.span_context.trace_id()
+    );
+    // the HTTP route of the same router is still HTTP
+    let hello = reqwest_free_get(addr, "/hello").await;
+    assert_eq!(hello, "hello");
+    assert!(t.spans().iter().any(|s| s.name == "GET /hello"));
+}
+
+/// A plain HTTP/1.1 GET over the same port.
+async fn reqwest_free_get(addr: SocketAddr, path: &str) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn tonic_servers_own_server_records_the_same_with_its_connect_info() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = tonic_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    client.check(check("ok")).await.unwrap();
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(server.name, CHECK);
+    assert_rpc(&server, CHECK);
+    assert_eq!(code_of(&server).as_deref(), Some("OK"));
+    assert_eq!(
+        attr_str(&server, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    // tonic's TcpConnectInfo (feature `tonic`)
+    #[cfg(feature = "tonic")]
+    {
+        assert_eq!(
+            attr_str(&server, "network.peer.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            attr_str(&server, "client.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(attr_i64(&server, "network.peer.port").is_some());
+    }
+}
+
+// ------------------------------------------------------------------ 6.3, 6.4: status and errors
+
+/// Every status code, on each side: the name recorded, the server's error list, the client's
+/// every-status-but-OK.
+#[tokio::test]
+async fn every_status_code_by_side() {
+    let server_errors = [
+        "UNKNOWN",
+        "DEADLINE_EXCEEDED",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    ];
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    for code in 1..=16 {
+        t.reset();
+        let status = client
+            .check(check(&format!("code-{code}")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code() as i32, code);
+        let name = format!("{:?}", Code::from(code));
+        let want = tower_otel_http_code_name(code);
+        let server = one(&t, SpanKind::Server).await;
+        let client_span = one(&t, SpanKind::Client).await;
+        assert_eq!(code_of(&server).as_deref(), Some(want), "{name}");
+        assert_eq!(code_of(&client_span).as_deref(), Some(want), "{name}");
+        let server_error = server_errors.contains(&want);
+        assert_eq!(is_error(&server), server_error, "server {want}");
+        assert_eq!(
+            attr_str(&server, "error.type").as_deref(),
+            server_error.then_some(want),
+            "server {want}"
+        );
+        assert!(is_error(&client_span), "client {want}");
+        assert_eq!(attr_str(&client_span, "error.type").as_deref(), Some(want));
+        // the method is known: tonic answered with a message of its own
+        assert_rpc(&server, CHECK);
+    }
+}
+
+/// The conventions' names of the status codes, written out.
+fn tower_otel_http_code_name(code: i32) -> &'static str {
+    [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ][code as usize]
+}
+
+/// A failure in the trailers after messages (not trailers-only) is read from the trailers.
+#[tokio::test]
+async fn a_status_in_the_trailers_after_messages_is_read_from_them() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    let mut stream = client
+        .watch(check("fail-after-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert!(stream.message().await.unwrap().is_some());
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let span = one(&t, kind.clone()).await;
+        assert_eq!(span.name, WATCH);
+        assert_eq!(code_of(&span).as_deref(), Some("INTERNAL"), "{kind:?}");
+        assert!(is_error(&span));
+        assert_eq!(attr_str(&span, "error.type").as_deref(), Some("INTERNAL"));
+    }
+}
+
+/// A method the server does not have (tonic answers UNIMPLEMENTED trailers-only), and a service
+/// it does not have (tonic's router fallback): `rpc.method = _OTHER`, span name `grpc`.
+#[tokio::test]
+async fn unknown_methods_are_other_on_the_server() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    for path in ["/grpc.health.v1.Health/Nope", "/nope.Service/Method"] {
+        t.reset();
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<Num, Num, Codec>(
+                Request::new(Num { n: 1 }),
+                PathAndQuery::from_static(path),
+                Codec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        let server = one(&t, SpanKind::Server).await;
+        assert_eq!(server.name, "grpc", "{path}");
+        assert_rpc(&server, "_OTHER");
+        assert_eq!(
+            attr_str(&server, "rpc.method_original").as_deref(),
+            Some(&path[1..])
+        );
+        assert_eq!(code_of(&server).as_deref(), Some("UNIMPLEMENTED"));
+        assert!(is_error(&server));
+        // the client knows what it called
+        let client_span = one(&t, SpanKind::Client).await;
+        assert_eq!(client_span.name, &path[1..]);
+        assert_rpc(&client_span, &path[1..]);
+    }
+    // the metric: _OTHER, bounded
+    let points = m.points("rpc.server.call.duration");
+    assert!(points
+        .iter()
+        .all(|p| p.attr("rpc.method") != Some("nope.Service/Method")));
+    assert!(points
+        .iter()
+        .any(|p| p.attr("rpc.method") == Some("_OTHER")));
+}
+
+/// A list of known methods decides up front: `rpc.method` is set at the start (samplers see
+/// it), and a method not on it is `_OTHER` from the start.
+#[tokio::test]
+async fn a_known_method_list_decides_at_the_start() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m).with_grpc_methods([CHECK])).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    client.check(check("ok")).await.unwrap();
+    let server = one(&t, SpanKind::Server).await;
+    assert_rpc(&server, CHECK);
+    t.reset();
+    let mut stream = client.watch(check("ok-3")).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(server.name, "grpc");
+    assert_rpc(&server, "_OTHER");
+    assert_eq!(
+        attr_str(&server, "rpc.method_original").as_deref(),
+        Some(WATCH)
+    );
+    assert_eq!(code_of(&server).as_deref(), Some("OK"));
+}
+
+/// A gRPC call answered with a non-200 HTTP status (the root router's own fallback, no tonic
+/// fallback): the server records the HTTP code, the client tonic's mapping (404 →
+/// UNIMPLEMENTED).
+#[tokio::test]
+async fn a_non_200_answer_is_an_error_on_both_sides() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route_service(
+            "/grpc.health.v1.Health/{*rest}",
+            HealthServer::new(TestHealth),
+        )
+        .fallback(|| async { (http::StatusCode::NOT_FOUND, "no such route") })
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<Num, Num, Codec>(
+            Request::new(Num { n: 1 }),
+            PathAndQuery::from_static("/nope.Service/Method"),
+            Codec::default(),
+        )
+        .await
+        .unwrap_err();
+    // tonic itself reports the text/plain answer as a protocol failure
+    assert_ne!(status.code(), Code::Ok);
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("404"));
+    assert!(is_error(&server));
+    assert_eq!(attr_str(&server, "rpc.method").as_deref(), Some("_OTHER"));
+    let client_span = one(&t, SpanKind::Client).await;
+    assert_eq!(code_of(&client_span).as_deref(), Some("UNIMPLEMENTED"));
+    assert_eq!(
+        attr_str(&client_span, "error.type").as_deref(),
+        Some("UNIMPLEMENTED")
+    );
+}
+
+// ------------------------------------------------------------------ 6.5: when a call ends
+
+/// Server streaming that the caller stops (as every health checker does): one span per side
+/// that lasts as long as the stream, CANCELLED, no error on either side.
+#[tokio::test]
+async fn a_watch_the_caller_stops_is_cancelled_and_no_error() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    for addr in [
+        axum_server(server_layer(&t, &m)).await,
+        tonic_server(server_layer(&t, &m)).await,
+    ] {
+        t.reset();
+        let mut client = HealthClient::new(channel(addr, &t, &m).await);
+        let mut stream = client.watch(check("forever")).await.unwrap().into_inner();
+        for _ in 0..5 {
+            assert!(stream.message().await.unwrap().is_some());
+        }
+        assert!(
+            t.spans().is_empty(),
+            "a streaming call does not end at the head"
+        );
+        drop(stream);
+        for kind in [SpanKind::Client, SpanKind::Server] {
+            let span = one(&t, kind.clone()).await;
+            assert_eq!(span.name, WATCH);
+            assert_eq!(code_of(&span).as_deref(), Some("CANCELLED"), "{kind:?}");
+            assert!(!is_error(&span), "{kind:?}: {span:?}");
+            assert_eq!(attr_str(&span, "error.type"), None);
+            let lasted = span.end_time.duration_since(span.start_time).unwrap();
+            assert!(
+                lasted >= Duration::from_millis(60),
+                "{kind:?} lasted {lasted:?}"
+            );
+        }
+    }
+}
+
+/// Client streaming and bidirectional calls: one span per side, ending with the stream.
+#[tokio::test]
+async fn client_streaming_and_bidirectional_calls_are_one_span_each() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    grpc.ready().await.unwrap();
+    let numbers = paced((1..=4).map(|n| Num { n }));
+    let sum = grpc
+        .client_streaming::<_, Num, Num, Codec>(
+            Request::new(numbers),
+            PathAndQuery::from_static("/test.Nums/Sum"),
+            Codec::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sum.into_inner().n, 10);
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let span = one(&t, kind.clone()).await;
+        assert_eq!(span.name, "test.Nums/Sum");
+        assert_eq!(code_of(&span).as_deref(), Some("OK"));
+        let lasted = span.end_time.duration_since(span.start_time).unwrap();
+        assert!(
+            lasted >= Duration::from_millis(60),
+            "{kind:?} lasted {lasted:?}"
+        );
+    }
+    t.reset();
+    grpc.ready().await.unwrap();
+    let numbers = paced((1..=3).map(|n| Num { n }));
+    let mut doubled = grpc
+        .streaming::<_, Num, Num, Codec>(
+            Request::new(numbers),
+            PathAndQuery::from_static("/test.Nums/Chat"),
+            Codec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(n) = doubled.message().await.unwrap() {
+        got.push(n.n);
+    }
+    assert_eq!(got, [2, 4, 6]);
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let span = one(&t, kind.clone()).await;
+        assert_eq!(span.name, "test.Nums/Chat");
+        assert_eq!(code_of(&span).as_deref(), Some("OK"), "{kind:?}");
+        assert!(!is_error(&span));
+    }
+}
+
+/// A deadline that passes: tonic's client gives up; both spans are DEADLINE_EXCEEDED (an
+/// error on both sides), where tonic's own reports say CANCELLED or nothing.
+#[tokio::test]
+async fn a_passed_deadline_is_deadline_exceeded_on_both_sides() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    for addr in [
+        axum_server(server_layer(&t, &m)).await,
+        tonic_server(server_layer(&t, &m)).await,
+    ] {
+        t.reset();
+        let mut client = HealthClient::new(channel(addr, &t, &m).await);
+        let mut request = check("sleep-300");
+        request.set_timeout(Duration::from_millis(50));
+        let status = client.check(request).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+            "{status:?}"
+        );
+        for kind in [SpanKind::Client, SpanKind::Server] {
+            let span = one(&t, kind.clone()).await;
+            assert_eq!(
+                code_of(&span).as_deref(),
+                Some("DEADLINE_EXCEEDED"),
+                "{kind:?}"
+            );
+            assert!(is_error(&span), "{kind:?}");
+            assert_eq!(
+                attr_str(&span, "error.type").as_deref(),
+                Some("DEADLINE_EXCEEDED")
+            );
+        }
+    }
+}
+
+/// A caller that drops the call before the answer: CANCELLED, no error on either side.
+#[tokio::test]
+async fn a_call_the_caller_drops_is_cancelled_on_both_sides() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    let call = client.check(check("sleep-500"));
+    assert!(tokio::time::timeout(Duration::from_millis(50), call)
+        .await
+        .is_err());
+    for kind in [SpanKind::Client, SpanKind::Server] {
+        let span = one(&t, kind.clone()).await;
+        assert_eq!(code_of(&span).as_deref(), Some("CANCELLED"), "{kind:?}");
+        assert!(!is_error(&span), "{kind:?}");
+    }
+}
+
+/// A panic in a handler: recorded as `panic` on the server, the call failed on the client.
+#[tokio::test]
+async fn a_panic_in_a_handler_is_recorded() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    let status = client.check(check("panic")).await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("panic"));
+    assert!(is_error(&server));
+    let client_span = one(&t, SpanKind::Client).await;
+    assert!(is_error(&client_span));
+}
+
+// ------------------------------------------------------------------ 6.6: metrics
+
+#[tokio::test]
+async fn rpc_metrics_and_no_http_metric_for_a_grpc_call() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m).with_all_metrics()).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    client.check(check("ok")).await.unwrap();
+    client.check(check("code-5")).await.unwrap_err();
+    client.check(check("code-13")).await.unwrap_err();
+    // let the spans end
+    assert!(eventually(5, || t.spans().len() == 6).await);
+    let server = m.points("rpc.server.call.duration");
+    let client_points = m.points("rpc.client.call.duration");
+    assert_eq!(server.len(), 3, "{server:?}");
+    assert_eq!(client_points.len(), 3);
+    for p in server.iter().chain(&client_points) {
+        assert_eq!(p.unit, "s");
+        assert_eq!(p.bounds, tower_otel_http::metrics::DURATION_BUCKETS);
+        assert_eq!(p.attr("rpc.system.name"), Some("grpc"));
+        assert_eq!(p.attr("rpc.method"), Some(CHECK));
+        assert_eq!(p.count, 1);
+    }
+    let code = |ps: &[Point], c: &str| {
+        ps.iter()
+            .find(|p| p.attr("rpc.response.status_code") == Some(c))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(code(&server, "OK").attr("error.type"), None);
+    assert_eq!(code(&server, "NOT_FOUND").attr("error.type"), None);
+    assert_eq!(
+        code(&server, "INTERNAL").attr("error.type"),
+        Some("INTERNAL")
+    );
+    assert_eq!(
+        code(&client_points, "NOT_FOUND").attr("error.type"),
+        Some("NOT_FOUND")
+    );
+    // server.address: opt-in on the server, always on the client
+    assert!(server.iter().all(|p| p.attr("server.address").is_none()));
+    assert!(client_points
+        .iter()
+        .all(|p| p.attr("server.address") == Some("127.0.0.1")));
+    // no HTTP instrument at all for the gRPC calls
+    for name in [
+        "http.server.request.duration",
+        "http.client.request.duration",
+        "http.server.active_requests",
+        "http.server.request.body.size",
+        "http.server.response.body.size",
+    ] {
+        assert!(m.points(name).is_empty(), "{name}: {:?}", m.points(name));
+    }
+}
+
+// ------------------------------------------------------------------ 6.7: context, header, logs
+
+#[tokio::test]
+async fn log_lines_inside_a_tonic_handler_carry_the_server_spans_ids() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buf = Buf::default();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .event_format(tower_otel_http::logs::JsonFormat::new())
+            .with_writer(buf.clone()),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    client.check(check("log")).await.unwrap();
+    let server = one(&t, SpanKind::Server).await;
+    let line = buf
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("inside the tonic handler"))
+        .expect("the handler's line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["trace_id"], server.span_context.trace_id().to_string());
+    assert_eq!(v["span_id"], server.span_context.span_id().to_string());
+}
+
+// ------------------------------------------------------------------ 6.8: metadata, opt-in
+
+#[tokio::test]
+async fn allow_listed_metadata_from_headers_and_trailers() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let layer = server_layer(&t, &m)
+        .with_request_headers(["x-tenant", "authorization"])
+        .with_response_headers(["x-resp", "x-trailer"]);
+    let addr = axum_server(layer).await;
+    let target = format!("http://{addr}");
+    let channel = Endpoint::from_shared(target.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let traced = ServiceBuilder::new()
+        .layer(
+            OtelLayer::client()
+                .with_tracer_provider(&t.provider)
+                .with_target(target.parse().unwrap())
+                .with_request_headers(["x-tenant"])
+                .with_response_headers(["x-resp"]),
+        )
+        .service(channel);
+    let mut client = HealthClient::new(traced);
+    let mut request = check("ok");
+    request
+        .metadata_mut()
+        .insert("x-tenant", "acme".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer secret".parse().unwrap());
+    client.check(request).await.unwrap();
+    let server = one(&t, SpanKind::Server).await;
+    let arr = |s: &SpanData, k: &str| attr(s, k).map(|v| v.to_string());
+    assert_eq!(
+        arr(&server, "rpc.request.metadata.x-tenant").as_deref(),
+        Some("[\"acme\"]")
+    );
+    assert_eq!(
+        arr(&server, "rpc.request.metadata.authorization"),
+        None,
+        "sensitive: refused"
+    );
+    assert_eq!(
+        arr(&server, "rpc.response.metadata.x-resp").as_deref(),
+        Some("[\"head-metadata\"]")
+    );
+    assert!(!has(&server, "http.request.header.x-tenant"));
+    let client_span = one(&t, SpanKind::Client).await;
+    assert_eq!(
+        arr(&client_span, "rpc.request.metadata.x-tenant").as_deref(),
+        Some("[\"acme\"]")
+    );
+    assert_eq!(
+        arr(&client_span, "rpc.response.metadata.x-resp").as_deref(),
+        Some("[\"head-metadata\"]")
+    );
+    // from the trailers of a streaming call that fails after its messages
+    t.reset();
+    let mut stream = client
+        .watch(check("fail-after-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.is_ok_and(|m| m.is_some()) {}
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(
+        arr(&server, "rpc.response.metadata.x-trailer").as_deref(),
+        Some("[\"from-the-trailers\"]")
+    );
+}
+
+/// Without a target and without a `Host` header, a tonic channel's requests have no server
+/// address; the target given makes one.
+#[tokio::test]
+async fn the_client_needs_its_target_for_server_address() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = axum_server(server_layer(&t, &m)).await;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let traced = ServiceBuilder::new()
+        .layer(OtelLayer::client().with_tracer_provider(&t.provider))
+        .service(channel);
+    let mut client = HealthClient::new(traced);
+    client.check(check("ok")).await.unwrap();
+    let client_span = one(&t, SpanKind::Client).await;
+    assert_rpc(&client_span, CHECK);
+    assert!(
+        !has(&client_span, "server.address"),
+        "tonic sends origin-form requests"
+    );
+}
