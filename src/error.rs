@@ -37,8 +37,8 @@
 //! An inner service's error is classified by the user's function when one is configured
 //! (`with_error_type` on the server and client layers), else by [`classify`] when the error can
 //! be seen as a [`std::error::Error`] (a boxed error, `std::io::Error`, hyper's and hyper-util's
-//! errors, tower's and tokio's `Elapsed`, reqwest's and reqwest-middleware's errors), else
-//! `_OTHER`. A response body that fails is classified the same way, `response_body` when
+//! errors, tower's and tokio's `Elapsed`, reqwest's and reqwest-middleware's errors, tonic's
+//! `transport::Error` with the `tonic` feature), else `_OTHER`. A response body that fails is classified the same way, `response_body` when
 //! nothing more specific is known.
 
 use std::any::{Any, TypeId};
@@ -155,6 +155,10 @@ fn walks_chain(t: TypeId) -> bool {
     if t == TypeId::of::<reqwest::Error>() || t == TypeId::of::<reqwest_middleware::Error>() {
         return true;
     }
+    #[cfg(feature = "tonic")]
+    if t == TypeId::of::<tonic::transport::Error>() {
+        return true;
+    }
     std.contains(&t)
 }
 
@@ -216,6 +220,8 @@ fn as_std_error(e: &dyn Any) -> Option<&(dyn StdError + 'static)> {
     );
     #[cfg(feature = "hyper-client")]
     known!(hyper::Error, hyper_util::client::legacy::Error);
+    #[cfg(feature = "tonic")]
+    known!(tonic::transport::Error);
     #[cfg(feature = "reqwest")]
     {
         known!(reqwest::Error);

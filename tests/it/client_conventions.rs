@@ -81,6 +81,80 @@ async fn server_port_defaults_by_scheme_and_falls_back_to_the_host_header() {
     }
 }
 
+/// `url.full` is absolute or absent, never a bare path; a request in origin form takes its
+/// server from the layer's target, then from `Host`.
+#[tokio::test]
+async fn url_full_is_absolute_or_absent_and_the_target_names_the_server() {
+    let t = Telemetry::new();
+    for (target, uri, host, full, address, port) in [
+        (
+            None,
+            "http://example.com/a?b=1",
+            None,
+            Some("http://example.com/a?b=1"),
+            Some("example.com"),
+            Some(80),
+        ),
+        (
+            None,
+            "/a?b=1",
+            Some("api.example.com:8443"),
+            None,
+            Some("api.example.com"),
+            Some(8443),
+        ),
+        (None, "/a", None, None, None, None),
+        (
+            Some("https://inventory.svc"),
+            "/pkg.Svc/M",
+            None,
+            Some("https://inventory.svc/pkg.Svc/M"),
+            Some("inventory.svc"),
+            Some(443),
+        ),
+        (
+            Some("http://[::1]:50051"),
+            "/a?sig=secret",
+            Some("ignored.example"),
+            Some("http://[::1]:50051/a?sig=REDACTED"),
+            Some("::1"),
+            Some(50051),
+        ),
+        // an absolute URI wins over the target
+        (
+            Some("http://inventory.svc:1"),
+            "http://other.svc:2/a",
+            None,
+            Some("http://other.svc:2/a"),
+            Some("other.svc"),
+            Some(2),
+        ),
+    ] {
+        t.reset();
+        let mut layer = OtelLayer::client().with_tracer_provider(&t.provider);
+        if let Some(target) = target {
+            layer = layer.with_target(target.parse().unwrap());
+        }
+        let mut r = req(Method::GET, uri);
+        if let Some(h) = host {
+            r.headers_mut().insert("host", h.parse().unwrap());
+        }
+        call(layer, r).await;
+        let span = t.one();
+        assert_eq!(
+            attr_str(&span, "url.full").as_deref(),
+            full,
+            "{target:?} {uri}"
+        );
+        assert_eq!(
+            attr_str(&span, "server.address").as_deref(),
+            address,
+            "{target:?} {uri}"
+        );
+        assert_eq!(attr_i64(&span, "server.port"), port, "{target:?} {uri}");
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_method_is_other_on_the_span_and_the_metric() {
     let t = Telemetry::new();

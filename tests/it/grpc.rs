@@ -957,3 +957,128 @@ async fn the_client_needs_its_target_for_server_address() {
         "tonic sends origin-form requests"
     );
 }
+
+// ------------------------------------------------------------------ calls without a status
+
+/// A gRPC answer that ends without any `grpc-status` (an HTTP `200`, no trailers): an error on
+/// both sides, `error.type = grpc_status_missing` on the server; the client reads it as tonic
+/// does (UNKNOWN).
+#[tokio::test]
+async fn a_call_that_ends_without_a_status_is_an_error() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route(
+            "/broken.Service/Call",
+            axum::routing::post(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/grpc")],
+                    bytes::Bytes::from_static(&[0, 0, 0, 0, 0]),
+                )
+            }),
+        )
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    grpc.ready().await.unwrap();
+    let result = grpc
+        .unary::<Num, Num, Codec>(
+            Request::new(Num { n: 1 }),
+            PathAndQuery::from_static("/broken.Service/Call"),
+            Codec::default(),
+        )
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(
+        attr_str(&server, "error.type").as_deref(),
+        Some("grpc_status_missing")
+    );
+    assert!(is_error(&server));
+    assert_eq!(code_of(&server), None);
+    let client_span = one(&t, SpanKind::Client).await;
+    assert!(is_error(&client_span));
+    assert_eq!(
+        attr_str(&client_span, "error.type").as_deref(),
+        Some("grpc_status_missing")
+    );
+}
+
+/// The server's stream fails mid-way (its body errors: hyper resets the stream): an error on
+/// the client, which got no status.
+#[tokio::test]
+async fn a_stream_the_server_resets_is_an_error_on_the_client() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route(
+            "/broken.Service/Stream",
+            axum::routing::post(|| async {
+                let chunks = tokio_stream::iter(vec![
+                    Ok(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])),
+                    Err(std::io::Error::other("the server fails")),
+                ]);
+                (
+                    [(http::header::CONTENT_TYPE, "application/grpc")],
+                    axum::body::Body::from_stream(chunks),
+                )
+            }),
+        )
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    grpc.ready().await.unwrap();
+    let response = grpc
+        .server_streaming::<Num, Num, Codec>(
+            Request::new(Num { n: 1 }),
+            PathAndQuery::from_static("/broken.Service/Stream"),
+            Codec::default(),
+        )
+        .await;
+    if let Ok(response) = response {
+        let mut stream = response.into_inner();
+        while let Ok(Some(_)) = stream.message().await {}
+    }
+    let server = one(&t, SpanKind::Server).await;
+    assert!(is_error(&server));
+    assert_eq!(
+        attr_str(&server, "error.type").as_deref(),
+        Some("response_body")
+    );
+    let client_span = one(&t, SpanKind::Client).await;
+    assert!(is_error(&client_span), "{client_span:?}");
+    assert!(attr_str(&client_span, "error.type").is_some());
+}
+
+/// No server: the call fails before any status, `error.type` as for HTTP.
+#[tokio::test]
+async fn a_transport_failure_before_a_status_is_classified_as_for_http() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let (listener, addr) = listener().await;
+    drop(listener);
+    let target = format!("http://{addr}");
+    let channel = Endpoint::from_shared(target.clone())
+        .unwrap()
+        .connect_lazy();
+    let traced = ServiceBuilder::new()
+        .layer(
+            OtelLayer::client()
+                .with_tracer_provider(&t.provider)
+                .with_meter_provider(&m.provider)
+                .with_target(target.parse().unwrap()),
+        )
+        .service(channel);
+    let mut client = HealthClient::new(traced);
+    let status = client.check(check("ok")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let span = one(&t, SpanKind::Client).await;
+    assert!(is_error(&span));
+    // tonic's `transport::Error` is walked with the `tonic` feature
+    #[cfg(feature = "tonic")]
+    assert_eq!(
+        attr_str(&span, "error.type").as_deref(),
+        Some("connect"),
+        "{span:?}"
+    );
+    assert_eq!(code_of(&span), None, "no status arrived");
+}
