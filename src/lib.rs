@@ -1,6 +1,7 @@
 //! OpenTelemetry for axum and hyper services and their HTTP clients: tower layers that record
-//! spans and metrics under the stable HTTP semantic conventions, W3C trace context in and out,
-//! the trace id in a response header and on every log line.
+//! spans and metrics under the stable HTTP semantic conventions — and gRPC calls (tonic servers,
+//! alone or inside an axum `Router`, and tonic channels) under the RPC conventions ([`grpc`]) —,
+//! W3C trace context in and out, the trace id in a response header and on every log line.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -61,6 +62,7 @@
 //! | `tracing` | yes | log correlation: a `tracing` span per request with `trace_id`/`span_id`/`trace_flags`, and formatters that write them on every line (`logs`) |
 //! | `hyper-client` | no | for hyper-util's legacy client: `error.type` from its errors and hyper's, `network.peer.*` from its connection info |
 //! | `reqwest` | no | `OtelLayer<Client>` is a `reqwest_middleware::Middleware` (implies `hyper-client`; see [`client`]) |
+//! | `tonic` | no | peer addresses from tonic's `Server` (`TcpConnectInfo`), `error.type` of a tonic `Channel`'s transport errors (see [`grpc`]) |
 //!
 //! ## Modules
 //!
@@ -68,6 +70,7 @@
 //! - [`side`]: the two sides as types.
 //! - [`body`]: the response body every instrumented response carries, request-body counting.
 //! - [`error`]: the `error.type` vocabulary and error classification.
+//! - [`grpc`]: gRPC calls (tonic servers and channels) under the RPC conventions.
 //! - [`metrics`]: the HTTP metrics and [`metrics::Labeler`].
 //! - [`response_header`]: the trace-context response header.
 //! - `logs` (feature `tracing`): log correlation and formatters.
@@ -76,7 +79,8 @@
 //! - [`semconv`]: the semantic-convention constants (known methods, redacted query keys, ...).
 //!
 //! Specifications followed: the HTTP semantic conventions
-//! (<https://opentelemetry.io/docs/specs/semconv/http/>) and W3C Trace Context
+//! (<https://opentelemetry.io/docs/specs/semconv/http/>), the RPC (gRPC) semantic conventions
+//! (<https://opentelemetry.io/docs/specs/semconv/rpc/grpc/>) and W3C Trace Context
 //! (<https://www.w3.org/TR/trace-context-2/>).
 
 #![deny(missing_docs)]
@@ -88,6 +92,7 @@ pub mod client;
 mod config;
 mod convention;
 pub mod error;
+pub mod grpc;
 mod layer;
 mod lifecycle;
 #[cfg(feature = "tracing")]
