@@ -2,7 +2,7 @@
 # Static checks of the deploy/ stack; no Docker engine needed.
 #
 #   deploy/check.sh                 # all static checks
-#   deploy/check.sh scrape.txt      # also: every http_* metric the dashboard, the alert rules and
+#   deploy/check.sh scrape.txt      # also: every http_*/rpc_* metric the dashboard, the alert rules and
 #                                   # the Tempo->Prometheus links query is in this scrape
 #                                   # (curl -s localhost:3000/metrics > scrape.txt while the demo runs)
 #
@@ -456,7 +456,7 @@ def write_promql_rules(out_path):
 def metric_names(expr):
     e = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
     e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)  # label lists
-    return set(re.findall(r"\bhttp_[a-z_]+\b", e))
+    return set(re.findall(r"\b(?:http|rpc)_[a-z_]+\b", e))
 
 
 def check_scrape(path):
@@ -476,8 +476,8 @@ def check_scrape(path):
         print(f"{len(missing)} of {len(names)} metric names queried are not in {path}:")
         for n in missing:
             print(f"  {n}")
-        sim = sorted(s for s in scraped if s.startswith("http_"))
-        print("http_* names in the scrape: " + (", ".join(sim) if sim else "(none)"))
+        sim = sorted(s for s in scraped if s.startswith(("http_", "rpc_")))
+        print("http_*/rpc_* names in the scrape: " + (", ".join(sim) if sim else "(none)"))
         sys.exit(1)
     print(f"all {len(names)} queried metric names are in the scrape: " + ", ".join(sorted(names)))
 

@@ -8,6 +8,9 @@
   check.py propagation --sink DIR --phase P --port N --client FILE [--wait SECONDS]
       Check B: the Python `requests` CLIENT span (ids in FILE, written by py_client.py) is the
       parent of the Rust SERVER span, both as rotel received them.
+  check.py grpc-propagation --sink DIR --phase P --port N --client FILE [--wait SECONDS]
+      Check B (gRPC): the Python `grpcio` CLIENT span (ids in FILE, written by
+      py_grpc_client.py) is the parent of the Rust SERVER span of `pizzeria.Oven/Bake`.
   check.py prometheus --prom URL --demo URL [--wait SECONDS]
       Check C: drives requests at the demo while Debian's Prometheus scrapes it, then asks
       Prometheus for the p95 per route.
@@ -67,6 +70,14 @@ CLIENT_METRIC_ALLOWED = CLIENT_METRIC_REQUIRED | {
     "url.scheme",
     "url.template",
 }
+# RPC conventions (v1.44.0): rpc.server.call.duration / rpc.client.call.duration
+RPC_SERVER_METRIC_REQUIRED = {"rpc.system.name", "rpc.method", "rpc.response.status_code"}
+RPC_SERVER_METRIC_ALLOWED = RPC_SERVER_METRIC_REQUIRED | {"error.type", "server.address", "server.port"}
+RPC_CLIENT_METRIC_REQUIRED = RPC_SERVER_METRIC_REQUIRED | {"server.address", "server.port"}
+RPC_CLIENT_METRIC_ALLOWED = RPC_CLIENT_METRIC_REQUIRED | {"error.type"}
+HTTP_ON_RPC = {"http.request.method", "http.response.status_code", "http.route", "url.path",
+               "url.full", "url.scheme", "network.protocol.version"}
+BAKE = "pizzeria.Oven/Bake"
 HIGH_CARDINALITY = {"url.path", "url.full", "url.query", "client.address", "network.peer.address",
                     "network.peer.port", "user_agent.original", "client.port"}
 
@@ -379,8 +390,76 @@ def evaluate_otlp(args):
                 ]
     rep.check("kitchen trace: SERVER GET /api/kitchen/status -> CLIENT GET /oven/temperature -> SERVER GET /oven/temperature, one trace id, parents right", errs)
 
+    # the order trace: SERVER POST /api/orders -> CLIENT pizzeria.Oven/Bake -> SERVER
+    # pizzeria.Oven/Bake (gRPC on the same port, through the same root layer)
+    errs = []
+    order, e = one("SERVER span for POST /api/orders", server_spans(spans, "/api/orders", "POST"))
+    errs += e
+    bake_server = bake_client = None
+    if order:
+        trace = [x for x in spans if x["trace_id"] == order["trace_id"]]
+        if len(trace) != 3:
+            errs.append(f"order trace has {len(trace)} spans ({[x['name'] for x in trace]}), expected 3")
+        bake_client, e = one("CLIENT span pizzeria.Oven/Bake", [x for x in trace if x["kind"] == CLIENT])
+        errs += e
+        bake_server, e = one("SERVER span pizzeria.Oven/Bake", [x for x in trace if x["kind"] == SERVER and x["name"] == BAKE])
+        errs += e
+        for w, x in [("CLIENT Bake", bake_client), ("SERVER Bake", bake_server)]:
+            if not x:
+                continue
+            a = x["attributes"]
+            errs += ids_ok(w, x)
+            if x["name"] != BAKE:
+                errs.append(f"{w}: name {x['name']!r}, expected {BAKE!r}")
+            errs += [
+                expect_attr(w, a, "rpc.system.name", "grpc"),
+                expect_attr(w, a, "rpc.method", BAKE),
+                expect_attr(w, a, "rpc.response.status_code", "OK"),
+                expect_attr(w, a, "server.address", "127.0.0.1"),
+                expect_attr(w, a, "server.port", args.port, "int"),
+                expect_no_attr(w, a, "error.type"),
+                status_unset(w, x),
+            ]
+            errs += [f"{w}: HTTP attribute {k} on a gRPC span" for k in sorted(a.keys() & HTTP_ON_RPC)]
+        if bake_client and bake_client["parent_span_id"] != order["span_id"]:
+            errs.append(f"CLIENT Bake: parent {bake_client['parent_span_id']!r}, expected the order span {order['span_id']!r}")
+        if bake_client and bake_server:
+            if bake_server["parent_span_id"] != bake_client["span_id"]:
+                errs.append(f"SERVER Bake: parent {bake_server['parent_span_id']!r}, expected the CLIENT span {bake_client['span_id']!r}")
+            if bake_server.get("flags", 0) & 0x300 != 0x300:
+                errs.append(f"SERVER Bake: OTLP flags {bake_server.get('flags', 0):#x}: parent (came over gRPC) not marked remote")
+            for k in ("network.peer.address", "client.address"):
+                errs.append(expect_attr("SERVER Bake", bake_server["attributes"], k, "127.0.0.1"))
+    rep.check("order trace: SERVER POST /api/orders -> CLIENT pizzeria.Oven/Bake -> SERVER pizzeria.Oven/Bake, RPC attributes, no HTTP ones", errs)
+
     # metrics
     latest = latest_points(points)
+    for metric, required, allowed in [
+        ("rpc.server.call.duration", RPC_SERVER_METRIC_REQUIRED, RPC_SERVER_METRIC_ALLOWED),
+        ("rpc.client.call.duration", RPC_CLIENT_METRIC_REQUIRED, RPC_CLIENT_METRIC_ALLOWED),
+    ]:
+        errs = []
+        rpc = [p for p in latest if p["metric"] == metric]
+        if len(rpc) != 1:
+            errs.append(f"{len(rpc)} {metric} series, expected 1 (the order's bake)")
+        for p in rpc:
+            a = p["attributes"]
+            w = metric
+            errs += histogram_errs(w, p)
+            missing = required - a.keys()
+            if missing:
+                errs.append(f"{w}: missing {sorted(missing)}")
+            bad = (a.keys() & HIGH_CARDINALITY) | (a.keys() - allowed)
+            if bad:
+                errs.append(f"{w}: attributes not allowed on the metric: {sorted(bad)}")
+            errs += [
+                expect_attr(w, a, "rpc.system.name", "grpc"),
+                expect_attr(w, a, "rpc.method", BAKE),
+                expect_attr(w, a, "rpc.response.status_code", "OK"),
+            ]
+            if p.get("count") != 1:
+                errs.append(f"{w}: count {p.get('count')}, expected 1")
+        rep.check(f"metric {metric}: unit s, bounds, rpc.system.name/rpc.method/rpc.response.status_code, no HTTP metric for the call", errs)
     srv = [p for p in latest if p["metric"] == "http.server.request.duration"]
     errs = []
     if not srv:
@@ -489,11 +568,16 @@ def evaluate_otlp(args):
             errs.append(f"log {body!r}: trace_id/span_id {r['trace_id']}/{r['span_id']}, expected {span['trace_id']}/{span['span_id']} ({span['name']})")
         if r.get("severity_text") != level:
             errs.append(f"log {body!r}: severity {r.get('severity_text')!r}, expected {level}")
+    baking = [r for r in logs if r.get("body") == "baking"]
+    if len(baking) != 1:
+        errs.append(f"log 'baking': {len(baking)} records, expected 1")
+    elif bake_server and (baking[0]["trace_id"], baking[0]["span_id"]) != (bake_server["trace_id"], bake_server["span_id"]):
+        errs.append(f"log 'baking' (in the tonic handler): ids {baking[0]['trace_id']}/{baking[0]['span_id']}, expected the gRPC SERVER span's")
     span_ids = {(s["trace_id"], s["span_id"]) for s in spans}
     for r in logs:
         if r["trace_id"] and (r["trace_id"], r["span_id"]) not in span_ids:
             errs.append(f"log {r.get('body')!r}: ids {r['trace_id']}/{r['span_id']} match no span received")
-    rep.check(f"logs ({len(logs)}): each record carries the trace_id/span_id of its request's SERVER span", errs)
+    rep.check(f"logs ({len(logs)}): each record carries the trace_id/span_id of its request's SERVER span (the tonic handler's too)", errs)
     return rep
 
 
@@ -561,6 +645,62 @@ def evaluate_propagation(args, py):
         if rust["resource"].get("service.name") != args.service:
             errs.append(f"{w}: service.name {rust['resource'].get('service.name')!r}")
     rep.check("Rust SERVER span is the child of the Python CLIENT span (same trace id, parent = its span id), user_agent.original, traceresponse", errs)
+    return rep
+
+
+def check_grpc_propagation(args):
+    with open(args.client, encoding="utf-8") as f:
+        py = json.load(f)
+    deadline = time.time() + args.wait
+    while True:
+        rep = evaluate_grpc_propagation(args, py)
+        if rep.ok() or time.time() >= deadline:
+            rep.print()
+            return 0 if rep.ok() else 1
+        time.sleep(0.3)
+
+
+def evaluate_grpc_propagation(args, py):
+    rep = Report(f"[{args.phase}]")
+    spans = of_phase(load_jsonl(os.path.join(args.sink, "spans.jsonl")), args.phase)
+    errs = []
+    pyspan, e = one(f"Python gRPC CLIENT span {py['span_id']} in rotel", [s for s in spans if s["span_id"] == py["span_id"]])
+    errs += e
+    if pyspan:
+        w = "Python gRPC CLIENT span"
+        if pyspan["kind"] != CLIENT:
+            errs.append(f"{w}: kind {pyspan['kind']}, expected {CLIENT} (CLIENT)")
+        if not pyspan["scope"]["name"].startswith("opentelemetry.instrumentation.grpc"):
+            errs.append(f"{w}: scope {pyspan['scope']['name']!r}")
+        if pyspan["resource"].get("service.name") != py["service_name"]:
+            errs.append(f"{w}: service.name {pyspan['resource'].get('service.name')!r}")
+    rep.check("Python grpcio CLIENT span (opentelemetry-instrumentation-grpc) received over OTLP/HTTP", errs)
+
+    errs = []
+    candidates = [s for s in spans if s["kind"] == SERVER and s["name"] == BAKE and s["trace_id"] == py["trace_id"]]
+    rust, e = one("Rust SERVER span pizzeria.Oven/Bake in the Python trace", candidates)
+    errs += e
+    if rust:
+        w = "Rust SERVER pizzeria.Oven/Bake"
+        a = rust["attributes"]
+        if rust["parent_span_id"] != py["span_id"]:
+            errs.append(f"{w}: parent {rust['parent_span_id']}, expected the Python CLIENT span {py['span_id']}")
+        flags = rust.get("flags", 0)
+        if flags & 0x300 != 0x300:
+            errs.append(f"{w}: OTLP flags {flags:#x}: parent not marked remote (0x300)")
+        errs += [
+            expect_attr(w, a, "rpc.system.name", "grpc"),
+            expect_attr(w, a, "rpc.method", BAKE),
+            expect_attr(w, a, "rpc.response.status_code", "OK"),
+            expect_attr(w, a, "server.port", args.port, "int"),
+            expect_no_attr(w, a, "error.type"),
+            status_unset(w, rust),
+        ]
+        errs += [f"{w}: HTTP attribute {k} on a gRPC span" for k in sorted(a.keys() & HTTP_ON_RPC)]
+        want = f"00-{rust['trace_id']}-{rust['span_id']}-{flags & 0xFF:02x}"
+        if py.get("traceresponse") != want:
+            errs.append(f"traceresponse metadata {py.get('traceresponse')!r}, expected {want!r}")
+    rep.check("Rust gRPC SERVER span is the child of the Python grpcio CLIENT span (same trace, parent = its span id), RPC attributes, traceresponse metadata", errs)
     return rep
 
 
@@ -726,6 +866,14 @@ def main():
     b.add_argument("--service", default="pizzeria-e2e")
     b.add_argument("--wait", type=float, default=10)
     b.set_defaults(fn=check_propagation)
+    g = sub.add_parser("grpc-propagation")
+    g.add_argument("--sink", required=True)
+    g.add_argument("--phase", required=True)
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--client", required=True)
+    g.add_argument("--service", default="pizzeria-e2e")
+    g.add_argument("--wait", type=float, default=10)
+    g.set_defaults(fn=check_grpc_propagation)
     c = sub.add_parser("prometheus")
     c.add_argument("--prom", required=True)
     c.add_argument("--demo", required=True)

@@ -3,8 +3,9 @@
 #   A  OTLP to a real receiver (rotel, Python processors writing what arrives as JSON lines),
 #      once over http/protobuf, once over gRPC: spans attribute by attribute, the kitchen
 #      trace, the duration metrics, log correlation
-#   B  a client from another ecosystem: Python `requests` + opentelemetry-instrumentation-requests
-#      calls the demo; the Rust SERVER span is the child of the Python CLIENT span
+#   B  clients from another ecosystem: Python `requests` + opentelemetry-instrumentation-requests
+#      calls the demo, Python `grpcio` + opentelemetry-instrumentation-grpc calls its gRPC oven;
+#      each Rust SERVER span is the child of the Python CLIENT span
 #   C  Debian's Prometheus scrapes /metrics; histogram_quantile per route; deploy/check.sh on
 #      the scrape when deploy/ has it
 # Installs what it needs (pip into e2e/.venv, Debian's prometheus when missing), builds the demo
@@ -265,6 +266,16 @@ else
   fail "[live] Python client called the demo"
 fi
 
+section "B (gRPC): Python grpcio (OTel-instrumented) -> 127.0.0.1:$PORT_LIVE pizzeria.Oven/Bake"
+if OTEL_RESOURCE_ATTRIBUTES="e2e.phase=live" "$PY" "$E2E/py_grpc_client.py" --target "127.0.0.1:$PORT_LIVE" \
+  --otlp "http://127.0.0.1:$OTLP_HTTP" --out "$OUT/py-grpc-client.json" >"$OUT/py-grpc-client.log" 2>&1; then
+  cat "$OUT/py-grpc-client.log"
+  pass "[live] Python grpcio client called pizzeria.Oven/Bake, exported its span"
+else
+  cat "$OUT/py-grpc-client.log"
+  fail "[live] Python grpcio client called pizzeria.Oven/Bake"
+fi
+
 # ---------------------------------------------------------------- check C
 
 section "C: Debian's Prometheus on 127.0.0.1:$PORT_PROM scraping $LIVE/metrics every 1s"
@@ -332,6 +343,10 @@ fi
 if [[ -f "$OUT/py-client.json" ]]; then
   checked "[live] propagation" "${CHECK[@]}" propagation --sink "$SINK" --phase live --port "$PORT_LIVE" \
     --client "$OUT/py-client.json" --wait 15
+fi
+if [[ -f "$OUT/py-grpc-client.json" ]]; then
+  checked "[live] gRPC propagation" "${CHECK[@]}" grpc-propagation --sink "$SINK" --phase live --port "$PORT_LIVE" \
+    --client "$OUT/py-grpc-client.json" --wait 15
 fi
 stop "$ROTEL_PID" 10 || true
 

@@ -1,6 +1,7 @@
-//! The pizzeria: a root router with `/health`, an API sub-router and a UI sub-router,
-//! instrumented **once** at the root; one handler calls a downstream service (the oven) through
-//! the instrumented client, so trace propagation shows.
+//! The pizzeria: a root router with `/health`, an API sub-router, a UI sub-router and a gRPC
+//! service (`pizzeria.Oven/Bake`, tonic, on the same port), instrumented **once** at the root;
+//! handlers call a downstream HTTP service (the thermometer) and the gRPC oven through the
+//! instrumented clients, so trace propagation shows — HTTP → HTTP and HTTP → gRPC.
 //!
 //! ```text
 //! cargo run --example pizzeria                 # serves 127.0.0.1:3000, sends itself a few requests
@@ -56,11 +57,15 @@ const DEFAULT_LOG_FILTER: &str = "pizzeria=info,tower_otel_http=info,warn";
 // ---------------------------------------------------------------- the application
 
 type OvenClient = tower_otel_http::OtelClient<Client<HttpConnector, Empty<Bytes>>>;
+/// A tonic channel through the client layer.
+type GrpcChannel = tower_otel_http::OtelClient<tonic::transport::Channel>;
 
 #[derive(Clone)]
 struct App {
     oven: OvenClient,
     oven_url: String,
+    /// The gRPC oven (this same server).
+    baker: GrpcChannel,
     next_order: Arc<AtomicU64>,
 }
 
@@ -83,7 +88,11 @@ fn app(state: App) -> Router {
         .route("/health", get(|| async { "ok" }))
         .nest("/api", api)
         .nest("/ui", ui)
-        // once, on the root: spans, metrics, the traceresponse header, log correlation
+        // a tonic service on the same port (h2c: axum's `http2` feature); `route_service`, not
+        // `merge`, so that the root router may keep a fallback of its own
+        .route_service("/pizzeria.Oven/{*rest}", Oven)
+        // once, on the root: spans, metrics, the traceresponse header, log correlation — HTTP
+        // requests under the HTTP conventions, gRPC calls under the RPC ones
         .layer(OtelLayer::server().with_active_requests(true))
         .with_state(state)
 }
@@ -98,10 +107,104 @@ async fn list_orders() -> Json<serde_json::Value> {
     Json(json!([{"id": 42, "pizza": "margherita"}]))
 }
 
+/// Places an order and has the oven bake it over gRPC: the oven's spans are children of this
+/// request's span.
 async fn place_order(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
     let id = app.next_order.fetch_add(1, Ordering::Relaxed);
     tracing::info!(order = id, "order placed");
-    (StatusCode::CREATED, Json(json!({"id": id})))
+    let mut baker = tonic::client::Grpc::new(app.baker);
+    let baked = async {
+        baker.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        baker
+            .unary(
+                tonic::Request::new(BakeRequest {
+                    pizza: "margherita".to_owned(),
+                }),
+                http::uri::PathAndQuery::from_static("/pizzeria.Oven/Bake"),
+                tonic_prost::ProstCodec::<BakeRequest, BakeReply>::default(),
+            )
+            .await
+    };
+    match baked.await {
+        Ok(reply) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "ready_in_minutes": reply.into_inner().minutes})),
+        ),
+        Err(status) => {
+            tracing::error!(code = ?status.code(), "the oven did not bake");
+            (StatusCode::BAD_GATEWAY, Json(json!({"id": id})))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the gRPC oven
+
+/// `pizzeria.Oven/Bake`'s request (protobuf: field 1, a string).
+#[derive(Clone, PartialEq, prost::Message)]
+struct BakeRequest {
+    #[prost(string, tag = "1")]
+    pizza: String,
+}
+
+/// `pizzeria.Oven/Bake`'s reply (protobuf: field 1, a varint).
+#[derive(Clone, PartialEq, prost::Message)]
+struct BakeReply {
+    #[prost(uint32, tag = "1")]
+    minutes: u32,
+}
+
+/// The gRPC service `pizzeria.Oven`, written with tonic's server machinery (what
+/// `tonic-prost-build` would generate from a `.proto`).
+#[derive(Clone, Copy)]
+struct Oven;
+
+struct Bake;
+
+impl tonic::server::UnaryService<BakeRequest> for Bake {
+    type Response = BakeReply;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tonic::Response<BakeReply>, tonic::Status>> + Send>,
+    >;
+
+    fn call(&mut self, request: tonic::Request<BakeRequest>) -> Self::Future {
+        Box::pin(async move {
+            let pizza = request.into_inner().pizza;
+            if pizza.is_empty() {
+                return Err(tonic::Status::invalid_argument("which pizza?"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            tracing::info!(pizzeria.pizza = %pizza, "baking");
+            Ok(tonic::Response::new(BakeReply { minutes: 7 }))
+        })
+    }
+}
+
+impl tower::Service<http::Request<axum::body::Body>> for Oven {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let req = req.map(tonic::body::Body::new);
+            Ok(match req.uri().path() {
+                "/pizzeria.Oven/Bake" => {
+                    let codec = tonic_prost::ProstCodec::<BakeReply, BakeRequest>::default();
+                    tonic::server::Grpc::new(codec).unary(Bake, req).await
+                }
+                _ => tonic::Status::unimplemented("").into_http(),
+            })
+        })
+    }
 }
 
 async fn order(Path(id): Path<u64>) -> Result<Json<serde_json::Value>, StatusCode> {
@@ -167,7 +270,10 @@ impl SpanExporter for SpanLines {
             let status = s
                 .attributes
                 .iter()
-                .find(|kv| kv.key.as_str() == "http.response.status_code")
+                .find(|kv| {
+                    kv.key.as_str() == "http.response.status_code"
+                        || kv.key.as_str() == "rpc.response.status_code"
+                })
                 .map(|kv| kv.value.to_string())
                 .unwrap_or_else(|| "-".into());
             let ms = s
@@ -286,7 +392,8 @@ impl Telemetry {
     fn summary(&self) -> String {
         let mut out = String::new();
         for family in self.registry.gather() {
-            if family.name() != "http_server_request_duration_seconds" {
+            let rpc = family.name() == "rpc_server_call_duration_seconds";
+            if family.name() != "http_server_request_duration_seconds" && !rpc {
                 continue;
             }
             for m in family.get_metric() {
@@ -298,17 +405,29 @@ impl Telemetry {
                         .unwrap_or_default()
                 };
                 let h = m.get_histogram();
-                let route = label("http_route");
+                let (method, route, status) = if rpc {
+                    (
+                        "gRPC".to_owned(),
+                        label("rpc_method"),
+                        label("rpc_response_status_code"),
+                    )
+                } else {
+                    (
+                        label("http_request_method"),
+                        label("http_route"),
+                        label("http_response_status_code"),
+                    )
+                };
                 let _ = writeln!(
                     out,
                     "  {:<6} {:<22} {:>3}  count {}  mean {:.1} ms",
-                    label("http_request_method"),
+                    method,
                     if route.is_empty() {
                         "(no route)".into()
                     } else {
                         route
                     },
-                    label("http_response_status_code"),
+                    status,
                     h.get_sample_count(),
                     h.get_sample_sum() / h.get_sample_count().max(1) as f64 * 1e3,
                 );
@@ -431,10 +550,32 @@ async fn main() {
         .await
     });
 
+    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pizzeria: cannot listen on {}: {e} (try --addr 127.0.0.1:0)",
+                args.addr
+            );
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("local address");
+    let base = format!("http://{addr}");
+    // the gRPC oven is this same server: a tonic channel through the client layer, told its
+    // target (tonic's generated clients send origin-form requests)
+    let baker = tower::ServiceBuilder::new()
+        .layer(OtelLayer::client().with_target(base.parse().expect("the demo's own address")))
+        .service(
+            tonic::transport::Endpoint::from_shared(base.clone())
+                .expect("the demo's own address")
+                .connect_lazy(),
+        );
     let state = App {
         // the client layer: a CLIENT span per call, its context sent along
         oven: OtelLayer::client().layer(Client::builder(TokioExecutor::new()).build_http()),
         oven_url,
+        baker,
         next_order: Arc::new(AtomicU64::new(1)),
     };
     let registry = telemetry.registry.clone();
@@ -449,18 +590,6 @@ async fn main() {
             }
         }),
     );
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "pizzeria: cannot listen on {}: {e} (try --addr 127.0.0.1:0)",
-                args.addr
-            );
-            std::process::exit(1);
-        }
-    };
-    let addr = listener.local_addr().expect("local address");
-    let base = format!("http://{addr}");
     println!("pizzeria listening on {base}");
     println!(
         "telemetry: {}; metrics at {base}/metrics\n",
@@ -488,7 +617,7 @@ async fn main() {
     burst(&base).await;
     // give the last spans a moment to be written
     tokio::time::sleep(Duration::from_millis(50)).await;
-    println!("\nmetrics (http.server.request.duration per route):");
+    println!("\nmetrics (http.server.request.duration per route, rpc.server.call.duration per method):");
     print!("{}", telemetry.summary());
     if args.once {
         println!("\n--once: stopping (without it, the demo keeps serving for curl)");
