@@ -114,7 +114,10 @@ async fn place_order(State(app): State<App>) -> (StatusCode, Json<serde_json::Va
     tracing::info!(order = id, "order placed");
     let mut baker = tonic::client::Grpc::new(app.baker);
     let baked = async {
-        baker.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        baker
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         baker
             .unary(
                 tonic::Request::new(BakeRequest {
@@ -163,7 +166,10 @@ struct Bake;
 impl tonic::server::UnaryService<BakeRequest> for Bake {
     type Response = BakeReply;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tonic::Response<BakeReply>, tonic::Status>> + Send>,
+        Box<
+            dyn std::future::Future<Output = Result<tonic::Response<BakeReply>, tonic::Status>>
+                + Send,
+        >,
     >;
 
     fn call(&mut self, request: tonic::Request<BakeRequest>) -> Self::Future {
@@ -617,7 +623,9 @@ async fn main() {
     burst(&base).await;
     // give the last spans a moment to be written
     tokio::time::sleep(Duration::from_millis(50)).await;
-    println!("\nmetrics (http.server.request.duration per route, rpc.server.call.duration per method):");
+    println!(
+        "\nmetrics (http.server.request.duration per route, rpc.server.call.duration per method):"
+    );
     print!("{}", telemetry.summary());
     if args.once {
         println!("\n--once: stopping (without it, the demo keeps serving for curl)");

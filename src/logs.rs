@@ -122,13 +122,24 @@ impl fmt::Display for Flags {
     }
 }
 
+/// What the per-request span says of the request besides its ids.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RequestFields<'a> {
+    /// `http.request.method` and, when known at the start, `http.route`.
+    Http {
+        method: &'static str,
+        route: Option<&'a str>,
+    },
+    /// `rpc.system.name` and `rpc.method` (provisional: the method the path names).
+    Rpc { method: &'a str },
+}
+
 /// Open the per-request span for the span of `cx`, with every field given at its creation (each later
 /// `record` goes through the whole subscriber stack again); a level check when no subscriber
 /// wants it, one atomic load when there is no subscriber at all.
 pub(crate) fn request_span(
     level: Level,
-    method: &'static str,
-    route: Option<&str>,
+    fields: RequestFields<'_>,
     cx: &opentelemetry::Context,
 ) -> tracing::Span {
     macro_rules! make {
@@ -139,17 +150,32 @@ pub(crate) fn request_span(
             let Some(tp) = crate::propagation::outgoing_traceparent(cx) else {
                 return tracing::Span::none();
             };
-            tracing::span!(
-                target: TARGET,
-                $lvl,
-                REQUEST_SPAN_NAME,
-                // `%`: shown as they are (no quotes) by the stock formatter
-                trace_id = %crate::propagation::ascii(&tp[3..35]),
-                span_id = %crate::propagation::ascii(&tp[36..52]),
-                trace_flags = %crate::propagation::ascii(&tp[53..55]),
-                http.request.method = method,
-                http.route = route,
-            )
+            // `%`: shown as they are (no quotes) by the stock formatter
+            let trace_id = crate::propagation::ascii(&tp[3..35]);
+            let span_id = crate::propagation::ascii(&tp[36..52]);
+            let trace_flags = crate::propagation::ascii(&tp[53..55]);
+            match fields {
+                RequestFields::Http { method, route } => tracing::span!(
+                    target: TARGET,
+                    $lvl,
+                    REQUEST_SPAN_NAME,
+                    trace_id = %trace_id,
+                    span_id = %span_id,
+                    trace_flags = %trace_flags,
+                    http.request.method = method,
+                    http.route = route,
+                ),
+                RequestFields::Rpc { method } => tracing::span!(
+                    target: TARGET,
+                    $lvl,
+                    REQUEST_SPAN_NAME,
+                    trace_id = %trace_id,
+                    span_id = %span_id,
+                    trace_flags = %trace_flags,
+                    rpc.system.name = crate::convention::grpc::SYSTEM,
+                    rpc.method = method,
+                ),
+            }
         }};
     }
     if !tracing::dispatcher::has_been_set() {

@@ -6,8 +6,10 @@
 //! peers group <group>   one in-process group (prints ROW lines of JSON)
 //! peers tcp             only the loopback TCP measurement
 //! peers serve <variant> a TCP child (driven through stdin by `peers` / `peers tcp`)
+//! peers grpc            gRPC: bare tonic, ours, tonic-tracing-opentelemetry (src/grpc.rs)
 //! ```
 
+mod grpc;
 mod measure;
 mod otel032;
 mod sdk;
@@ -69,7 +71,22 @@ fn main() {
         ["serve", v] => tcp::serve(v),
         // for instruction counts: `valgrind --tool=callgrind peers count <variant> <n>` at two
         // sizes, the difference removes start-up
-        ["count", v, n] => count(v, n.parse().unwrap_or_else(|_| usage())),
+        ["count", v, n] => {
+            let n = n.parse().unwrap_or_else(|_| usage());
+            if !grpc::count(v, n) {
+                count(v, n)
+            }
+        }
+        ["grpc"] => {
+            let cfg = Config::from_env();
+            if !grpc::all(cfg.rounds, cfg.batch, cfg.allocs) {
+                std::process::exit(1);
+            }
+        }
+        ["grpc-group", g] => {
+            let cfg = Config::from_env();
+            grpc::group(g, cfg.rounds, cfg.batch, cfg.allocs)
+        }
         ["tcp"] => {
             let cfg = Config::from_env();
             let results = tcp_measure(&cfg);

@@ -81,6 +81,8 @@ pub enum Case {
     MockOurs(OtelClient<Mock>),
     Reqwest(reqwest::Client, String),
     ReqwestMiddleware(reqwest_middleware::ClientWithMiddleware, String),
+    /// A gRPC call into a tonic service in a router.
+    Grpc(Router, crate::grpc::Shape),
 }
 
 async fn read<B>(resp: Response<B>)
@@ -106,6 +108,7 @@ pub async fn call(case: &Case) {
             let resp = c.get(url).send().await.unwrap();
             assert_eq!(&resp.bytes().await.unwrap()[..], b"user");
         }
+        Case::Grpc(r, shape) => crate::grpc::call(r, *shape).await,
     }
 }
 
@@ -124,6 +127,22 @@ pub fn allocations(rt: &Runtime, case: &Case, n: u32) -> f64 {
     // one request per `block_on`, as `benches/server.rs` does
     for _ in 0..n {
         rt.block_on(call(case));
+    }
+    (allocs() - before) as f64 / f64::from(n)
+}
+
+/// Allocations per call of `f` on the calling thread, averaged over `n` calls.
+pub fn allocations_with<F: std::future::Future<Output = ()>>(
+    rt: &Runtime,
+    n: u32,
+    mut f: impl FnMut() -> F,
+) -> f64 {
+    for _ in 0..n / 10 {
+        rt.block_on(f());
+    }
+    let before = allocs();
+    for _ in 0..n {
+        rt.block_on(f());
     }
     (allocs() - before) as f64 / f64::from(n)
 }

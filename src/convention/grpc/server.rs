@@ -84,7 +84,14 @@ pub(crate) fn start(config: &Arc<Config<Server>>, parts: &mut Parts) -> Start<Se
     drop(conn);
     let cx = cx.or_else(|| caller_context(config, parts, public));
     #[cfg(feature = "tracing")]
-    let log = crate::convention::http::server::log_span(config, "POST", None, cx.as_ref(), span);
+    let log = crate::convention::http::server::log_span(
+        config,
+        crate::logs::RequestFields::Rpc {
+            method: method.as_str(),
+        },
+        cx.as_ref(),
+        span,
+    );
     // inner instances pass the call through; no route slot (a gRPC call has no `http.route`)
     stack::mark(&mut parts.extensions, true);
     let begin = Begin {

@@ -185,7 +185,15 @@ pub(crate) fn start(
     drop(incoming);
     let cx = cx.or_else(|| caller_context(config, parts, public));
     #[cfg(feature = "tracing")]
-    let log = log_span(config, method, template.as_ref(), cx.as_ref(), span);
+    let log = log_span(
+        config,
+        crate::logs::RequestFields::Http {
+            method,
+            route: template.as_ref().map(StringValue::as_str),
+        },
+        cx.as_ref(),
+        span,
+    );
     let slot = stack::mark(&mut parts.extensions, route_known);
     let begin = Begin {
         config: config.clone(),
@@ -345,18 +353,12 @@ pub(crate) fn connection_attributes(
 #[cfg(feature = "tracing")]
 pub(crate) fn log_span(
     config: &Config<Server>,
-    method: &'static str,
-    route: Option<&StringValue>,
+    fields: crate::logs::RequestFields<'_>,
     cx: Option<&Context>,
     span: bool,
 ) -> tracing::Span {
     match (config.side.log_correlation, span, cx) {
-        (true, true, Some(cx)) => crate::logs::request_span(
-            config.side.log_level,
-            method,
-            route.map(StringValue::as_str),
-            cx,
-        ),
+        (true, true, Some(cx)) => crate::logs::request_span(config.side.log_level, fields, cx),
         _ => tracing::Span::none(),
     }
 }
