@@ -15,7 +15,11 @@
 //!
 //! A request is a gRPC call when it is a `POST` whose `content-type` is `application/grpc`,
 //! `application/grpc+…` (`+proto`, `+json`), `application/grpc;…`, or gRPC-Web's
-//! `application/grpc-web…`. The convention is chosen per request: one layer on a root `Router`
+//! `application/grpc-web…` (tonic-web's: a gRPC-Web response carries its status in a trailer
+//! frame at the end of its body, which the layers read there for the binary
+//! `application/grpc-web[+proto]`; for `application/grpc-web-text`, base64 text, only a status
+//! sent in the headers is read, else the call gets no status and no error). The convention is
+//! chosen per request: one layer on a root `Router`
 //! records its HTTP routes under the HTTP conventions and its tonic services under the RPC
 //! conventions. A gRPC call gets no HTTP attribute and no HTTP metric.
 //!

@@ -48,6 +48,17 @@ pub(crate) trait Convention {
     /// Trailers arrived (the last frame of the response body).
     fn trailers(&mut self, trailers: &HeaderMap);
 
+    /// Whether the convention reads the response body's bytes ([`Convention::data`]).
+    fn reads_data(&self) -> bool {
+        false
+    }
+
+    /// Bytes of the response body, in order (only when [`Convention::reads_data`]).
+    fn data(&mut self, _bytes: &[u8]) {}
+
+    /// Some of the response body's bytes could not be handed to [`Convention::data`].
+    fn data_gap(&mut self) {}
+
     /// `error.type` of the request as it ended on `who`'s side (`status`: the response's, when
     /// there was one; `elapsed`: since the start); `None`: a success. Called once, before the
     /// attributes below are asked for.
@@ -118,6 +129,18 @@ impl Convention for Conv {
 
     fn trailers(&mut self, trailers: &HeaderMap) {
         each!(self, c => c.trailers(trailers))
+    }
+
+    fn reads_data(&self) -> bool {
+        each!(self, c => c.reads_data())
+    }
+
+    fn data(&mut self, bytes: &[u8]) {
+        each!(self, c => c.data(bytes))
+    }
+
+    fn data_gap(&mut self) {
+        each!(self, c => c.data_gap())
     }
 
     fn outcome(

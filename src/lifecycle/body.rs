@@ -98,8 +98,8 @@ where
                     Some(record.short_of_declared())
                 }
                 None => {
-                    let n = f.data_ref().map_or(0, bytes::Buf::remaining);
-                    if record.transferred(n) {
+                    let full = f.data_ref().is_some_and(|d| record.transferred(d));
+                    if full {
                         Some(None)
                     } else {
                         this.inner

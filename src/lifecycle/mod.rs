@@ -354,10 +354,24 @@ impl<S: Rules> Record<S> {
         std::mem::replace(&mut self.scope, Scope::context(None))
     }
 
-    /// `n` more bytes of the response body went out (or were read); `true` when its declared
-    /// length is reached (hyper then stops polling and drops it).
-    pub(crate) fn transferred(&mut self, n: usize) -> bool {
-        self.sent += n as u64;
+    /// A data frame of the response body went out (or was read): its bytes counted (and read
+    /// by a convention that reads them, gRPC-Web's trailer frame); `true` when the body's
+    /// declared length is reached (hyper then stops polling and drops it).
+    pub(crate) fn transferred<D: bytes::Buf>(&mut self, data: &D) -> bool {
+        if self.conv.reads_data() {
+            let mut slices = [std::io::IoSlice::new(&[]); 16];
+            let n = data.chunks_vectored(&mut slices);
+            let mut seen = 0;
+            for s in &slices[..n] {
+                self.conv.data(s);
+                seen += s.len();
+            }
+            if seen < data.remaining() {
+                // more pieces than one look gives: the convention lost track of the bytes
+                self.conv.data_gap();
+            }
+        }
+        self.sent += data.remaining() as u64;
         self.declared.is_some_and(|d| self.sent >= d)
     }
 

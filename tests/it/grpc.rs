@@ -1082,3 +1082,50 @@ async fn a_transport_failure_before_a_status_is_classified_as_for_http() {
     );
     assert_eq!(code_of(&span), None, "no status arrived");
 }
+
+// ------------------------------------------------------------------ gRPC-Web
+
+/// gRPC-Web (tonic-web inside the layer, over HTTP/1.1): the status travels in a trailer frame
+/// of the body, read from there.
+#[tokio::test]
+async fn grpc_web_statuses_come_from_the_trailer_frame() {
+    use http_body_util::BodyExt;
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route_service(
+            "/grpc.health.v1.Health/{*rest}",
+            HealthServer::new(TestHealth),
+        )
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for (service, want, error) in [
+        ("ok", "OK", false),
+        ("code-13", "INTERNAL", true),
+        ("code-5", "NOT_FOUND", false),
+    ] {
+        t.reset();
+        let msg = prost::Message::encode_to_vec(&HealthCheckRequest {
+            service: service.into(),
+        });
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend_from_slice(&msg);
+        let req = http::Request::post(format!("http://{addr}{}", "/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        let server = one(&t, SpanKind::Server).await;
+        assert_eq!(server.name, CHECK);
+        assert_rpc(&server, CHECK);
+        assert_eq!(code_of(&server).as_deref(), Some(want), "{service}");
+        assert_eq!(is_error(&server), error, "{service}");
+    }
+}

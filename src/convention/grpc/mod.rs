@@ -200,6 +200,89 @@ pub(crate) struct Grpc {
     /// The code the end settled on, and whether the method turned out unknown.
     settled: Option<Option<u32>>,
     unknown: bool,
+    /// A gRPC-Web response (binary): its status travels in a trailer frame of the body.
+    web: Option<WebFrames>,
+}
+
+/// Longest gRPC-Web trailer frame read (its `grpc-status` line comes first in practice).
+const MAX_WEB_TRAILER: usize = 8 * 1024;
+
+/// The frames of a gRPC-Web response body, followed across data chunks: `[flags, len (4 bytes
+/// big-endian), payload]`, the trailer frame flagged `0x80` and holding HTTP/1-style header
+/// lines.
+#[derive(Debug, Default)]
+struct WebFrames {
+    header: [u8; 5],
+    header_len: usize,
+    /// Payload bytes left in the current frame.
+    left: usize,
+    /// The current frame is the trailer frame: its payload so far.
+    trailer: Option<Vec<u8>>,
+    /// Bytes were missed: nothing more can be read.
+    lost: bool,
+}
+
+impl WebFrames {
+    /// Feed bytes; the trailer frame's payload when it completes.
+    fn feed(&mut self, mut bytes: &[u8], mut on_trailer: impl FnMut(&[u8])) {
+        while !bytes.is_empty() && !self.lost {
+            if self.header_len < 5 {
+                let n = (5 - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                bytes = &bytes[n..];
+                if self.header_len < 5 {
+                    return;
+                }
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]) as usize;
+                self.left = len;
+                self.trailer = (self.header[0] & 0x80 != 0)
+                    .then(|| Vec::with_capacity(len.min(MAX_WEB_TRAILER)));
+            } else {
+                let n = self.left.min(bytes.len());
+                if let Some(t) = &mut self.trailer {
+                    let room = MAX_WEB_TRAILER.saturating_sub(t.len());
+                    t.extend_from_slice(&bytes[..n.min(room)]);
+                }
+                self.left -= n;
+                bytes = &bytes[n..];
+            }
+            if self.header_len == 5 && self.left == 0 {
+                if let Some(t) = self.trailer.take() {
+                    on_trailer(&t);
+                }
+                self.header_len = 0;
+            }
+        }
+    }
+}
+
+/// `grpc-status` (and whether a non-empty `grpc-message` came) of a gRPC-Web trailer frame:
+/// `name: value` lines, names case-insensitive.
+fn web_trailer_status(payload: &[u8]) -> (Option<u32>, bool) {
+    let mut code = None;
+    let mut message = false;
+    for line in payload.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.trim_ascii().eq_ignore_ascii_case(b"grpc-status") {
+            code = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok());
+        } else if name.trim_ascii().eq_ignore_ascii_case(b"grpc-message") {
+            message = !value.is_empty();
+        }
+    }
+    (code, message)
 }
 
 impl Grpc {
@@ -214,6 +297,7 @@ impl Grpc {
             message: false,
             settled: None,
             unknown: known == Known::No,
+            web: None,
         }
     }
 
@@ -265,6 +349,8 @@ impl Grpc {
                     Who::Client => code_error(code_of_http(s)),
                     Who::Server => (None, Some(Cow::Owned(s.as_str().to_owned()))),
                 },
+                // a gRPC-Web body that could not be read (`-text`): the status is not known
+                (None, _) if self.web.as_ref().is_some_and(|w| w.lost) => (None, None),
                 (None, _) => (None, Some(Cow::Borrowed(error::GRPC_STATUS_MISSING))),
             },
         }
@@ -283,6 +369,20 @@ impl Grpc {
 impl Convention for Grpc {
     fn head(&mut self, status: StatusCode, headers: &HeaderMap) {
         self.http = Some(status);
+        // binary gRPC-Web: the status comes in the body's trailer frame (`-text`, base64, is not
+        // read: its status is known only when it came in the headers)
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let web = ct.len() >= 20 && ct[..20].eq_ignore_ascii_case(b"application/grpc-web");
+        let text = ct.len() >= 25 && ct[..25].eq_ignore_ascii_case(b"application/grpc-web-text");
+        if web {
+            self.web = Some(WebFrames {
+                lost: text,
+                ..WebFrames::default()
+            });
+        }
         if let Some(code) = grpc_status(headers) {
             self.code = Some(code);
             self.trailers_only = true;
@@ -293,6 +393,29 @@ impl Convention for Grpc {
     fn trailers(&mut self, trailers: &HeaderMap) {
         if let Some(code) = grpc_status(trailers) {
             self.code = Some(code);
+        }
+    }
+
+    fn reads_data(&self) -> bool {
+        self.web.as_ref().is_some_and(|w| !w.lost)
+    }
+
+    fn data(&mut self, bytes: &[u8]) {
+        let Some(web) = &mut self.web else {
+            return;
+        };
+        let mut found = None;
+        web.feed(bytes, |payload| found = Some(web_trailer_status(payload)));
+        if let Some((code, _)) = found {
+            if code.is_some() {
+                self.code = code;
+            }
+        }
+    }
+
+    fn data_gap(&mut self) {
+        if let Some(web) = &mut self.web {
+            web.lost = true;
         }
     }
 
@@ -435,6 +558,36 @@ mod tests {
         for bad in ["", "/", "/svc", "/svc/", "//m", "/a/b/c", "svc/m"] {
             assert_eq!(method_of(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn grpc_web_trailer_frames_are_read_across_chunks() {
+        let mut body = Vec::new();
+        // a data frame, then the trailer frame
+        body.extend_from_slice(&[0, 0, 0, 0, 2, 8, 1]);
+        let trailer = b"grpc-status: 13\r\ngrpc-message: boom\r\nx-a: b\r\n";
+        body.push(0x80);
+        body.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
+        body.extend_from_slice(trailer);
+        // every split into two chunks, and one byte at a time
+        for cut in 0..=body.len() {
+            let mut w = WebFrames::default();
+            let mut got = None;
+            w.feed(&body[..cut], |p| got = Some(web_trailer_status(p)));
+            w.feed(&body[cut..], |p| got = Some(web_trailer_status(p)));
+            assert_eq!(got, Some((Some(13), true)), "cut at {cut}");
+        }
+        let mut w = WebFrames::default();
+        let mut got = None;
+        for b in &body {
+            w.feed(std::slice::from_ref(b), |p| {
+                got = Some(web_trailer_status(p))
+            });
+        }
+        assert_eq!(got, Some((Some(13), true)));
+        assert_eq!(web_trailer_status(b"GRPC-STATUS:0\n"), (Some(0), false));
+        assert_eq!(web_trailer_status(b"grpc-status: x\n"), (None, false));
+        assert_eq!(web_trailer_status(b"\xff\xfe"), (None, false));
     }
 
     #[test]
