@@ -29,11 +29,12 @@
 //!   `tonic::service::Routes::into_axum_router()` into the root router and put
 //!   `.layer(OtelLayer::server())` on the root. Serve with `axum::serve`; HTTP/2 without TLS
 //!   (h2c, what gRPC clients speak to a plain port) needs axum's `http2` feature.
-//!   `Router::merge` panics when both routers have a fallback, and tonic's `Routes` has one
-//!   (it answers `UNIMPLEMENTED`): a root router with a fallback of its own adds each tonic
-//!   service with `route_service("/package.Service/{*rest}", service)` instead — a call to a
-//!   service it does not have then reaches the root's fallback, recorded with `error.type` =
-//!   its HTTP status and `rpc.method = _OTHER`.
+//!   tonic's `Routes` has a fallback that answers every unmatched path, plain HTTP ones too,
+//!   with a gRPC `UNIMPLEMENTED` (HTTP `200`): a `fallback` set after `merge` answers them with
+//!   a 404 again. `Router::merge` panics when both routers already have a fallback: a root router
+//!   with one adds each tonic service with `route_service("/package.Service/{*rest}", service)`
+//!   instead. Either way a call to a service the router does not have reaches the root's
+//!   fallback, recorded with `error.type` = its HTTP status and `rpc.method = _OTHER`.
 //! - **tonic's own `Server`**: `Server::builder().layer(OtelLayer::server())`. With the
 //!   `tonic` feature, `network.peer.*` and `client.address` come from its `TcpConnectInfo`.
 //! - **A tonic `Channel`**: `ServiceBuilder::new().layer(OtelLayer::client().with_target(uri))
@@ -111,11 +112,14 @@
 //! |---|---|---|
 //! | unary, server, client or bidirectional streaming | at the trailers (or at the head of a trailers-only response) | the status |
 //! | the caller resets the stream or drops the response (a client stopping a `Watch`) | then | `CANCELLED`, no error on either side |
-//! | a `grpc-timeout` that has passed when the call ends | then | `DEADLINE_EXCEEDED`, an error on both sides |
+//! | stopped early (dropped, reset, failed, or answered `CANCELLED`) once its `grpc-timeout` had passed | then | `DEADLINE_EXCEEDED`, an error on both sides |
+//! | a status that arrived, after the deadline or not | at the trailers | that status |
 //!
-//! **Deadlines.** tonic enforces `grpc-timeout` outside the user's layers and reports an
-//! expiry as a cancel (the server's layer only sees its call dropped; the client's sees tonic's
-//! timeout error). The layers read the request's `grpc-timeout` (tonic's client sets it from
+//! **Deadlines.** tonic's `Server` and tonic's client enforce `grpc-timeout` outside the user's
+//! layers and report an expiry as a cancel (the server's layer only sees its call dropped; the
+//! client's sees tonic's timeout error, and the caller gets `Code::Cancelled`); tonic services
+//! inside an axum `Router` are not stopped at their deadline (the handler runs on, the client
+//! gives up and resets the call). The layers read the request's `grpc-timeout` (tonic's client sets it from
 //! `Request::set_timeout`) and record `DEADLINE_EXCEEDED` when it has passed at the end, by
 //! comparing the elapsed time: no dependency on tonic is needed, and a call that ends a moment
 //! before its deadline is not taken for one that missed it. A deadline set only on the

@@ -1129,3 +1129,27 @@ async fn grpc_web_statuses_come_from_the_trailer_frame() {
         assert_eq!(is_error(&server), error, "{service}");
     }
 }
+
+/// tonic's `Routes` fallback answers every unmatched path — plain HTTP ones too — with a gRPC
+/// `UNIMPLEMENTED` (HTTP 200): a `fallback` set after `merge` takes that back.
+#[tokio::test]
+async fn a_fallback_after_merge_answers_unmatched_http_paths_again() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let grpc = tonic::service::Routes::new(HealthServer::new(TestHealth)).into_axum_router();
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .merge(grpc)
+        .fallback(|| async { (http::StatusCode::NOT_FOUND, "no such page") })
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert_eq!(reqwest_free_get(addr, "/nope").await, "no such page");
+    let span = one(&t, SpanKind::Server).await;
+    assert_eq!(span.name, "GET");
+    assert_eq!(attr_i64(&span, "http.response.status_code"), Some(404));
+    // the gRPC service is still served
+    t.reset();
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    client.check(check("ok")).await.unwrap();
+    assert_eq!(one(&t, SpanKind::Server).await.name, CHECK);
+}
