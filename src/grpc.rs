@@ -81,12 +81,18 @@
 //! **Whether a method is known.** On the server, give the methods with
 //! [`with_grpc_methods`](crate::OtelLayer::with_grpc_methods): `rpc.method` is then set when the
 //! span starts (samplers see it) and any other method is `_OTHER`. Without a list, a method is
-//! unknown when the answer is an HTTP `404` or a trailers-only `UNIMPLEMENTED` without a
-//! `grpc-message` (what tonic answers for a service or a method it does not have; a handler's
-//! own `UNIMPLEMENTED` usually says why, and keeps its method), and `rpc.method` is set at the
-//! end: the SDK appends an attribute set twice rather than replacing it, so a provisional value
-//! set at the start would be exported beside the final one. A client sets the method it calls,
-//! at the start.
+//! known only when a gRPC service answered for it — an HTTP `200` with a gRPC content-type —
+//! but not when that answer is a trailers-only `UNIMPLEMENTED` without a `grpc-message` (what
+//! tonic answers for a service or a method it does not have; a handler's own `UNIMPLEMENTED`
+//! usually says why, and keeps its method). Anything else — no route, an answer of another
+//! kind, a call dropped before any answer — is `_OTHER`: the path is the caller's choice, and
+//! the metric's series must stay bounded whatever callers send. So without a list, calls that
+//! stop before answering (a passed deadline, a caller's cancel before the response head) are
+//! `_OTHER` on the metric, their path kept in `rpc.method_original` on the span; give the list
+//! to keep their method. `rpc.method` is set at the end then: the SDK appends an attribute set
+//! twice rather than replacing it, so a provisional value set at the start would be exported
+//! beside the final one. A client sets the method it calls, at the start (`_OTHER` for a path
+//! that is not `/package.Service/Method`).
 //!
 //! **Errors** (span status `Error`, `error.type` = the status name):
 //!
@@ -119,7 +125,9 @@
 //! layers and report an expiry as a cancel (the server's layer only sees its call dropped; the
 //! client's sees tonic's timeout error, and the caller gets `Code::Cancelled`); tonic services
 //! inside an axum `Router` are not stopped at their deadline (the handler runs on, the client
-//! gives up and resets the call). The layers read the request's `grpc-timeout` (tonic's client sets it from
+//! gives up and resets the call). A server-side limit of tonic's own (`Server::timeout`)
+//! shorter than the call's `grpc-timeout`, or without one, drops the call the same way before
+//! its deadline: recorded `CANCELLED`, not an error, as a caller's cancel would be. The layers read the request's `grpc-timeout` (tonic's client sets it from
 //! `Request::set_timeout`) and record `DEADLINE_EXCEEDED` when it has passed at the end, by
 //! comparing the elapsed time: no dependency on tonic is needed, and a call that ends a moment
 //! before its deadline is not taken for one that missed it. A deadline set only on the

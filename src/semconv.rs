@@ -433,6 +433,19 @@ pub(crate) fn recent_user_agent(s: &str) -> StringValue {
         .map_or_else(|| StringValue::from(s.to_owned()), StringValue::from)
 }
 
+/// Two captured header values (string arrays) as one array, in order.
+pub(crate) fn concat_string_arrays(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (
+            Value::Array(opentelemetry::Array::String(a)),
+            Value::Array(opentelemetry::Array::String(b)),
+        ) => Value::Array(opentelemetry::Array::String(
+            a.iter().chain(b).cloned().collect(),
+        )),
+        _ => b.clone(),
+    }
+}
+
 /// `http.request.header.<name>` / `http.response.header.<name>` values: string arrays.
 pub(crate) fn capture_headers(
     headers: &http::HeaderMap,

@@ -59,6 +59,13 @@ pub(crate) trait Convention {
     /// Some of the response body's bytes could not be handed to [`Convention::data`].
     fn data_gap(&mut self) {}
 
+    /// Whether the request is complete once the response body's declared length
+    /// (`Content-Length`, an exact size hint) has gone out (hyper stops polling then): HTTP's
+    /// yes; not where the result comes in the trailers after the body.
+    fn ends_at_declared_length(&self) -> bool {
+        true
+    }
+
     /// `error.type` of the request as it ended on `who`'s side (`status`: the response's, when
     /// there was one; `elapsed`: since the start); `None`: a success. Called once, before the
     /// attributes below are asked for.
@@ -141,6 +148,10 @@ impl Convention for Conv {
 
     fn data_gap(&mut self) {
         each!(self, c => c.data_gap())
+    }
+
+    fn ends_at_declared_length(&self) -> bool {
+        each!(self, c => c.ends_at_declared_length())
     }
 
     fn outcome(

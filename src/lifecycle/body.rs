@@ -15,11 +15,13 @@ pin_project! {
     /// The request ends when the body reaches its end (`None`, trailers — the last frame, which
     /// the request's convention reads — or a frame after which
     /// [`is_end_stream`](Body::is_end_stream) is true), when its declared length
-    /// (`Content-Length`, an exact size hint) has been transferred, or when it fails
-    /// (`error.type` from the error, `"response_body"` when nothing more specific is known) or
-    /// ends short of its declared length (`"response_body"`). Dropped before that, a server
-    /// reports `error.type = "response_body_dropped"` (the client went away mid-body); a
-    /// client's caller dropping it is no error. The request's context is current while the body
+    /// (`Content-Length`, an exact size hint) has been transferred (HTTP: a gRPC call's result
+    /// comes in the trailers after it), or when it fails (`error.type` from the error,
+    /// `"response_body"` when nothing more specific is known) or ends short of its declared
+    /// length (`"response_body"`). Dropped before that, an HTTP server reports
+    /// `error.type = "response_body_dropped"` (the client went away mid-body); a client's caller
+    /// dropping it is no error; a gRPC call is `CANCELLED`, an error on neither side
+    /// ([`crate::grpc`]). The request's context is current while the body
     /// is polled — the caller's, when the request was passed through unrecorded, and still the
     /// request's when the body is polled after the request ended. A body with a declared length
     /// ends at its last declared byte (hyper polls no further on HTTP/1.1): trailers after it are

@@ -12,9 +12,10 @@ pin_project! {
     /// The response future of [`OtelService`](crate::OtelService), on side `S`.
     ///
     /// The request's context (its span's, or the caller's propagated one) is current and its
-    /// log span entered while the inner future is polled. On a server, dropping this future
-    /// before the response ends the span with `error.type = "cancelled"`; on a client, the
-    /// caller dropping it is no error.
+    /// log span entered while the inner future is polled. On an HTTP server, dropping this
+    /// future before the response ends the span with `error.type = "cancelled"`; on a client,
+    /// the caller dropping it is no error; a gRPC call is `CANCELLED`, an error on neither side
+    /// ([`crate::grpc`]).
     pub struct ResponseFuture<F, S: Side = Server> {
         #[pin]
         inner: F,

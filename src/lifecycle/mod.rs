@@ -216,8 +216,11 @@ pub(crate) struct Record<S: Rules> {
     status: Option<StatusCode>,
     /// Response body bytes transferred so far.
     sent: u64,
-    /// The response body's declared length (`Content-Length`, or an exact size hint).
+    /// The response body's declared length (`Content-Length`, or an exact size hint), when
+    /// the convention ends the request there.
     declared: Option<u64>,
+    /// An RPC call's response metadata (head and trailers), set on the span at the end.
+    metadata: Vec<KeyValue>,
     done: bool,
 }
 
@@ -245,6 +248,7 @@ impl<S: Rules> Record<S> {
             status: None,
             sent: 0,
             declared: None,
+            metadata: Vec::new(),
             done: false,
             config: b.config,
         };
@@ -307,11 +311,15 @@ impl<S: Rules> Record<S> {
             response = self
                 .config
                 .response_extras(response, self.conv.is_rpc(), &mut attrs);
-            if let Some(span) = self.span() {
+            if self.conv.is_rpc() {
+                // response metadata comes from the trailers too: set once, at the end, each
+                // key's values from both (the SDK appends an attribute set twice)
+                self.metadata = attrs;
+            } else if let Some(span) = self.span() {
                 span.set_attributes(attrs);
             }
         }
-        self.declared = declared_length(&response);
+        self.declared = declared_length(&response).filter(|_| self.conv.ends_at_declared_length());
         let complete = self.complete_at_head(&response);
         (response, complete)
     }
@@ -376,7 +384,7 @@ impl<S: Rules> Record<S> {
     }
 
     /// The response's trailers arrived: the convention reads them (and an RPC call's
-    /// allow-listed response metadata is taken from them).
+    /// allow-listed response metadata is taken from them, beside the head's).
     pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
         self.conv.trailers(trailers);
         if self.conv.is_rpc()
@@ -391,8 +399,11 @@ impl<S: Rules> Record<S> {
                 self.config.max_value_length,
                 &mut attrs,
             );
-            if let Some(span) = self.span() {
-                span.set_attributes(attrs);
+            for kv in attrs {
+                match self.metadata.iter_mut().find(|m| m.key == kv.key) {
+                    Some(m) => m.value = semconv::concat_string_arrays(&m.value, &kv.value),
+                    None => self.metadata.push(kv),
+                }
             }
         }
     }
@@ -461,7 +472,9 @@ impl<S: Rules> Record<S> {
                 .as_ref()
                 .map(|t| KeyValue::new(S::TEMPLATE_KEY, t.clone())),
         };
+        let metadata = std::mem::take(&mut self.metadata);
         if let Some(span) = self.span() {
+            span.set_attributes(metadata);
             // the route settled after the start is not among the start attributes
             let late_template = self.slot.is_some();
             let attrs = [

@@ -235,11 +235,14 @@ impl<M> OtelLayer<Server, M> {
     /// recorded with `rpc.method = _OTHER` (and `rpc.method_original`, span name `grpc`), and
     /// `rpc.method` is set when the span starts, so that samplers see it.
     ///
-    /// Without a list, whether a method is known is decided at the end of the call — unknown
-    /// when the answer is an HTTP `404` or a trailers-only `UNIMPLEMENTED` (what tonic answers
-    /// for a service or method it does not have) — and `rpc.method` is set then: the SDK
-    /// appends a span attribute set twice rather than replacing it, so a provisional value set
-    /// at the start would be exported beside the final one.
+    /// Without a list, whether a method is known is decided at the end of the call: known only
+    /// when a gRPC service answered for it (an HTTP `200` with a gRPC content-type), but not for
+    /// a trailers-only `UNIMPLEMENTED` without a `grpc-message` (what tonic answers for a
+    /// service or method it does not have); a call dropped before any answer is `_OTHER` too
+    /// (its path is the caller's choice) — give the list to keep the method of calls that stop
+    /// before answering (a passed deadline, a caller's cancel). `rpc.method` is then set at the
+    /// end: the SDK appends a span attribute set twice rather than replacing it, so a
+    /// provisional value set at the start would be exported beside the final one.
     ///
     /// ```
     /// use tower_otel_http::OtelLayer;

@@ -94,6 +94,9 @@ impl Health for TestHealth {
                 status
                     .metadata_mut()
                     .insert("x-trailer", "from-the-trailers".parse().unwrap());
+                status
+                    .metadata_mut()
+                    .insert("x-both", "tail".parse().unwrap());
                 Box::pin(tokio_stream::iter(vec![
                     Ok(serving()),
                     Ok(serving()),
@@ -107,7 +110,11 @@ impl Health for TestHealth {
                 Ok(serving()),
             ])),
         };
-        Ok(Response::new(stream))
+        let mut response = Response::new(stream);
+        response
+            .metadata_mut()
+            .insert("x-both", "head".parse().unwrap());
+        Ok(response)
     }
 }
 
@@ -868,7 +875,7 @@ async fn allow_listed_metadata_from_headers_and_trailers() {
     let (t, m) = (Telemetry::new(), Metrics::new());
     let layer = server_layer(&t, &m)
         .with_request_headers(["x-tenant", "authorization"])
-        .with_response_headers(["x-resp", "x-trailer"]);
+        .with_response_headers(["x-resp", "x-trailer", "x-both"]);
     let addr = axum_server(layer).await;
     let target = format!("http://{addr}");
     let channel = Endpoint::from_shared(target.clone())
@@ -932,6 +939,12 @@ async fn allow_listed_metadata_from_headers_and_trailers() {
         arr(&server, "rpc.response.metadata.x-trailer").as_deref(),
         Some("[\"from-the-trailers\"]")
     );
+    // a key in the head and the trailers: one attribute, both values, in order
+    assert_eq!(
+        arr(&server, "rpc.response.metadata.x-both").as_deref(),
+        Some("[\"head\",\"tail\"]")
+    );
+    assert_rpc(&server, WATCH);
 }
 
 /// Without a target and without a `Host` header, a tonic channel's requests have no server
@@ -961,8 +974,8 @@ async fn the_client_needs_its_target_for_server_address() {
 // ------------------------------------------------------------------ calls without a status
 
 /// A gRPC answer that ends without any `grpc-status` (an HTTP `200`, no trailers): an error on
-/// both sides, `error.type = grpc_status_missing` on the server; the client reads it as tonic
-/// does (UNKNOWN).
+/// both sides, `error.type = grpc_status_missing`, no status recorded (tonic reports UNKNOWN to
+/// its caller).
 #[tokio::test]
 async fn a_call_that_ends_without_a_status_is_an_error() {
     let (t, m) = (Telemetry::new(), Metrics::new());
@@ -1152,4 +1165,234 @@ async fn a_fallback_after_merge_answers_unmatched_http_paths_again() {
     let mut client = HealthClient::new(channel(addr, &t, &m).await);
     client.check(check("ok")).await.unwrap();
     assert_eq!(one(&t, SpanKind::Server).await.name, CHECK);
+}
+
+// ------------------------------------------------------------------ review findings
+
+/// gRPC-shaped calls to paths a gRPC service does not answer (an HTTP route answering text,
+/// whatever the path): `_OTHER`, so the caller's paths never become metric series.
+#[tokio::test]
+async fn paths_no_grpc_service_answered_are_other_on_the_metric() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route("/users/{id}", axum::routing::post(|| async { "not gRPC" }))
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    for i in 0..20 {
+        grpc.ready().await.unwrap();
+        let path: &'static str = Box::leak(format!("/users/{i}").into_boxed_str());
+        let _ = grpc
+            .unary::<Num, Num, Codec>(
+                Request::new(Num { n: 1 }),
+                PathAndQuery::from_static(path),
+                Codec::default(),
+            )
+            .await;
+    }
+    assert!(eventually(5, || by_kind(&t.spans(), SpanKind::Server).len() == 20).await);
+    let methods: std::collections::BTreeSet<String> = m
+        .points("rpc.server.call.duration")
+        .iter()
+        .filter_map(|p| p.attr("rpc.method").map(str::to_owned))
+        .collect();
+    assert_eq!(methods.into_iter().collect::<Vec<_>>(), ["_OTHER"]);
+    for s in by_kind(&t.spans(), SpanKind::Server) {
+        assert_eq!(s.name, "grpc");
+        assert!(attr_str(&s, "rpc.method_original").is_some_and(|m| m.starts_with("users/")));
+    }
+}
+
+/// A non-200 answer whose body tonic reads as gRPC frames, fails on and drops (a streamed 503
+/// page, no Content-Length): an error on the client (UNAVAILABLE), not a cancel.
+#[tokio::test]
+async fn a_streamed_non_200_answer_dropped_by_tonic_is_no_cancel() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new().fallback(|| async {
+        let page = tokio_stream::iter(vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"<html>the gateway is down")),
+            Ok(bytes::Bytes::from(vec![b'.'; 4096])),
+        ]);
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::CONTENT_TYPE, "text/html")],
+            axum::body::Body::from_stream(page),
+        )
+    });
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut client = HealthClient::new(channel(addr, &t, &m).await);
+    let status = client.check(check("ok")).await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    let span = one(&t, SpanKind::Client).await;
+    assert_eq!(code_of(&span).as_deref(), Some("UNAVAILABLE"), "{span:?}");
+    assert!(is_error(&span));
+}
+
+/// A gRPC answer with a Content-Length and its status in the trailers after the body: the
+/// call ends at the trailers, not at the declared length.
+#[tokio::test]
+async fn a_declared_length_does_not_end_a_grpc_call_before_its_trailers() {
+    use http_body::Frame;
+    struct Framed(u8);
+    impl http_body::Body for Framed {
+        type Data = bytes::Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, Infallible>>> {
+            self.0 += 1;
+            Poll::Ready(match self.0 {
+                1 => Some(Ok(Frame::data(bytes::Bytes::from_static(&[
+                    0, 0, 0, 0, 2, 8, 1,
+                ])))),
+                2 => {
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-status", "13".parse().unwrap());
+                    Some(Ok(Frame::trailers(t)))
+                }
+                _ => None,
+            })
+        }
+    }
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route(
+            "/declared.Service/Call",
+            axum::routing::post(|| async {
+                (
+                    [
+                        (http::header::CONTENT_TYPE, "application/grpc"),
+                        (http::header::CONTENT_LENGTH, "7"),
+                    ],
+                    axum::body::Body::new(Framed(0)),
+                )
+            }),
+        )
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<Num, Num, Codec>(
+            Request::new(Num { n: 1 }),
+            PathAndQuery::from_static("/declared.Service/Call"),
+            Codec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let span = one(&t, kind.clone()).await;
+        assert_eq!(code_of(&span).as_deref(), Some("INTERNAL"), "{kind:?}");
+    }
+}
+
+/// gRPC-Web: a stream that fails after its messages carries INTERNAL in its trailer frame.
+#[tokio::test]
+async fn grpc_web_failure_in_the_trailer_frame_after_messages() {
+    use http_body_util::BodyExt;
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route_service(
+            "/grpc.health.v1.Health/{*rest}",
+            HealthServer::new(TestHealth),
+        )
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let msg = prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: "fail-after-2".into(),
+    });
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Watch"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(bytes
+        .windows(15)
+        .any(|w| w == b"grpc-status:13\r" || w.starts_with(b"grpc-status:")));
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(code_of(&server).as_deref(), Some("INTERNAL"));
+    assert!(is_error(&server));
+}
+
+/// What the sampler sees at the start: `rpc.method` with a known-method list, not without one
+/// (then it is set at the end, once).
+#[tokio::test]
+async fn the_sampler_sees_rpc_method_only_with_a_list() {
+    use opentelemetry::trace::{Link, TraceId};
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::trace::{
+        InMemorySpanExporter, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+    };
+    #[derive(Clone, Debug, Default)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+    impl ShouldSample for Seen {
+        fn should_sample(
+            &self,
+            _: Option<&opentelemetry::Context>,
+            _: TraceId,
+            _: &str,
+            kind: &SpanKind,
+            attributes: &[KeyValue],
+            _: &[Link],
+        ) -> SamplingResult {
+            if *kind == SpanKind::Server {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(attributes.iter().map(|kv| kv.key.to_string()).collect());
+            }
+            SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            }
+        }
+    }
+    for (list, want) in [(true, true), (false, false)] {
+        let seen = Seen::default();
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .with_sampler(seen.clone())
+            .build();
+        let mut layer = OtelLayer::server().with_tracer_provider(&provider);
+        if list {
+            layer = layer.with_grpc_methods([CHECK]);
+        }
+        let addr = axum_server(layer).await;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel).check(check("ok")).await.unwrap();
+        let keys = seen
+            .0
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("the server span was sampled");
+        assert_eq!(
+            keys.iter().any(|k| k == "rpc.method"),
+            want,
+            "list: {list}, {keys:?}"
+        );
+        assert!(keys.iter().any(|k| k == "rpc.system.name"));
+        assert!(eventually(5, || !exporter.get_finished_spans().unwrap().is_empty()).await);
+        let span = exporter.get_finished_spans().unwrap().remove(0);
+        assert_rpc(&span, CHECK);
+    }
 }

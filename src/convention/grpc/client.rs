@@ -33,13 +33,10 @@ pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Cl
         propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
     }
-    // the method the client calls is the method: known
-    let (method, _) = super::method_value(parts.uri.path(), config.max_value_length);
-    let grpc = Grpc::new(
-        method.clone(),
-        Known::Yes,
-        super::deadline_of(&parts.headers),
-    );
+    // the method the client calls is the method: known (a path of another shape is not one)
+    let (method, well_formed) = super::method_value(parts.uri.path(), config.max_value_length);
+    let known = if well_formed { Known::Yes } else { Known::No };
+    let grpc = Grpc::new(method.clone(), known, super::deadline_of(&parts.headers));
     let clock = Clock::start(tracer.is_some());
     let server = host.map(|(h, port, https)| {
         (
@@ -51,13 +48,19 @@ pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Cl
     let cx = tracer.and_then(|tracer| {
         let mut attrs: Vec<KeyValue> = Vec::with_capacity(6 + config.request_metadata.len());
         attrs.push(KeyValue::new(attr::RPC_SYSTEM_NAME, SYSTEM));
-        attrs.push(KeyValue::new(attr::RPC_METHOD, method.clone()));
+        if well_formed {
+            attrs.push(KeyValue::new(attr::RPC_METHOD, method.clone()));
+        } else {
+            attrs.push(KeyValue::new(attr::RPC_METHOD, super::OTHER));
+            attrs.push(KeyValue::new(attr::RPC_METHOD_ORIGINAL, method.clone()));
+        }
         if let Some((address, port)) = &server {
             attrs.push(KeyValue::new(attr::SERVER_ADDRESS, address.clone()));
             attrs.push(KeyValue::new(attr::SERVER_PORT, *port));
         }
         config.request_extras(parts, true, &mut attrs);
-        let mut builder = SpanBuilder::from_name(method.as_str().to_owned())
+        let name = if well_formed { method.as_str() } else { SYSTEM };
+        let mut builder = SpanBuilder::from_name(name.to_owned())
             .with_kind(<Client as crate::side::sealed::Rules>::KIND)
             .with_attributes(attrs);
         builder.start_time = clock.wall();

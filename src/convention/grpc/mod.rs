@@ -197,6 +197,8 @@ pub(crate) struct Grpc {
     trailers_only: bool,
     /// A trailers-only response carried a (non-empty) `grpc-message`.
     message: bool,
+    /// The response's content-type is gRPC's (or gRPC-Web's).
+    grpc_answer: bool,
     /// The code the end settled on, and whether the method turned out unknown.
     settled: Option<Option<u32>>,
     unknown: bool,
@@ -295,6 +297,7 @@ impl Grpc {
             code: None,
             trailers_only: false,
             message: false,
+            grpc_answer: false,
             settled: None,
             unknown: known == Known::No,
             web: None,
@@ -319,6 +322,13 @@ impl Grpc {
                 is_error(who, code).then(|| Cow::Owned(code_name(code).as_str().to_owned()));
             (Some(code), error)
         };
+        // a non-200 answer: the client maps it as gRPC does (tonic reads such a body as gRPC
+        // frames, fails and drops it: a drop is no cancel then); the server reports the HTTP
+        // code
+        let non_200 = |who: Who, s: StatusCode| match who {
+            Who::Client => code_error(code_of_http(s)),
+            Who::Server => (None, Some(Cow::Owned(s.as_str().to_owned()))),
+        };
         match ending {
             Ending::Panicked => (None, Some(Cow::Borrowed(error::PANIC))),
             // the inner service or the transport failed before a status
@@ -327,28 +337,25 @@ impl Grpc {
                 code_error(DEADLINE_EXCEEDED)
             }
             Ending::Failed(e) => (None, Some(e.clone())),
-            Ending::Dropped { .. } => match self.code {
+            Ending::Dropped { .. } => match (self.code, self.http) {
                 // a status that arrived before the drop stands
-                Some(code) => code_error(code),
-                None if past_deadline => code_error(DEADLINE_EXCEEDED),
+                (Some(code), _) => code_error(code),
+                (None, Some(s)) if s != StatusCode::OK => non_200(who, s),
+                (None, _) if past_deadline => code_error(DEADLINE_EXCEEDED),
                 // the caller went away (server: reset or dropped) or chose to stop (client):
                 // CANCELLED, an error on neither side
-                None => (Some(CANCELLED), None),
+                (None, _) => (Some(CANCELLED), None),
             },
             // the body failed
-            Ending::Completed(Some(e)) => match self.code {
-                Some(code) => code_error(code),
-                None if past_deadline => code_error(DEADLINE_EXCEEDED),
-                None => (None, Some(e.clone())),
+            Ending::Completed(Some(e)) => match (self.code, self.http) {
+                (Some(code), _) => code_error(code),
+                (None, Some(s)) if s != StatusCode::OK => non_200(who, s),
+                (None, _) if past_deadline => code_error(DEADLINE_EXCEEDED),
+                (None, _) => (None, Some(e.clone())),
             },
             Ending::Completed(None) => match (self.code, self.http) {
                 (Some(code), _) => code_error(code),
-                // a non-200 answer: the client maps it as gRPC does; the server reports the
-                // HTTP code
-                (None, Some(s)) if s != StatusCode::OK => match who {
-                    Who::Client => code_error(code_of_http(s)),
-                    Who::Server => (None, Some(Cow::Owned(s.as_str().to_owned()))),
-                },
+                (None, Some(s)) if s != StatusCode::OK => non_200(who, s),
                 // a gRPC-Web body that could not be read (`-text`): the status is not known
                 (None, _) if self.web.as_ref().is_some_and(|w| w.lost) => (None, None),
                 (None, _) => (None, Some(Cow::Borrowed(error::GRPC_STATUS_MISSING))),
@@ -375,6 +382,7 @@ impl Convention for Grpc {
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
+        self.grpc_answer = ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc");
         let web = ct.len() >= 20 && ct[..20].eq_ignore_ascii_case(b"application/grpc-web");
         let text = ct.len() >= 25 && ct[..25].eq_ignore_ascii_case(b"application/grpc-web-text");
         if web {
@@ -398,6 +406,12 @@ impl Convention for Grpc {
 
     fn reads_data(&self) -> bool {
         self.web.as_ref().is_some_and(|w| !w.lost)
+    }
+
+    /// gRPC's result comes in the trailers, after the body: a declared length ends nothing
+    /// (but gRPC-Web's status is inside the body).
+    fn ends_at_declared_length(&self) -> bool {
+        self.web.is_some()
     }
 
     fn data(&mut self, bytes: &[u8]) {
@@ -427,15 +441,17 @@ impl Convention for Grpc {
         elapsed: Duration,
     ) -> Option<Cow<'static, str>> {
         let (code, error) = self.classify(who, ending, elapsed);
-        // no route (an HTTP 404), or a trailers-only UNIMPLEMENTED without a message (tonic's
-        // answer for a service or method it does not have; a handler's own UNIMPLEMENTED
-        // usually says why): the method is not known
-        if self.known == Known::Later
-            && who == Who::Server
-            && (self.http == Some(StatusCode::NOT_FOUND)
-                || (self.trailers_only && self.code == Some(UNIMPLEMENTED) && !self.message))
-        {
-            self.unknown = true;
+        // Decided at the end, a method is known only when a gRPC service answered for it: an
+        // HTTP `200` with a gRPC content-type — but not a trailers-only
+        // UNIMPLEMENTED without a message (tonic's answer for a service or method it does not
+        // have; a handler's own UNIMPLEMENTED usually says why). Anything else — no route (a
+        // 404), another answer (an SPA fallback, a 405), a call dropped before any answer —
+        // keeps the caller's path out of the metrics: the caller chooses it.
+        if self.known == Known::Later && who == Who::Server {
+            let answered = self.http == Some(StatusCode::OK) && self.grpc_answer;
+            let tonic_unknown =
+                self.trailers_only && self.code == Some(UNIMPLEMENTED) && !self.message;
+            self.unknown = !answered || tonic_unknown;
         }
         self.settled = Some(code);
         error
