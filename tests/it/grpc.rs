@@ -1098,43 +1098,54 @@ async fn a_transport_failure_before_a_status_is_classified_as_for_http() {
 
 // ------------------------------------------------------------------ gRPC-Web
 
-/// gRPC-Web (tonic-web inside the layer, over HTTP/1.1): the status travels in a trailer frame
-/// of the body, read from there.
-#[tokio::test]
-async fn grpc_web_statuses_come_from_the_trailer_frame() {
-    use http_body_util::BodyExt;
-    let (t, m) = (Telemetry::new(), Metrics::new());
+/// A health server behind tonic-web inside the server layer (gRPC-Web over HTTP/1.1).
+async fn grpc_web_server(t: &Telemetry, m: &Metrics) -> SocketAddr {
     let app = Router::new()
         .route_service(
             "/grpc.health.v1.Health/{*rest}",
             HealthServer::new(TestHealth),
         )
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(server_layer(&t, &m));
+        .layer(server_layer(t, m));
     let (listener, addr) = listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// One gRPC-Web call of `method` for `service` over HTTP/1.1: the whole response body.
+async fn grpc_web_call(addr: SocketAddr, method: &str, service: &str) -> bytes::Bytes {
+    use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let msg = prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: service.into(),
+    });
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/{method}"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// gRPC-Web (tonic-web inside the layer, over HTTP/1.1): the status travels in a trailer frame
+/// of the body, read from there.
+#[tokio::test]
+async fn grpc_web_statuses_come_from_the_trailer_frame() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let addr = grpc_web_server(&t, &m).await;
     for (service, want, error) in [
         ("ok", "OK", false),
         ("code-13", "INTERNAL", true),
         ("code-5", "NOT_FOUND", false),
     ] {
         t.reset();
-        let msg = prost::Message::encode_to_vec(&HealthCheckRequest {
-            service: service.into(),
-        });
-        let mut body = vec![0u8];
-        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-        body.extend_from_slice(&msg);
-        let req = http::Request::post(format!("http://{addr}{}", "/grpc.health.v1.Health/Check"))
-            .header("content-type", "application/grpc-web+proto")
-            .header("x-grpc-web", "1")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .unwrap();
-        let resp = client.request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
+        grpc_web_call(addr, "Check", service).await;
         let server = one(&t, SpanKind::Server).await;
         assert_eq!(server.name, CHECK);
         assert_rpc(&server, CHECK);
@@ -1294,34 +1305,15 @@ async fn a_declared_length_does_not_end_a_grpc_call_before_its_trailers() {
 /// gRPC-Web: a stream that fails after its messages carries INTERNAL in its trailer frame.
 #[tokio::test]
 async fn grpc_web_failure_in_the_trailer_frame_after_messages() {
-    use http_body_util::BodyExt;
     let (t, m) = (Telemetry::new(), Metrics::new());
-    let app = Router::new()
-        .route_service(
-            "/grpc.health.v1.Health/{*rest}",
-            HealthServer::new(TestHealth),
-        )
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(server_layer(&t, &m));
-    let (listener, addr) = listener().await;
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let msg = prost::Message::encode_to_vec(&HealthCheckRequest {
-        service: "fail-after-2".into(),
-    });
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    body.extend_from_slice(&msg);
-    let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Watch"))
-        .header("content-type", "application/grpc-web+proto")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(bytes
-        .windows(15)
-        .any(|w| w == b"grpc-status:13\r" || w.starts_with(b"grpc-status:")));
+    let addr = grpc_web_server(&t, &m).await;
+    let bytes = grpc_web_call(addr, "Watch", "fail-after-2").await;
+    assert!(
+        bytes
+            .windows(14)
+            .any(|w| w.eq_ignore_ascii_case(b"grpc-status:13")),
+        "the trailer frame: {bytes:?}"
+    );
     let server = one(&t, SpanKind::Server).await;
     assert_eq!(code_of(&server).as_deref(), Some("INTERNAL"));
     assert!(is_error(&server));
