@@ -274,6 +274,20 @@ async fn channel(addr: SocketAddr, t: &Telemetry, m: &Metrics) -> Traced {
         .service(channel)
 }
 
+/// A unary call of `path` with a `Num` through `grpc` (any path: the tests' own service, or one
+/// nobody serves).
+async fn unary(
+    grpc: &mut tonic::client::Grpc<Traced>,
+    path: &str,
+) -> Result<Response<Num>, Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = PathAndQuery::try_from(path.to_owned()).unwrap();
+    grpc.unary::<Num, Num, Codec>(Request::new(Num { n: 1 }), path, Codec::default())
+        .await
+}
+
 fn server_layer(t: &Telemetry, m: &Metrics) -> OtelServerLayer {
     t.layer().with_meter_provider(&m.provider)
 }
@@ -534,15 +548,7 @@ async fn unknown_methods_are_other_on_the_server() {
     let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
     for path in ["/grpc.health.v1.Health/Nope", "/nope.Service/Method"] {
         t.reset();
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary::<Num, Num, Codec>(
-                Request::new(Num { n: 1 }),
-                PathAndQuery::from_static(path),
-                Codec::default(),
-            )
-            .await
-            .unwrap_err();
+        let status = unary(&mut grpc, path).await.unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented);
         let server = one(&t, SpanKind::Server).await;
         assert_eq!(server.name, "grpc", "{path}");
@@ -607,15 +613,7 @@ async fn a_non_200_answer_is_an_error_on_both_sides() {
     let (listener, addr) = listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<Num, Num, Codec>(
-            Request::new(Num { n: 1 }),
-            PathAndQuery::from_static("/nope.Service/Method"),
-            Codec::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = unary(&mut grpc, "/nope.Service/Method").await.unwrap_err();
     // tonic itself reports the text/plain answer as a protocol failure
     assert_ne!(status.code(), Code::Ok);
     let server = one(&t, SpanKind::Server).await;
@@ -993,14 +991,7 @@ async fn a_call_that_ends_without_a_status_is_an_error() {
     let (listener, addr) = listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
-    grpc.ready().await.unwrap();
-    let result = grpc
-        .unary::<Num, Num, Codec>(
-            Request::new(Num { n: 1 }),
-            PathAndQuery::from_static("/broken.Service/Call"),
-            Codec::default(),
-        )
-        .await;
+    let result = unary(&mut grpc, "/broken.Service/Call").await;
     assert!(result.is_err(), "{result:?}");
     let server = one(&t, SpanKind::Server).await;
     assert_eq!(
@@ -1192,15 +1183,7 @@ async fn paths_no_grpc_service_answered_are_other_on_the_metric() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
     for i in 0..20 {
-        grpc.ready().await.unwrap();
-        let path: &'static str = Box::leak(format!("/users/{i}").into_boxed_str());
-        let _ = grpc
-            .unary::<Num, Num, Codec>(
-                Request::new(Num { n: 1 }),
-                PathAndQuery::from_static(path),
-                Codec::default(),
-            )
-            .await;
+        let _ = unary(&mut grpc, &format!("/users/{i}")).await;
     }
     assert!(eventually(5, || by_kind(&t.spans(), SpanKind::Server).len() == 20).await);
     let methods: std::collections::BTreeSet<String> = m
@@ -1286,13 +1269,7 @@ async fn a_declared_length_does_not_end_a_grpc_call_before_its_trailers() {
     let (listener, addr) = listener().await;
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<Num, Num, Codec>(
-            Request::new(Num { n: 1 }),
-            PathAndQuery::from_static("/declared.Service/Call"),
-            Codec::default(),
-        )
+    let status = unary(&mut grpc, "/declared.Service/Call")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal);
