@@ -79,8 +79,60 @@ impl<S: Side> Clone for Config<S> {
     }
 }
 
+/// The comma-separated header names of an environment variable (`None` when unset or empty).
+fn env_names(var: &str) -> Option<Vec<String>> {
+    let v = std::env::var(var).ok()?;
+    let names: Vec<String> = v
+        .split(',')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The header and metadata allow-lists the environment gives a side (the variables the other
+/// OpenTelemetry HTTP and gRPC instrumentations read, the Java agent's names):
+/// `OTEL_INSTRUMENTATION_HTTP_{SERVER,CLIENT}_CAPTURE_{REQUEST,RESPONSE}_HEADERS` and
+/// `OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_{SERVER,CLIENT}_{REQUEST,RESPONSE}`. Settings
+/// given in code replace them.
+pub(crate) struct EnvCaptures {
+    pub(crate) request_headers: Vec<(HeaderName, Key)>,
+    pub(crate) response_headers: Vec<(HeaderName, Key)>,
+    pub(crate) request_metadata: Vec<(HeaderName, Key)>,
+    pub(crate) response_metadata: Vec<(HeaderName, Key)>,
+}
+
+impl EnvCaptures {
+    pub(crate) fn read(side: &str) -> Self {
+        use opentelemetry_semantic_conventions::attribute as attr;
+        let side = side.to_ascii_uppercase();
+        let list = |var: String, prefix: &str| {
+            env_names(&var).map_or_else(Vec::new, |names| header_keys(&names, prefix))
+        };
+        EnvCaptures {
+            request_headers: list(
+                format!("OTEL_INSTRUMENTATION_HTTP_{side}_CAPTURE_REQUEST_HEADERS"),
+                attr::HTTP_REQUEST_HEADER,
+            ),
+            response_headers: list(
+                format!("OTEL_INSTRUMENTATION_HTTP_{side}_CAPTURE_RESPONSE_HEADERS"),
+                attr::HTTP_RESPONSE_HEADER,
+            ),
+            request_metadata: list(
+                format!("OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_{side}_REQUEST"),
+                attr::RPC_REQUEST_METADATA,
+            ),
+            response_metadata: list(
+                format!("OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_{side}_RESPONSE"),
+                attr::RPC_RESPONSE_METADATA,
+            ),
+        }
+    }
+}
+
 impl<S: Side> Config<S> {
     pub(crate) fn new() -> Self {
+        let env = EnvCaptures::read(S::NAME);
         Config {
             tracer: TracerSource::Global,
             propagator: PropagatorSource::Global,
@@ -88,10 +140,10 @@ impl<S: Side> Config<S> {
             meter: MeterSource::new(S::HTTP_METRICS),
             methods: KnownMethods::from_env_or_default(),
             filter: None,
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
-            request_metadata: Vec::new(),
-            response_metadata: Vec::new(),
+            request_headers: env.request_headers,
+            response_headers: env.response_headers,
+            request_metadata: env.request_metadata,
+            response_metadata: env.response_metadata,
             request_hook: None,
             response_hook: None,
             span_name: None,

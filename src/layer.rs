@@ -316,7 +316,10 @@ impl<S: Side, M> OtelLayer<S, M> {
 
     /// Record these request headers as `http.request.header.<name>` (string arrays), and on a
     /// gRPC call as `rpc.request.metadata.<name>`. Names are case-insensitive; invalid names
-    /// are ignored. Nothing is recorded by default, and
+    /// are ignored. Replaces the lists the environment gives
+    /// (`OTEL_INSTRUMENTATION_HTTP_{SERVER,CLIENT}_CAPTURE_REQUEST_HEADERS`,
+    /// `OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_{SERVER,CLIENT}_REQUEST`: comma-separated
+    /// names, read when the layer is built). Nothing is recorded by default, and
     /// `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are not recorded
     /// even when listed unless [`with_sensitive_headers`](Self::with_sensitive_headers)
     /// forces them.
@@ -340,6 +343,9 @@ impl<S: Side, M> OtelLayer<S, M> {
 
     /// Record these response headers as `http.response.header.<name>` (string arrays), and on a
     /// gRPC call as `rpc.response.metadata.<name>`, from the response headers and the trailers.
+    /// Replaces the lists the environment gives
+    /// (`OTEL_INSTRUMENTATION_HTTP_{SERVER,CLIENT}_CAPTURE_RESPONSE_HEADERS`,
+    /// `OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_{SERVER,CLIENT}_RESPONSE`).
     pub fn with_response_headers<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
