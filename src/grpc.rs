@@ -127,10 +127,15 @@
 //! inside an axum `Router` are not stopped at their deadline (the handler runs on, the client
 //! gives up and resets the call). A server-side limit of tonic's own (`Server::timeout`)
 //! shorter than the call's `grpc-timeout`, or without one, drops the call the same way before
-//! its deadline: recorded `CANCELLED`, not an error, as a caller's cancel would be. The layers read the request's `grpc-timeout` (tonic's client sets it from
+//! its deadline: recorded `CANCELLED`, not an error, as a caller's cancel would be.
+//!
+//! The layers read the request's `grpc-timeout` (tonic's client sets it from
 //! `Request::set_timeout`) and record `DEADLINE_EXCEEDED` when it has passed at the end, by
-//! comparing the elapsed time: no dependency on tonic is needed, and a call that ends a moment
-//! before its deadline is not taken for one that missed it. A deadline set only on the
+//! comparing the elapsed time: no dependency on tonic is needed. The layer's clock starts when
+//! it sees the call — after the client started its own, after tonic's `Server` started its
+//! timer, after whatever queued the call on a busy server — so a call stopped by its deadline
+//! ends a little short of it by that clock: a call that stops within a tenth of its deadline
+//! (at most 100 ms) before it counts as having missed it. A deadline set only on the
 //! `Endpoint` (`Endpoint::timeout`) travels in no header: the client's layer cannot see it.
 //!
 //! # Metrics

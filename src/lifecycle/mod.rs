@@ -474,7 +474,9 @@ impl<S: Rules> Record<S> {
         };
         let metadata = std::mem::take(&mut self.metadata);
         if let Some(span) = self.span() {
-            span.set_attributes(metadata);
+            if !metadata.is_empty() {
+                span.set_attributes(metadata);
+            }
             // the route settled after the start is not among the start attributes
             let late_template = self.slot.is_some();
             let attrs = [

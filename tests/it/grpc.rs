@@ -728,8 +728,8 @@ async fn a_passed_deadline_is_deadline_exceeded_on_both_sides() {
     ] {
         t.reset();
         let mut client = HealthClient::new(channel(addr, &t, &m).await);
-        let mut request = check("sleep-300");
-        request.set_timeout(Duration::from_millis(50));
+        let mut request = check("sleep-2000");
+        request.set_timeout(Duration::from_millis(200));
         let status = client.check(request).await.unwrap_err();
         assert!(
             matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),

@@ -153,6 +153,15 @@ pub(crate) fn parse_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// How much before its deadline a call that stopped counts as having missed it: a tenth of
+/// the deadline, at most 100 ms. The layer's clock starts when it sees the call — after the
+/// client started its own, after tonic's `Server` started its timer, after whatever queued the
+/// request on a busy server — so a call the deadline stopped ends a little short of it by this
+/// clock.
+fn margin(deadline: Duration) -> Duration {
+    (deadline / 10).min(Duration::from_millis(100))
+}
+
 /// The deadline a request carries (`grpc-timeout`).
 pub(crate) fn deadline_of(headers: &HeaderMap) -> Option<Duration> {
     headers
@@ -311,7 +320,9 @@ impl Grpc {
         ending: &Ending,
         elapsed: Duration,
     ) -> (Option<u32>, Option<Cow<'static, str>>) {
-        let past_deadline = self.deadline.is_some_and(|d| elapsed >= d);
+        let past_deadline = self
+            .deadline
+            .is_some_and(|d| elapsed >= d.saturating_sub(margin(d)));
         let code_error = |code: u32| {
             let code = if code == CANCELLED && past_deadline {
                 DEADLINE_EXCEEDED
