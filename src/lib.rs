@@ -62,6 +62,7 @@
 //! | `tracing` | yes | log correlation: a `tracing` span per request with `trace_id`/`span_id`/`trace_flags`, and formatters that write them on every line (`logs`) |
 //! | `hyper-client` | no | for hyper-util's legacy client: `error.type` from its errors and hyper's, `network.peer.*` from its connection info |
 //! | `reqwest` | no | `OtelLayer<Client>` is a `reqwest_middleware::Middleware` (implies `hyper-client`; see [`client`]) |
+//! | `otlp` | no | `setup::init()`: the SDK from the `OTEL_*` environment in one call (OTLP, stdout or none per signal, the propagator, a log subscriber, a guard that shuts down within a bounded time) |
 //! | `tonic` | no | peer addresses from tonic's `Server` (`TcpConnectInfo`), `error.type` of a tonic `Channel`'s transport errors (see [`grpc`]) |
 //!
 //! ## Modules
@@ -107,6 +108,8 @@ pub mod route;
 pub mod semconv;
 pub mod server;
 mod service;
+#[cfg(feature = "otlp")]
+pub mod setup;
 pub mod side;
 
 /// The README's code blocks, compiled and run as doctests.

@@ -19,6 +19,8 @@ mod known_methods_env;
 mod late_sdk;
 #[cfg(feature = "reqwest")]
 mod level2_forwarding;
+#[cfg(feature = "otlp")]
+mod setup_env;
 mod span_name_panic;
 
 use std::future::Future;
@@ -60,6 +62,13 @@ fn cases() -> Vec<(&'static str, Run)> {
     #[cfg(feature = "reqwest")]
     all.extend_from_slice(cases![
         multi level2_forwarding::a_forwarding_process_hands_on_every_valid_tracestate_exactly,
+    ]);
+    #[cfg(feature = "otlp")]
+    all.extend_from_slice(cases![
+        multi setup_env::otlp_http_reaches_a_real_receiver,
+        multi setup_env::sdk_disabled_installs_nothing,
+        multi setup_env::a_dead_collector_cannot_hang_the_exit,
+        current setup_env::errors_are_values_not_panics,
     ]);
     #[cfg(all(feature = "tracing", feature = "reqwest"))]
     all.extend_from_slice(cases![

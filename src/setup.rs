@@ -1,0 +1,774 @@
+//! Telemetry out in one call (feature `otlp`): the OpenTelemetry SDK set up from the standard
+//! `OTEL_*` environment — traces, metrics and logs over OTLP (or to stdout, or nowhere), the
+//! crate's propagator, a `tracing` subscriber whose lines carry the request's ids — and a guard
+//! that flushes and shuts it all down, within a bounded time, when dropped.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let telemetry = tower_otel_http::setup::init()?; // reads OTEL_* and RUST_LOG
+//! // ... serve with `.layer(OtelLayer::server())` ...
+//! drop(telemetry); // flush and shut down (bounded)
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is read, and by whom
+//!
+//! | variable | default | read by |
+//! |---|---|---|
+//! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is) |
+//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; anything else is an error |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error), opentelemetry-otlp uses it |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | opentelemetry-otlp |
+//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (and per signal) | | opentelemetry-otlp |
+//! | `OTEL_PROPAGATORS` | `tracecontext,baggage` | this crate: `tracecontext` (the crate's [`W3cPropagator`](crate::propagation::W3cPropagator)), `baggage`, `none`; anything else is an error |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | the SDK; this crate checks them first (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
+//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service` | the SDK |
+//! | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT` | the SDK's | the SDK |
+//! | `RUST_LOG` | `info`, the exporters' own stack at `warn` | this crate: `target=level,…` (`tracing_subscriber`'s `Targets`); a bad value is an error |
+//!
+//! The OTLP log bridge never exports the events of the exporters' own stack (`hyper`, `h2`,
+//! `tonic`, `reqwest`, `tower`, `opentelemetry*`): no feedback loop through a failing
+//! collector.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::BaggagePropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
+
+/// Targets whose events the OTLP log bridge never exports, and the default filter keeps at
+/// `warn`: the exporters' own stack.
+const EXPORTER_STACK: [&str; 9] = [
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+    "reqwest",
+    "tower",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+];
+
+/// Why the set-up failed: a variable with a value this crate cannot honour, an exporter that
+/// could not be built, a subscriber already installed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// An environment variable's value is not one this crate can honour.
+    Invalid {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// An exporter could not be built.
+    Exporter(String),
+    /// A global `tracing` subscriber is already installed (turn the subscriber off with
+    /// [`Setup::with_subscriber`] to keep yours).
+    SubscriberAlreadySet,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Invalid {
+                var,
+                value,
+                expected,
+            } => write!(f, "{var}={value:?} is not supported: expected {expected}"),
+            SetupError::Exporter(e) => write!(f, "exporter: {e}"),
+            SetupError::SubscriberAlreadySet => {
+                f.write_str("a global tracing subscriber is already installed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Where a signal goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exporter {
+    Otlp,
+    Console,
+}
+
+/// The OTLP transport of a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// One signal's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Signal {
+    exporters: Vec<Exporter>,
+    protocol: Protocol,
+}
+
+/// What the environment asks for, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EnvConfig {
+    disabled: bool,
+    traces: Signal,
+    metrics: Signal,
+    logs: Signal,
+    /// `tracecontext`, `baggage` (in order); empty: none.
+    propagators: Vec<&'static str>,
+    /// Whether any OTLP endpoint variable is set.
+    endpoint_set: bool,
+    sampler: String,
+}
+
+fn invalid(var: &str, value: &str, expected: &'static str) -> SetupError {
+    SetupError::Invalid {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+/// Read and check the environment (`get` reads a variable).
+fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupError> {
+    let nonempty = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let disabled = match nonempty("OTEL_SDK_DISABLED") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => return Err(invalid("OTEL_SDK_DISABLED", &v, "true or false")),
+    };
+    let signal = |name: &str| -> Result<Signal, SetupError> {
+        let var = format!("OTEL_{name}_EXPORTER");
+        let mut exporters = Vec::new();
+        for e in nonempty(&var)
+            .unwrap_or_else(|| "otlp".to_owned())
+            .split(',')
+        {
+            match e.trim().to_ascii_lowercase().as_str() {
+                "otlp" => exporters.push(Exporter::Otlp),
+                "console" | "logging" => exporters.push(Exporter::Console),
+                "none" => {}
+                _ => return Err(invalid(&var, e.trim(), "otlp, console or none")),
+            }
+        }
+        exporters.dedup();
+        let pvar = format!("OTEL_EXPORTER_OTLP_{name}_PROTOCOL");
+        let (pvar, pval) = match nonempty(&pvar) {
+            Some(v) => (pvar, Some(v)),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+                nonempty("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
+        };
+        let protocol = match pval.as_deref() {
+            None | Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some("grpc") => Protocol::Grpc,
+            Some(v) => return Err(invalid(&pvar, v, "http/protobuf or grpc")),
+        };
+        Ok(Signal {
+            exporters,
+            protocol,
+        })
+    };
+    let traces = signal("TRACES")?;
+    let metrics = signal("METRICS")?;
+    let logs = signal("LOGS")?;
+    let mut propagators = Vec::new();
+    for p in nonempty("OTEL_PROPAGATORS")
+        .unwrap_or_else(|| "tracecontext,baggage".to_owned())
+        .split(',')
+    {
+        match p.trim() {
+            "tracecontext" => propagators.push("tracecontext"),
+            "baggage" => propagators.push("baggage"),
+            "none" => {}
+            other => {
+                return Err(invalid(
+                    "OTEL_PROPAGATORS",
+                    other,
+                    "tracecontext, baggage or none",
+                ))
+            }
+        }
+    }
+    propagators.dedup();
+    let sampler = nonempty("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+    let ratio = match sampler.as_str() {
+        "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off" => false,
+        "traceidratio" | "parentbased_traceidratio" => true,
+        other => {
+            return Err(invalid(
+                "OTEL_TRACES_SAMPLER",
+                other,
+                "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+            ))
+        }
+    };
+    if let (true, Some(arg)) = (ratio, nonempty("OTEL_TRACES_SAMPLER_ARG")) {
+        if !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) {
+            return Err(invalid(
+                "OTEL_TRACES_SAMPLER_ARG",
+                &arg,
+                "a ratio between 0 and 1",
+            ));
+        }
+    }
+    let endpoint_set = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| nonempty(k).is_some());
+    Ok(EnvConfig {
+        disabled,
+        traces,
+        metrics,
+        logs,
+        propagators,
+        endpoint_set,
+        sampler,
+    })
+}
+
+/// The format of the log lines the subscriber writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line ([`crate::logs::JsonFormat`]).
+    #[default]
+    Json,
+    /// Text lines ([`crate::logs::TextFormat`]).
+    Text,
+}
+
+/// The set-up, with overrides in code; [`init`] is `Setup::new().install()`.
+///
+/// ```no_run
+/// use tower_otel_http::setup::{LogFormat, Setup};
+///
+/// let telemetry = Setup::new()
+///     .with_console_without_endpoint(true) // no OTEL_EXPORTER_OTLP_ENDPOINT: print to stdout
+///     .with_log_format(LogFormat::Text)
+///     .install()?;
+/// # Ok::<(), tower_otel_http::setup::SetupError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Setup {
+    console_without_endpoint: bool,
+    log_format: LogFormat,
+    default_filter: String,
+    subscriber: bool,
+    shutdown_timeout: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Setup {
+    /// The defaults: the specification's (OTLP over `http/protobuf` to `localhost:4318` when
+    /// nothing is set), JSON log lines, a subscriber, 5 s to shut down.
+    pub fn new() -> Self {
+        let mut default_filter = String::from("info");
+        for t in EXPORTER_STACK {
+            default_filter.push_str(&format!(",{t}=warn"));
+        }
+        Setup {
+            console_without_endpoint: false,
+            log_format: LogFormat::Json,
+            default_filter,
+            subscriber: true,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// When no OTLP endpoint variable is set, send the signals that would go over OTLP to
+    /// stdout instead (a demo that works without a collector).
+    pub fn with_console_without_endpoint(mut self, console: bool) -> Self {
+        self.console_without_endpoint = console;
+        self
+    }
+
+    /// The format of the log lines (default JSON).
+    pub fn with_log_format(mut self, format: LogFormat) -> Self {
+        self.log_format = format;
+        self
+    }
+
+    /// The log filter when `RUST_LOG` is not set (`target=level,…`).
+    pub fn with_default_log_filter(mut self, filter: impl Into<String>) -> Self {
+        self.default_filter = filter.into();
+        self
+    }
+
+    /// Install the `tracing` subscriber (default `true`; `false` to keep your own).
+    pub fn with_subscriber(mut self, install: bool) -> Self {
+        self.subscriber = install;
+        self
+    }
+
+    /// How long shutting down may take before it gives up (default 5 s): a dead collector
+    /// cannot hang the exit.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Read the environment, build the providers, install them, the propagator and the
+    /// subscriber as the globals.
+    ///
+    /// # Errors
+    ///
+    /// A variable with a value this crate cannot honour, an exporter that cannot be built, a
+    /// subscriber already installed.
+    pub fn install(self) -> Result<TelemetryGuard, SetupError> {
+        self.install_from(&|k| std::env::var(k).ok())
+    }
+
+    fn install_from(
+        self,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TelemetryGuard, SetupError> {
+        let env = read_env(get)?;
+        let filter = match get("RUST_LOG").filter(|v| !v.trim().is_empty()) {
+            Some(f) => {
+                Targets::from_str(&f).map_err(|_| invalid("RUST_LOG", &f, "target=level,…"))?
+            }
+            None => Targets::from_str(&self.default_filter).map_err(|_| {
+                invalid("default log filter", &self.default_filter, "target=level,…")
+            })?,
+        };
+        // the signals OTLP would carry go to stdout when asked and no endpoint is set
+        let console = self.console_without_endpoint && !env.endpoint_set;
+        let route = |s: &Signal| -> Vec<Exporter> {
+            s.exporters
+                .iter()
+                .map(|e| match e {
+                    Exporter::Otlp if console => Exporter::Console,
+                    e => *e,
+                })
+                .collect()
+        };
+        let mut summary = Vec::new();
+        let (tracer, meter, logger) = if env.disabled {
+            summary.push("OTEL_SDK_DISABLED: nothing exported".to_owned());
+            (None, None, None)
+        } else {
+            let traces = route(&env.traces);
+            let metrics = route(&env.metrics);
+            let logs = route(&env.logs);
+            let tracer = build_tracer(&traces, env.traces.protocol)?;
+            let meter = build_meter(&metrics, env.metrics.protocol)?;
+            let logger = build_logger(&logs, env.logs.protocol)?;
+            for (name, exporters, p) in [
+                ("traces", &traces, env.traces.protocol),
+                ("metrics", &metrics, env.metrics.protocol),
+                ("logs", &logs, env.logs.protocol),
+            ] {
+                summary.push(format!("{name}: {}", describe(exporters, p)));
+            }
+            summary.push(format!("sampler: {}", env.sampler));
+            (tracer, meter, logger)
+        };
+        if let Some(t) = &tracer {
+            opentelemetry::global::set_tracer_provider(t.clone());
+        }
+        if let Some(m) = &meter {
+            opentelemetry::global::set_meter_provider(m.clone());
+        }
+        let mut props: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+        for p in &env.propagators {
+            match *p {
+                "tracecontext" => props.push(Box::new(crate::propagation::W3cPropagator::new())),
+                _ => props.push(Box::new(BaggagePropagator::new())),
+            }
+        }
+        summary.push(format!(
+            "propagators: {}",
+            if env.propagators.is_empty() {
+                "none".to_owned()
+            } else {
+                env.propagators.join(",")
+            }
+        ));
+        if !env.disabled {
+            opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
+        }
+        let summary = summary.join("; ");
+        if self.subscriber {
+            // the bridge never exports the exporters' own events
+            let mut bridge_filter = filter.clone();
+            for t in EXPORTER_STACK {
+                bridge_filter = bridge_filter.with_target(t, LevelFilter::OFF);
+            }
+            let bridge = logger.as_ref().map(|l| {
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
+                    .with_filter(bridge_filter)
+            });
+            let lines = match self.log_format {
+                LogFormat::Json => crate::logs::json_layer().boxed(),
+                LogFormat::Text => crate::logs::text_layer().boxed(),
+            };
+            tracing_subscriber::registry()
+                .with(lines.with_filter(filter))
+                .with(bridge)
+                .try_init()
+                .map_err(|_| SetupError::SubscriberAlreadySet)?;
+            tracing::info!(target: "tower_otel_http", "telemetry: {summary}");
+        }
+        Ok(TelemetryGuard {
+            tracer,
+            meter,
+            logger,
+            summary,
+            timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+fn describe(exporters: &[Exporter], protocol: Protocol) -> String {
+    if exporters.is_empty() {
+        return "none".to_owned();
+    }
+    exporters
+        .iter()
+        .map(|e| match e {
+            Exporter::Otlp => format!("otlp ({})", protocol.name()),
+            Exporter::Console => "console".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn exporter_error(e: impl fmt::Display) -> SetupError {
+    SetupError::Exporter(e.to_string())
+}
+
+fn build_tracer(
+    exporters: &[Exporter],
+    protocol: Protocol,
+) -> Result<Option<SdkTracerProvider>, SetupError> {
+    if exporters.is_empty() {
+        return Ok(None);
+    }
+    let mut b = SdkTracerProvider::builder();
+    for e in exporters {
+        b = match (e, protocol) {
+            (Exporter::Console, _) => {
+                b.with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
+            }
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+        };
+    }
+    Ok(Some(b.build()))
+}
+
+fn build_meter(
+    exporters: &[Exporter],
+    protocol: Protocol,
+) -> Result<Option<SdkMeterProvider>, SetupError> {
+    if exporters.is_empty() {
+        return Ok(None);
+    }
+    let mut b = SdkMeterProvider::builder();
+    for e in exporters {
+        b = match (e, protocol) {
+            (Exporter::Console, _) => {
+                b.with_periodic_exporter(opentelemetry_stdout::MetricExporter::default())
+            }
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_periodic_exporter(
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_periodic_exporter(
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+        };
+    }
+    Ok(Some(b.build()))
+}
+
+fn build_logger(
+    exporters: &[Exporter],
+    protocol: Protocol,
+) -> Result<Option<SdkLoggerProvider>, SetupError> {
+    if exporters.is_empty() {
+        return Ok(None);
+    }
+    let mut b = SdkLoggerProvider::builder();
+    for e in exporters {
+        b = match (e, protocol) {
+            (Exporter::Console, _) => {
+                b.with_batch_exporter(opentelemetry_stdout::LogExporter::default())
+            }
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error)?,
+            ),
+        };
+    }
+    Ok(Some(b.build()))
+}
+
+/// Read the environment and install everything: `Setup::new().install()` ([`Setup`] for
+/// overrides in code).
+///
+/// # Errors
+///
+/// As [`Setup::install`].
+pub fn init() -> Result<TelemetryGuard, SetupError> {
+    Setup::new().install()
+}
+
+/// The providers [`init`] installed: flushed and shut down when dropped or on
+/// [`TelemetryGuard::shutdown`], within the set-up's timeout, from inside or outside a Tokio
+/// runtime (the work runs on a thread of its own, never on a runtime's worker).
+#[must_use = "dropping the guard shuts the telemetry down"]
+pub struct TelemetryGuard {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    logger: Option<SdkLoggerProvider>,
+    summary: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("summary", &self.summary)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryGuard {
+    /// The tracer provider (for `with_tracer_provider`), unless traces go nowhere.
+    #[must_use]
+    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.tracer.as_ref()
+    }
+
+    /// The meter provider (for `with_meter_provider`), unless metrics go nowhere.
+    #[must_use]
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter.as_ref()
+    }
+
+    /// The logger provider, unless logs go nowhere.
+    #[must_use]
+    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
+        self.logger.as_ref()
+    }
+
+    /// What was set up, in one line (the line logged at start).
+    #[must_use]
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// Flush and shut down now; `false` when it did not finish within the timeout (what was
+    /// not exported by then is lost).
+    pub fn shutdown(mut self) -> bool {
+        self.shutdown_now()
+    }
+
+    fn shutdown_now(&mut self) -> bool {
+        let (tracer, meter, logger) = (self.tracer.take(), self.meter.take(), self.logger.take());
+        if tracer.is_none() && meter.is_none() && logger.is_none() {
+            return true;
+        }
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("tower-otel-http-shutdown".into())
+            .spawn(move || {
+                if let Some(t) = tracer {
+                    let _ = t.shutdown();
+                }
+                if let Some(m) = meter {
+                    let _ = m.shutdown();
+                }
+                if let Some(l) = logger {
+                    let _ = l.shutdown();
+                }
+                let _ = tx.send(());
+            });
+        spawned.is_ok() && rx.recv_timeout(self.timeout).is_ok()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<EnvConfig, SetupError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        read_env(&move |k| map.get(k).cloned())
+    }
+
+    fn rejects(pairs: &[(&str, &str)], var: &str) {
+        match env(pairs) {
+            Err(SetupError::Invalid { var: v, .. }) => assert_eq!(v, var, "{pairs:?}"),
+            other => panic!("{pairs:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_the_specifications() {
+        let e = env(&[]).unwrap();
+        assert!(!e.disabled);
+        for s in [&e.traces, &e.metrics, &e.logs] {
+            assert_eq!(s.exporters, [Exporter::Otlp]);
+            assert_eq!(s.protocol, Protocol::HttpProtobuf);
+        }
+        assert_eq!(e.propagators, ["tracecontext", "baggage"]);
+        assert!(!e.endpoint_set);
+        assert_eq!(e.sampler, "parentbased_always_on");
+    }
+
+    #[test]
+    fn each_variable_is_read() {
+        let e = env(&[
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_TRACES_EXPORTER", "otlp,console"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "console"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
+            ("OTEL_PROPAGATORS", "tracecontext"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4318/v1/traces",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
+        .unwrap();
+        assert!(e.disabled);
+        assert_eq!(e.traces.exporters, [Exporter::Otlp, Exporter::Console]);
+        assert_eq!(e.traces.protocol, Protocol::Grpc);
+        assert!(e.metrics.exporters.is_empty());
+        assert_eq!(e.logs.exporters, [Exporter::Console]);
+        assert_eq!(e.logs.protocol, Protocol::HttpProtobuf, "per signal first");
+        assert_eq!(e.propagators, ["tracecontext"]);
+        assert!(e.endpoint_set);
+        assert!(env(&[("OTEL_PROPAGATORS", "none")])
+            .unwrap()
+            .propagators
+            .is_empty());
+    }
+
+    #[test]
+    fn values_it_cannot_honour_are_errors() {
+        rejects(&[("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED");
+        rejects(
+            &[("OTEL_TRACES_EXPORTER", "jaeger")],
+            "OTEL_TRACES_EXPORTER",
+        );
+        rejects(
+            &[("OTEL_METRICS_EXPORTER", "prometheus")],
+            "OTEL_METRICS_EXPORTER",
+        );
+        rejects(
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        );
+        rejects(
+            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")],
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        );
+        rejects(
+            &[("OTEL_PROPAGATORS", "tracecontext,b3")],
+            "OTEL_PROPAGATORS",
+        );
+        rejects(
+            &[("OTEL_TRACES_SAMPLER", "sometimes")],
+            "OTEL_TRACES_SAMPLER",
+        );
+        for arg in ["half", "1.5", "-0.1", "NaN"] {
+            rejects(
+                &[
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", arg),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            );
+        }
+        // an argument a sampler without a ratio ignores is no error
+        assert!(env(&[
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_TRACES_SAMPLER_ARG", "x")
+        ])
+        .is_ok());
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is not supported: expected http/protobuf or grpc"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! `setup::init()` from the environment (feature `otlp`): each case in a process of its own,
+//! since each sets variables and installs globals. A real OTLP/HTTP receiver on loopback (an
+//! axum server recording what is posted to `/v1/traces`, `/v1/metrics`, `/v1/logs`).
+#![cfg(feature = "otlp")]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Request as AxumRequest;
+use axum::routing::{get, post};
+use axum::Router;
+use http::Request;
+use tower::ServiceExt;
+use tower_otel_http::setup::{Setup, SetupError};
+use tower_otel_http::OtelLayer;
+
+/// What the receiver got: (path, content-type, body bytes).
+type Posts = Arc<Mutex<Vec<(String, String, usize)>>>;
+
+async fn receiver() -> (SocketAddr, Posts) {
+    let posts = Posts::default();
+    let record = posts.clone();
+    let app = Router::new().route(
+        "/v1/{signal}",
+        post(move |req: AxumRequest| {
+            let record = record.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let ct = req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                record.lock().unwrap().push((path, ct, body.len()));
+                ([("content-type", "application/x-protobuf")], Bytes::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, posts)
+}
+
+async fn one_request() {
+    let app = Router::new()
+        .route(
+            "/hello",
+            get(|| async {
+                tracing::info!(greeting.target = "world", "saying hello");
+                "hello"
+            }),
+        )
+        .layer(OtelLayer::server());
+    let resp = app
+        .oneshot(
+            Request::get("/hello")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+}
+
+/// Traces, metrics and logs reach a real OTLP/HTTP receiver at `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (a base URL: `/v1/<signal>` appended), as protobuf; the guard's drop flushes them, from
+/// inside the runtime.
+pub async fn otlp_http_reaches_a_real_receiver() {
+    let (addr, posts) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_SERVICE_NAME", "setup-test");
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
+    let guard = tower_otel_http::setup::init().expect("init");
+    assert!(
+        guard.summary().contains("traces: otlp (http/protobuf)"),
+        "{}",
+        guard.summary()
+    );
+    assert!(guard.tracer_provider().is_some() && guard.meter_provider().is_some());
+    one_request().await;
+    // the flush at drop, on this worker thread: the shutdown runs on a thread of its own
+    let started = Instant::now();
+    drop(guard);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let got = posts.lock().unwrap().clone();
+    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        let found: Vec<_> = got.iter().filter(|(p, _, _)| p == signal).collect();
+        assert!(!found.is_empty(), "nothing posted to {signal}: {got:?}");
+        for (_, ct, len) in found {
+            assert_eq!(ct, "application/x-protobuf", "{signal}");
+            assert!(*len > 0, "{signal}: an empty body");
+        }
+    }
+}
+
+/// `OTEL_SDK_DISABLED=true`: no provider, nothing exported, the layers record nothing.
+pub async fn sdk_disabled_installs_nothing() {
+    let (addr, posts) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_SDK_DISABLED", "true");
+    let guard = tower_otel_http::setup::init().expect("init");
+    assert!(guard.tracer_provider().is_none());
+    assert!(guard.meter_provider().is_none());
+    assert!(guard.summary().contains("OTEL_SDK_DISABLED"));
+    one_request().await;
+    drop(guard);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(posts.lock().unwrap().is_empty());
+}
+
+/// A collector that accepts and never answers cannot hang the exit: the shutdown gives up at
+/// its timeout.
+pub async fn a_dead_collector_cannot_hang_the_exit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // accept, read nothing, answer nothing, hold the connections
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_EXPORTER_OTLP_TIMEOUT", "60000");
+    let guard = Setup::new()
+        .with_shutdown_timeout(Duration::from_millis(800))
+        .install()
+        .expect("init");
+    one_request().await;
+    let started = Instant::now();
+    let finished = guard.shutdown();
+    let took = started.elapsed();
+    assert!(!finished, "the dead collector answered?");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}
+
+/// A subscriber already installed: an error value, no panic; bad values are errors too.
+pub async fn errors_are_values_not_panics() {
+    std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+    match tower_otel_http::setup::init() {
+        Err(SetupError::Invalid { var, .. }) => assert_eq!(var, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        other => panic!("{other:?}"),
+    }
+    std::env::remove_var("OTEL_EXPORTER_OTLP_PROTOCOL");
+    std::env::set_var("RUST_LOG", "info,=bad=");
+    assert!(matches!(
+        tower_otel_http::setup::init(),
+        Err(SetupError::Invalid { .. })
+    ));
+    std::env::remove_var("RUST_LOG");
+    tracing::subscriber::set_global_default(tracing_subscriber::registry()).unwrap();
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
+    std::env::set_var("OTEL_METRICS_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    assert!(matches!(
+        tower_otel_http::setup::init(),
+        Err(SetupError::SubscriberAlreadySet)
+    ));
+    // without the subscriber it works beside the user's
+    let guard = Setup::new().with_subscriber(false).install().expect("init");
+    assert!(guard.tracer_provider().is_none(), "traces: none");
+}
