@@ -176,9 +176,16 @@ impl RequestTracer<'_> {
                 let cx = StartSpan::start_span(&*tracer, builder, parent);
                 // A no-op tracer hands back the parent's span context (or an invalid one); a
                 // shut-down SDK an invalid one. Real spans have their own id.
-                let span = cx.span();
-                let sc = span.span_context();
-                let real = sc.is_valid() && sc.span_id() != parent.span().span_context().span_id();
+                let (real, root) = {
+                    let span = cx.span();
+                    let sc = span.span_context();
+                    let parent_span = parent.span();
+                    let parent_sc = parent_span.span_context();
+                    (
+                        sc.is_valid() && sc.span_id() != parent_sc.span_id(),
+                        !parent_sc.is_valid(),
+                    )
+                };
                 let _ = GLOBALS.try_with(|g| {
                     let Ok(mut g) = g.try_borrow_mut() else {
                         return;
@@ -188,7 +195,11 @@ impl RequestTracer<'_> {
                         g.tracer = None;
                     }
                 });
-                real.then_some(cx)
+                match (real, root) {
+                    (true, true) => Some(crate::propagation::global_root(cx)),
+                    (true, false) => Some(cx),
+                    (false, _) => None,
+                }
             }
         }
     }

@@ -27,37 +27,42 @@
 //! | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT` | the SDK's | the SDK |
 //! | `RUST_LOG` | `info`, the exporters' own stack at `warn` | this crate: `target=level,…` (`tracing_subscriber`'s `Targets`); a bad value is an error |
 //!
-//! The OTLP log bridge never exports the events of the exporters' own stack (`hyper`, `h2`,
-//! `tonic`, `reqwest`, `tower`, `opentelemetry*`): no feedback loop through a failing
-//! collector.
+//! The OTLP log bridge never exports the events of the exporters' own stack (`hyper*`, `h2`,
+//! `tonic*`, `reqwest*`, `tower`, `opentelemetry*`, `rustls`): no feedback loop through a
+//! failing collector.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer as _;
 
 /// Targets whose events the OTLP log bridge never exports, and the default filter keeps at
 /// `warn`: the exporters' own stack.
+/// (`Targets` matches a target by its start: `tower` would take `tower_http` and this crate's
+/// own `tower_otel_http` with it, so tower's own crates are named one by one.)
 const EXPORTER_STACK: [&str; 9] = [
     "hyper",
-    "hyper_util",
     "h2",
     "tonic",
     "reqwest",
-    "tower",
+    "tower::",
+    "tower_layer",
+    "tower_service",
     "opentelemetry",
-    "opentelemetry_sdk",
-    "opentelemetry_otlp",
+    "rustls",
 ];
 
 /// Why the set-up failed: a variable with a value this crate cannot honour, an exporter that
@@ -259,6 +264,137 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     })
 }
 
+/// An exporter that says once when its exports start failing (and once when they work again),
+/// instead of a line per failed batch — or, as opentelemetry-otlp does without its internal
+/// logs, nothing at all.
+#[derive(Debug)]
+struct Warned<E> {
+    inner: E,
+    signal: &'static str,
+    endpoint: Arc<str>,
+    failing: AtomicBool,
+}
+
+impl<E> Warned<E> {
+    fn new(inner: E, signal: &'static str, endpoint: &str) -> Self {
+        Warned {
+            inner,
+            signal,
+            endpoint: endpoint.into(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn note(&self, result: &OTelSdkResult) {
+        match result {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
+                target: "tower_otel_http",
+                "cannot export {} to {}: {e} (said once: the next failures are not reported \
+                 until an export succeeds)",
+                self.signal,
+                self.endpoint
+            ),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => tracing::info!(
+                target: "tower_otel_http",
+                "exporting {} to {} again",
+                self.signal,
+                self.endpoint
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Warned<E>
+{
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> OTelSdkResult {
+        let r = self.inner.export(batch).await;
+        self.note(&r);
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
+    opentelemetry_sdk::metrics::exporter::PushMetricExporter for Warned<E>
+{
+    async fn export(
+        &self,
+        metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> OTelSdkResult {
+        let r = self.inner.export(metrics).await;
+        self.note(&r);
+        r
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self) -> opentelemetry_sdk::metrics::Temporality {
+        self.inner.temporality()
+    }
+}
+
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter for Warned<E> {
+    async fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
+        let r = self.inner.export(batch).await;
+        self.note(&r);
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn event_enabled(
+        &self,
+        level: opentelemetry::logs::Severity,
+        target: &str,
+        name: Option<&str>,
+    ) -> bool {
+        self.inner.event_enabled(level, target, name)
+    }
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Where OTLP sends a signal, as opentelemetry-otlp resolves it: the signal's endpoint, else the
+/// base endpoint (HTTP: `/v1/<signal>` appended), else the default.
+fn endpoint(get: &dyn Fn(&str) -> Option<String>, signal: &str, protocol: Protocol) -> String {
+    let nonempty = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(e) = nonempty(&format!(
+        "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
+        signal.to_ascii_uppercase()
+    )) {
+        return e;
+    }
+    let base = nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| {
+        match protocol {
+            Protocol::HttpProtobuf => "http://localhost:4318",
+            Protocol::Grpc => "http://localhost:4317",
+        }
+        .to_owned()
+    });
+    match protocol {
+        Protocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
+        Protocol::Grpc => base,
+    }
+}
+
 /// The format of the log lines the subscriber writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -281,7 +417,6 @@ pub enum LogFormat {
 ///     .install()?;
 /// # Ok::<(), tower_otel_http::setup::SetupError>(())
 /// ```
-#[derive(Clone, Debug)]
 #[must_use]
 pub struct Setup {
     console_without_endpoint: bool,
@@ -289,6 +424,20 @@ pub struct Setup {
     default_filter: String,
     subscriber: bool,
     shutdown_timeout: Duration,
+    writer: Option<BoxMakeWriter>,
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setup")
+            .field("console_without_endpoint", &self.console_without_endpoint)
+            .field("log_format", &self.log_format)
+            .field("default_filter", &self.default_filter)
+            .field("subscriber", &self.subscriber)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("writer", &self.writer.is_some())
+            .finish()
+    }
 }
 
 impl Default for Setup {
@@ -311,7 +460,18 @@ impl Setup {
             default_filter,
             subscriber: true,
             shutdown_timeout: Duration::from_secs(5),
+            writer: None,
         }
+    }
+
+    /// Where the log lines go (default stdout): any `tracing_subscriber` writer
+    /// (`std::io::stderr`, a file, a non-blocking appender).
+    pub fn with_log_writer<W>(mut self, writer: W) -> Self
+    where
+        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    {
+        self.writer = Some(BoxMakeWriter::new(writer));
+        self
     }
 
     /// When no OTLP endpoint variable is set, send the signals that would go over OTLP to
@@ -389,21 +549,33 @@ impl Setup {
             let traces = route(&env.traces);
             let metrics = route(&env.metrics);
             let logs = route(&env.logs);
-            let tracer = build_tracer(&traces, env.traces.protocol)?;
-            let meter = build_meter(&metrics, env.metrics.protocol)?;
-            let logger = build_logger(&logs, env.logs.protocol)?;
+            let at = |signal: &str, p: Protocol| endpoint(get, signal, p);
+            let tracer = build_tracer(
+                &traces,
+                env.traces.protocol,
+                &at("traces", env.traces.protocol),
+            )?;
+            let meter = build_meter(
+                &metrics,
+                env.metrics.protocol,
+                &at("metrics", env.metrics.protocol),
+            )?;
+            let logger = build_logger(&logs, env.logs.protocol, &at("logs", env.logs.protocol))?;
             for (name, exporters, p) in [
                 ("traces", &traces, env.traces.protocol),
                 ("metrics", &metrics, env.metrics.protocol),
                 ("logs", &logs, env.logs.protocol),
             ] {
-                summary.push(format!("{name}: {}", describe(exporters, p)));
+                summary.push(format!("{name}: {}", describe(exporters, p, &at(name, p))));
             }
             summary.push(format!("sampler: {}", env.sampler));
             (tracer, meter, logger)
         };
         if let Some(t) = &tracer {
             opentelemetry::global::set_tracer_provider(t.clone());
+            // the SDK's id generator is random: the traces started here carry the W3C random
+            // flag (the SDK builds a root's flags from the sampled bit alone)
+            crate::propagation::set_global_roots_random(true);
         }
         if let Some(m) = &meter {
             opentelemetry::global::set_meter_provider(m.clone());
@@ -437,9 +609,12 @@ impl Setup {
                 opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
                     .with_filter(bridge_filter)
             });
+            let writer = self
+                .writer
+                .unwrap_or_else(|| BoxMakeWriter::new(std::io::stdout));
             let lines = match self.log_format {
-                LogFormat::Json => crate::logs::json_layer().boxed(),
-                LogFormat::Text => crate::logs::text_layer().boxed(),
+                LogFormat::Json => crate::logs::json_layer().with_writer(writer).boxed(),
+                LogFormat::Text => crate::logs::text_layer().with_writer(writer).boxed(),
             };
             tracing_subscriber::registry()
                 .with(lines.with_filter(filter))
@@ -458,14 +633,14 @@ impl Setup {
     }
 }
 
-fn describe(exporters: &[Exporter], protocol: Protocol) -> String {
+fn describe(exporters: &[Exporter], protocol: Protocol, endpoint: &str) -> String {
     if exporters.is_empty() {
         return "none".to_owned();
     }
     exporters
         .iter()
         .map(|e| match e {
-            Exporter::Otlp => format!("otlp ({})", protocol.name()),
+            Exporter::Otlp => format!("otlp ({}) {endpoint}", protocol.name()),
             Exporter::Console => "console".to_owned(),
         })
         .collect::<Vec<_>>()
@@ -479,6 +654,7 @@ fn exporter_error(e: impl fmt::Display) -> SetupError {
 fn build_tracer(
     exporters: &[Exporter],
     protocol: Protocol,
+    endpoint: &str,
 ) -> Result<Option<SdkTracerProvider>, SetupError> {
     if exporters.is_empty() {
         return Ok(None);
@@ -489,18 +665,22 @@ fn build_tracer(
             (Exporter::Console, _) => {
                 b.with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
             }
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .build()
                     .map_err(exporter_error)?,
-            ),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+                "traces",
+                endpoint,
+            )),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .build()
                     .map_err(exporter_error)?,
-            ),
+                "traces",
+                endpoint,
+            )),
         };
     }
     Ok(Some(b.build()))
@@ -509,6 +689,7 @@ fn build_tracer(
 fn build_meter(
     exporters: &[Exporter],
     protocol: Protocol,
+    endpoint: &str,
 ) -> Result<Option<SdkMeterProvider>, SetupError> {
     if exporters.is_empty() {
         return Ok(None);
@@ -519,18 +700,22 @@ fn build_meter(
             (Exporter::Console, _) => {
                 b.with_periodic_exporter(opentelemetry_stdout::MetricExporter::default())
             }
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_periodic_exporter(
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_periodic_exporter(Warned::new(
                 opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
                     .build()
                     .map_err(exporter_error)?,
-            ),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_periodic_exporter(
+                "metrics",
+                endpoint,
+            )),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_periodic_exporter(Warned::new(
                 opentelemetry_otlp::MetricExporter::builder()
                     .with_tonic()
                     .build()
                     .map_err(exporter_error)?,
-            ),
+                "metrics",
+                endpoint,
+            )),
         };
     }
     Ok(Some(b.build()))
@@ -539,6 +724,7 @@ fn build_meter(
 fn build_logger(
     exporters: &[Exporter],
     protocol: Protocol,
+    endpoint: &str,
 ) -> Result<Option<SdkLoggerProvider>, SetupError> {
     if exporters.is_empty() {
         return Ok(None);
@@ -549,18 +735,22 @@ fn build_logger(
             (Exporter::Console, _) => {
                 b.with_batch_exporter(opentelemetry_stdout::LogExporter::default())
             }
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_http()
                     .build()
                     .map_err(exporter_error)?,
-            ),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+                "logs",
+                endpoint,
+            )),
+            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_tonic()
                     .build()
                     .map_err(exporter_error)?,
-            ),
+                "logs",
+                endpoint,
+            )),
         };
     }
     Ok(Some(b.build()))

@@ -292,6 +292,32 @@ fn remote_context(cx: &Context, tp: Traceparent, tracestate: Option<&Tracestate>
     })
 }
 
+/// Whether the global tracer's trace ids are random (its SDK was set up by
+/// [`crate::setup`], whose id generator is the SDK's random one): the traces it starts carry the
+/// random-trace-id flag.
+static GLOBAL_ROOTS_RANDOM: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Say whether the global tracer's trace ids are random.
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+pub(crate) fn set_global_roots_random(random: bool) {
+    GLOBAL_ROOTS_RANDOM.store(random, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A trace the global tracer just started (`cx` holds its root span): with the random flag
+/// when its ids are random.
+pub(crate) fn global_root(cx: Context) -> Context {
+    if !GLOBAL_ROOTS_RANDOM.load(std::sync::atomic::Ordering::Relaxed) {
+        return cx;
+    }
+    let trace_id = cx.span().span_context().trace_id();
+    cx.with_value(Carried {
+        trace_id,
+        random: true,
+        state: None,
+    })
+}
+
 /// What `cx` carries for the trace of `sc`.
 fn carried<'a>(cx: &'a Context, sc: &SpanContext) -> Option<&'a Carried> {
     cx.get::<Carried>().filter(|c| c.trace_id == sc.trace_id())

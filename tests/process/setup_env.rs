@@ -48,7 +48,12 @@ async fn receiver() -> (SocketAddr, Posts) {
     (addr, posts)
 }
 
-async fn one_request() {
+/// One request through the server layer on the global providers; the `traceresponse` header.
+async fn one_request() -> String {
+    request_with(None).await
+}
+
+async fn request_with(traceparent: Option<&str>) -> String {
     let app = Router::new()
         .route(
             "/hello",
@@ -58,18 +63,24 @@ async fn one_request() {
             }),
         )
         .layer(OtelLayer::server());
+    let mut req = Request::get("/hello");
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
     let resp = app
-        .oneshot(
-            Request::get("/hello")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let header = resp
+        .headers()
+        .get("traceresponse")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
         .unwrap();
+    header
 }
 
 /// Traces, metrics and logs reach a real OTLP/HTTP receiver at `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -87,7 +98,18 @@ pub async fn otlp_http_reaches_a_real_receiver() {
         guard.summary()
     );
     assert!(guard.tracer_provider().is_some() && guard.meter_provider().is_some());
-    one_request().await;
+    // a trace started here carries the random flag (the SDK's ids are random); a continued
+    // one the flags it came with
+    let tr = one_request().await;
+    assert!(tr.ends_with("-03"), "a root: {tr}");
+    let tr = request_with(Some(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ))
+    .await;
+    assert!(
+        tr.ends_with("-01") && tr.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{tr}"
+    );
     // the flush at drop, on this worker thread: the shutdown runs on a thread of its own
     let started = Instant::now();
     drop(guard);
@@ -169,4 +191,53 @@ pub async fn errors_are_values_not_panics() {
     // without the subscriber it works beside the user's
     let guard = Setup::new().with_subscriber(false).install().expect("init");
     assert!(guard.tracer_provider().is_none(), "traces: none");
+}
+
+/// A collector that cannot be reached: one warning, not one per failed batch; and one line when
+/// it can be reached again.
+pub async fn an_unreachable_collector_is_said_once() {
+    let buf = crate::common::Buf::default();
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe); // nothing listens there now
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "30");
+    std::env::set_var("OTEL_METRICS_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    let guard = Setup::new()
+        .with_log_writer(buf.clone())
+        .with_shutdown_timeout(Duration::from_secs(2))
+        .install()
+        .expect("init");
+    assert!(
+        guard
+            .summary()
+            .contains(&format!("http://{addr}/v1/traces")),
+        "{}",
+        guard.summary()
+    );
+    // opentelemetry-otlp retries a failed export three times (≈ 1 s in all): requests for
+    // 3.5 s make several failed exports
+    let said = |what: &str| buf.lines().iter().filter(|l| l.contains(what)).count();
+    let until = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < until {
+        one_request().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(said("cannot export traces"), 1, "{:?}", buf.lines());
+    // the collector comes up on that address
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(|| async { ([("content-type", "application/x-protobuf")], Bytes::new()) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    one_request().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while said("exporting traces to") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(said("exporting traces to"), 1, "{:?}", buf.lines());
+    assert_eq!(said("cannot export traces"), 1);
+    drop(guard);
 }
