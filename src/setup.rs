@@ -542,6 +542,7 @@ impl Setup {
                 .collect()
         };
         let mut summary = Vec::new();
+        let mut runtime = None;
         let (tracer, meter, logger) = if env.disabled {
             summary.push("OTEL_SDK_DISABLED: nothing exported".to_owned());
             (None, None, None)
@@ -549,6 +550,25 @@ impl Setup {
             let traces = route(&env.traces);
             let metrics = route(&env.metrics);
             let logs = route(&env.logs);
+            let grpc = [
+                (&traces, &env.traces),
+                (&metrics, &env.metrics),
+                (&logs, &env.logs),
+            ]
+            .iter()
+            .any(|(e, s)| s.protocol == Protocol::Grpc && e.contains(&Exporter::Otlp));
+            if grpc {
+                runtime = Some(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("tower-otel-http-otlp")
+                        .enable_all()
+                        .build()
+                        .map_err(exporter_error)?,
+                );
+            }
+            // the gRPC exporters' channels are made (and live) on that runtime
+            let _in_runtime = runtime.as_ref().map(tokio::runtime::Runtime::enter);
             let at = |signal: &str, p: Protocol| endpoint(get, signal, p);
             let tracer = build_tracer(
                 &traces,
@@ -629,6 +649,7 @@ impl Setup {
             logger,
             summary,
             timeout: self.shutdown_timeout,
+            runtime,
         })
     }
 }
@@ -776,6 +797,10 @@ pub struct TelemetryGuard {
     logger: Option<SdkLoggerProvider>,
     summary: String,
     timeout: Duration,
+    /// The runtime the gRPC exporters' connections run on (one thread of its own): they work
+    /// whether or not the application runs Tokio, and shut down while the application's
+    /// current-thread runtime is blocked in the guard's drop.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl fmt::Debug for TelemetryGuard {
@@ -838,7 +863,12 @@ impl TelemetryGuard {
                 }
                 let _ = tx.send(());
             });
-        spawned.is_ok() && rx.recv_timeout(self.timeout).is_ok()
+        let done = spawned.is_ok() && rx.recv_timeout(self.timeout).is_ok();
+        if let Some(rt) = self.runtime.take() {
+            // never blocks: a runtime dropped inside another would panic
+            rt.shutdown_background();
+        }
+        done
     }
 }
 

@@ -70,6 +70,8 @@ fn cases() -> Vec<(&'static str, Run)> {
         multi setup_env::a_dead_collector_cannot_hang_the_exit,
         multi setup_env::an_unreachable_collector_is_said_once,
         current setup_env::errors_are_values_not_panics,
+        current setup_env::otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime,
+        plain setup_env::otlp_grpc_outside_a_runtime,
     ]);
     #[cfg(all(feature = "tracing", feature = "reqwest"))]
     all.extend_from_slice(cases![

@@ -241,3 +241,146 @@ pub async fn an_unreachable_collector_is_said_once() {
     assert_eq!(said("cannot export traces"), 1);
     drop(guard);
 }
+
+/// An OTLP/gRPC receiver (opentelemetry-proto's tonic services): how many export requests of
+/// each signal it got, and the `service.name` of the spans.
+#[derive(Clone, Default)]
+struct GrpcSink {
+    got: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+mod grpc_sink {
+    use super::GrpcSink;
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        logs_service_server::LogsService, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        metrics_service_server::MetricsService, ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_server::TraceService, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use tonic::{Request, Response, Status};
+
+    fn service_name(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+        attrs
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for GrpcSink {
+        async fn export(
+            &self,
+            r: Request<ExportTraceServiceRequest>,
+        ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+            let name = r
+                .get_ref()
+                .resource_spans
+                .first()
+                .and_then(|s| s.resource.as_ref())
+                .map(|res| service_name(&res.attributes))
+                .unwrap_or_default();
+            self.got.lock().unwrap().push(("traces", name));
+            Ok(Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for GrpcSink {
+        async fn export(
+            &self,
+            _: Request<ExportMetricsServiceRequest>,
+        ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+            self.got.lock().unwrap().push(("metrics", String::new()));
+            Ok(Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for GrpcSink {
+        async fn export(
+            &self,
+            _: Request<ExportLogsServiceRequest>,
+        ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+            self.got.lock().unwrap().push(("logs", String::new()));
+            Ok(Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+}
+
+/// OTLP over gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`) to a real receiver, set up and shut down
+/// on a **current-thread** runtime: the exporters' connections run on a runtime of the guard's
+/// own, so the flush at drop completes while this runtime is blocked in it.
+pub async fn otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime() {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let sink = GrpcSink::default();
+    // the receiver on a runtime of its own (its socket registered there too): this test's
+    // runtime is blocked while the guard shuts down
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_sink = sink.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(server_sink.clone()))
+                    .add_service(MetricsServiceServer::new(server_sink.clone()))
+                    .add_service(LogsServiceServer::new(server_sink))
+                    .serve_with_incoming(incoming)
+                    .await
+                    .unwrap()
+            })
+    });
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    std::env::set_var("OTEL_SERVICE_NAME", "setup-grpc-test");
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
+    let guard = tower_otel_http::setup::init().expect("init");
+    assert!(
+        guard.summary().contains("traces: otlp (grpc)"),
+        "{}",
+        guard.summary()
+    );
+    one_request().await;
+    let started = Instant::now();
+    assert!(guard.shutdown(), "the shutdown finished in time");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let got = sink.got.lock().unwrap().clone();
+    for signal in ["traces", "metrics", "logs"] {
+        assert!(
+            got.iter().any(|(s, _)| *s == signal),
+            "no {signal}: {got:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|(s, n)| *s == "traces" && n.contains("setup-grpc-test")),
+        "{got:?}"
+    );
+}
+
+/// Set up outside any runtime, with gRPC (whose exporters need one): no panic, and the guard
+/// dropped outside any runtime too.
+pub fn otlp_grpc_outside_a_runtime() {
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9");
+    std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let guard = Setup::new()
+        .with_shutdown_timeout(Duration::from_secs(2))
+        .install()
+        .expect("init outside a runtime");
+    assert!(guard.tracer_provider().is_some());
+    drop(guard);
+}
