@@ -578,6 +578,17 @@ def evaluate_otlp(args):
         if r["trace_id"] and (r["trace_id"], r["span_id"]) not in span_ids:
             errs.append(f"log {r.get('body')!r}: ids {r['trace_id']}/{r['span_id']} match no span received")
     rep.check(f"logs ({len(logs)}): each record carries the trace_id/span_id of its request's SERVER span (the tonic handler's too)", errs)
+
+    # the demo's own log fields are namespaced (pizzeria.order.id, not order): nothing a
+    # semantic-conventions checker would flag as a bare, un-namespaced attribute
+    errs = []
+    keys = sorted({k for r in logs for k in r.get("attributes", {})})
+    for k in keys:
+        if "." not in k:
+            errs.append(f"log attribute {k!r} is not namespaced")
+    if "pizzeria.order.id" not in keys:
+        errs.append(f"no log record carries pizzeria.order.id (attributes seen: {keys})")
+    rep.check(f"log attributes namespaced ({', '.join(keys)})", errs)
     return rep
 
 

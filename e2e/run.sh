@@ -9,7 +9,7 @@
 #   C  Debian's Prometheus scrapes /metrics; histogram_quantile per route; deploy/check.sh on
 #      the scrape when deploy/ has it
 # Installs what it needs (pip into e2e/.venv, Debian's prometheus when missing), builds the demo
-# once (`cargo build --example pizzeria`), kills everything it started on exit. See e2e/README.md.
+# once (`cargo build --example pizzeria --all-features`), kills everything it started on exit. See e2e/README.md.
 set -euo pipefail
 
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -166,10 +166,10 @@ if [[ -n "${E2E_DEMO:-}" ]]; then
   DEMO="$E2E_DEMO"
   echo "demo: $DEMO (E2E_DEMO, not rebuilt)"
 else
-  echo "cargo build --example pizzeria"
-  if ! (cd "$ROOT" && cargo build --example pizzeria) >"$OUT/build.log" 2>&1; then
+  echo "cargo build --example pizzeria --all-features"
+  if ! (cd "$ROOT" && cargo build --example pizzeria --all-features) >"$OUT/build.log" 2>&1; then
     tail -30 "$OUT/build.log"
-    fail "cargo build --example pizzeria (log: e2e/out/build.log)"
+    fail "cargo build --example pizzeria --all-features (log: e2e/out/build.log)"
     die
   fi
   TARGET_DIR="$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"

@@ -4,23 +4,23 @@
 //! instrumented clients, so trace propagation shows — HTTP → HTTP and HTTP → gRPC.
 //!
 //! ```text
-//! cargo run --example pizzeria                 # serves 127.0.0.1:3000, sends itself a few requests
-//! cargo run --example pizzeria -- --once       # the same, then exits
-//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run --example pizzeria
+//! cargo run --example pizzeria --features otlp,prometheus              # serves 127.0.0.1:3000, sends itself a few requests
+//! cargo run --example pizzeria --features otlp,prometheus -- --once    # the same, then exits
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run --example pizzeria --features otlp,prometheus
 //! ```
 //!
-//! With no collector (the default), spans print one line each, logs are JSON lines on stdout
-//! carrying `trace_id`/`span_id`, and metrics are served at `/metrics` for Prometheus. With
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, traces, metrics and logs are also exported over OTLP
-//! (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `grpc`), honouring the
-//! SDK's variables: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`(`_ARG`),
-//! `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`. `RUST_LOG` (`target=level,...`) replaces the
-//! default log filter (`pizzeria=info,tower_otel_http=info,warn`). Ctrl-C or SIGTERM stops the
-//! server and flushes the telemetry.
+//! The telemetry is set up in one call (`tower_otel_http::setup`, from the `OTEL_*`
+//! environment). With no endpoint set (the default), spans and metrics print to stdout, logs
+//! are JSON lines on stdout carrying `trace_id`/`span_id`, and metrics are served at `/metrics`
+//! for Prometheus. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, traces, metrics and logs are
+//! exported over OTLP (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `grpc`)
+//! and every standard variable applies (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER`(`_ARG`), `OTEL_*_EXPORTER`, …). `RUST_LOG` (`target=level,...`)
+//! replaces the default log filter (`pizzeria=info,tower_otel_http=info,warn`). Ctrl-C or
+//! SIGTERM stops the server and flushes the telemetry.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,23 +34,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry::global;
-use opentelemetry::trace::SpanKind;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::propagation::BaggagePropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use opentelemetry_sdk::Resource;
 use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_otel_http::client::UrlTemplate;
-use tower_otel_http::logs;
+use tower_otel_http::setup::{MetricsEndpoint, Setup};
 use tower_otel_http::OtelLayer;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer as _;
 
 const DEFAULT_LOG_FILTER: &str = "pizzeria=info,tower_otel_http=info,warn";
 
@@ -98,7 +86,7 @@ fn app(state: App) -> Router {
 }
 
 async fn menu() -> Json<serde_json::Value> {
-    tracing::info!(items = 3, "listing the menu");
+    tracing::info!(pizzeria.menu.items = 3, "listing the menu");
     Json(json!(["margherita", "marinara", "quattro formaggi"]))
 }
 
@@ -111,7 +99,7 @@ async fn list_orders() -> Json<serde_json::Value> {
 /// request's span.
 async fn place_order(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
     let id = app.next_order.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(order = id, "order placed");
+    tracing::info!(pizzeria.order.id = id, "order placed");
     let mut baker = tonic::client::Grpc::new(app.baker);
     let baked = async {
         baker
@@ -134,7 +122,7 @@ async fn place_order(State(app): State<App>) -> (StatusCode, Json<serde_json::Va
             Json(json!({"id": id, "ready_in_minutes": reply.into_inner().minutes})),
         ),
         Err(status) => {
-            tracing::error!(code = ?status.code(), "the oven did not bake");
+            tracing::error!(pizzeria.oven.status = ?status.code(), "the oven did not bake");
             (StatusCode::BAD_GATEWAY, Json(json!({"id": id})))
         }
     }
@@ -215,10 +203,10 @@ impl tower::Service<http::Request<axum::body::Body>> for Oven {
 
 async fn order(Path(id): Path<u64>) -> Result<Json<serde_json::Value>, StatusCode> {
     if id == 0 {
-        tracing::warn!(order = id, "no such order");
+        tracing::warn!(pizzeria.order.id = id, "no such order");
         return Err(StatusCode::NOT_FOUND);
     }
-    tracing::info!(order = id, "order looked up");
+    tracing::info!(pizzeria.order.id = id, "order looked up");
     Ok(Json(json!({"id": id, "pizza": "margherita"})))
 }
 
@@ -232,7 +220,7 @@ async fn kitchen_status(State(app): State<App>) -> Result<String, StatusCode> {
     req.extensions_mut()
         .insert(UrlTemplate::new("/oven/temperature"));
     let reply = app.oven.oneshot(req).await.map_err(|e| {
-        tracing::error!(error = %e, "the oven did not answer");
+        tracing::error!(error.message = %e, "the oven did not answer");
         StatusCode::BAD_GATEWAY
     })?;
     let degrees = reply
@@ -260,187 +248,53 @@ fn oven() -> Router {
 
 // ---------------------------------------------------------------- telemetry
 
-/// Prints one line per span (the embedded default, in place of a collector).
-#[derive(Debug)]
-struct SpanLines;
-
-impl SpanExporter for SpanLines {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut out = String::new();
-        for s in batch {
-            let kind = match s.span_kind {
-                SpanKind::Server => "SERVER",
-                SpanKind::Client => "CLIENT",
-                _ => "INTERNAL",
+/// One line per route: requests and mean duration, from the Prometheus registry the set-up
+/// serves at `/metrics`.
+fn summary(metrics: &MetricsEndpoint) -> String {
+    let mut out = String::new();
+    for family in metrics.registry().gather() {
+        let rpc = family.name() == "rpc_server_call_duration_seconds";
+        if family.name() != "http_server_request_duration_seconds" && !rpc {
+            continue;
+        }
+        for m in family.get_metric() {
+            let label = |k: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == k)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
             };
-            let status = s
-                .attributes
-                .iter()
-                .find(|kv| {
-                    kv.key.as_str() == "http.response.status_code"
-                        || kv.key.as_str() == "rpc.response.status_code"
-                })
-                .map(|kv| kv.value.to_string())
-                .unwrap_or_else(|| "-".into());
-            let ms = s
-                .end_time
-                .duration_since(s.start_time)
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3;
-            let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-                "root".to_owned()
+            let h = m.get_histogram();
+            let (method, route, status) = if rpc {
+                (
+                    "gRPC".to_owned(),
+                    label("rpc_method"),
+                    label("rpc_response_status_code"),
+                )
             } else {
-                format!("parent={}", s.parent_span_id)
+                (
+                    label("http_request_method"),
+                    label("http_route"),
+                    label("http_response_status_code"),
+                )
             };
             let _ = writeln!(
                 out,
-                "span {kind:<6} {:<28} {status} {ms:>6.1} ms  trace={} span={} {parent}",
-                s.name,
-                s.span_context.trace_id(),
-                s.span_context.span_id(),
+                "  {:<6} {:<22} {:>3}  count {}  mean {:.1} ms",
+                method,
+                if route.is_empty() {
+                    "(no route)".into()
+                } else {
+                    route
+                },
+                status,
+                h.get_sample_count(),
+                h.get_sample_sum() / h.get_sample_count().max(1) as f64 * 1e3,
             );
         }
-        print!("{out}");
-        Ok(())
     }
-}
-
-struct Telemetry {
-    tracer: SdkTracerProvider,
-    meter: SdkMeterProvider,
-    logger: Option<SdkLoggerProvider>,
-    registry: prometheus::Registry,
-    otlp: bool,
-}
-
-fn resource() -> Resource {
-    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the SDK; this is the fallback
-    Resource::builder()
-        .with_service_name(
-            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "pizzeria".to_owned()),
-        )
-        .build()
-}
-
-/// The SDK: stdout lines and `/metrics` by default, OTLP as well when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must run inside the Tokio runtime (OTLP over gRPC
-/// needs it).
-fn telemetry() -> Result<Telemetry, Box<dyn std::error::Error>> {
-    let otlp = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-    let registry = prometheus::Registry::new();
-    let prom = opentelemetry_prometheus::exporter()
-        .with_registry(registry.clone())
-        .build()?;
-    let mut meter = SdkMeterProvider::builder()
-        .with_resource(resource())
-        .with_reader(prom);
-    let mut tracer = SdkTracerProvider::builder().with_resource(resource());
-    let mut logger = None;
-    if otlp {
-        // the protocol comes from OTEL_EXPORTER_OTLP_PROTOCOL (http/protobuf by default)
-        tracer = tracer.with_batch_exporter(opentelemetry_otlp::SpanExporter::builder().build()?);
-        meter =
-            meter.with_periodic_exporter(opentelemetry_otlp::MetricExporter::builder().build()?);
-        logger = Some(
-            SdkLoggerProvider::builder()
-                .with_resource(resource())
-                .with_batch_exporter(opentelemetry_otlp::LogExporter::builder().build()?)
-                .build(),
-        );
-    } else {
-        tracer = tracer.with_simple_exporter(SpanLines);
-    }
-    let t = Telemetry {
-        tracer: tracer.build(),
-        meter: meter.build(),
-        logger,
-        registry,
-        otlp,
-    };
-    global::set_tracer_provider(t.tracer.clone());
-    global::set_meter_provider(t.meter.clone());
-    global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(
-        vec![
-            Box::new(tower_otel_http::propagation::W3cPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ],
-    ));
-
-    // logs: JSON lines with the ids on stdout, filtered to the app's own level; the
-    // OpenTelemetry log bridge too when exporting
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) => Targets::from_str(&f).map_err(|e| format!("RUST_LOG {f:?}: {e}"))?,
-        Err(_) => Targets::from_str(DEFAULT_LOG_FILTER)?,
-    };
-    let bridge = t.logger.as_ref().map(|l| {
-        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
-            .with_filter(filter.clone())
-    });
-    tracing_subscriber::registry()
-        .with(logs::json_layer().with_filter(filter))
-        .with(bridge)
-        .try_init()?;
-    Ok(t)
-}
-
-impl Telemetry {
-    /// Flush and shut down (blocking: never on a runtime worker thread).
-    fn shutdown(self) {
-        let _ = self.tracer.shutdown();
-        let _ = self.meter.shutdown();
-        if let Some(l) = self.logger {
-            let _ = l.shutdown();
-        }
-    }
-
-    /// One line per route: requests and mean duration, from the Prometheus registry.
-    fn summary(&self) -> String {
-        let mut out = String::new();
-        for family in self.registry.gather() {
-            let rpc = family.name() == "rpc_server_call_duration_seconds";
-            if family.name() != "http_server_request_duration_seconds" && !rpc {
-                continue;
-            }
-            for m in family.get_metric() {
-                let label = |k: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == k)
-                        .map(|l| l.value().to_owned())
-                        .unwrap_or_default()
-                };
-                let h = m.get_histogram();
-                let (method, route, status) = if rpc {
-                    (
-                        "gRPC".to_owned(),
-                        label("rpc_method"),
-                        label("rpc_response_status_code"),
-                    )
-                } else {
-                    (
-                        label("http_request_method"),
-                        label("http_route"),
-                        label("http_response_status_code"),
-                    )
-                };
-                let _ = writeln!(
-                    out,
-                    "  {:<6} {:<22} {:>3}  count {}  mean {:.1} ms",
-                    method,
-                    if route.is_empty() {
-                        "(no route)".into()
-                    } else {
-                        route
-                    },
-                    status,
-                    h.get_sample_count(),
-                    h.get_sample_sum() / h.get_sample_count().max(1) as f64 * 1e3,
-                );
-            }
-        }
-        out
-    }
+    out
 }
 
 // ---------------------------------------------------------------- main
@@ -532,13 +386,23 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let telemetry = match telemetry() {
+    // the telemetry in one call: OTEL_* and RUST_LOG decide; without an endpoint, stdout
+    let telemetry = match Setup::new()
+        .with_service_name("pizzeria")
+        .with_console_without_endpoint(true)
+        .with_default_log_filter(DEFAULT_LOG_FILTER)
+        .with_prometheus()
+        .install()
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("pizzeria: telemetry setup failed: {e}");
             std::process::exit(1);
         }
     };
+    let metrics = telemetry
+        .metrics_endpoint()
+        .expect("with_prometheus: the endpoint is there");
 
     // the downstream service on a port of its own
     let oven_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -584,27 +448,8 @@ async fn main() {
         baker,
         next_order: Arc::new(AtomicU64::new(1)),
     };
-    let registry = telemetry.registry.clone();
-    let router = app(state).route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                prometheus::TextEncoder::new()
-                    .encode_to_string(&registry.gather())
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-            }
-        }),
-    );
-    println!("pizzeria listening on {base}");
-    println!(
-        "telemetry: {}; metrics at {base}/metrics\n",
-        if telemetry.otlp {
-            "exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT), logs as JSON lines"
-        } else {
-            "one line per span, logs as JSON lines with trace_id/span_id (set OTEL_EXPORTER_OTLP_ENDPOINT to export over OTLP)"
-        }
-    );
+    let router = app(state).route_service("/metrics", metrics.clone());
+    println!("pizzeria listening on {base}; metrics at {base}/metrics\n");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(
@@ -626,7 +471,7 @@ async fn main() {
     println!(
         "\nmetrics (http.server.request.duration per route, rpc.server.call.duration per method):"
     );
-    print!("{}", telemetry.summary());
+    print!("{}", summary(&metrics));
     if args.once {
         println!("\n--once: stopping (without it, the demo keeps serving for curl)");
         let _ = stop_tx.send(());
@@ -643,6 +488,6 @@ async fn main() {
         Ok(Err(e)) => eprintln!("pizzeria: server error: {e}"),
         Err(e) => eprintln!("pizzeria: server task failed: {e}"),
     }
-    // flush: the OTLP HTTP exporter is blocking, so not on a runtime worker thread
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    // flush and shut down (on a thread of the guard's own, bounded in time)
+    drop(telemetry);
 }

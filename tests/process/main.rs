@@ -73,6 +73,11 @@ fn cases() -> Vec<(&'static str, Run)> {
         current setup_env::otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime,
         plain setup_env::otlp_grpc_outside_a_runtime,
     ]);
+    #[cfg(feature = "prometheus")]
+    all.extend_from_slice(cases![
+        multi setup_env::prometheus_endpoint_from_the_environment,
+        current setup_env::the_environment_names_the_service,
+    ]);
     #[cfg(all(feature = "tracing", feature = "reqwest"))]
     all.extend_from_slice(cases![
         multi client_chain::three_hops_one_trace_and_every_log_line_carries_it,

@@ -16,8 +16,8 @@ use tower::ServiceExt;
 use tower_otel_http::setup::{Setup, SetupError};
 use tower_otel_http::OtelLayer;
 
-/// What the receiver got: (path, content-type, body bytes).
-type Posts = Arc<Mutex<Vec<(String, String, usize)>>>;
+/// What the receiver got: (path, content-type, body bytes, the `x-tenant` header).
+type Posts = Arc<Mutex<Vec<(String, String, usize, String)>>>;
 
 async fn receiver() -> (SocketAddr, Posts) {
     let posts = Posts::default();
@@ -34,10 +34,16 @@ async fn receiver() -> (SocketAddr, Posts) {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
+                let tenant = req
+                    .headers()
+                    .get("x-tenant")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
                 let body = axum::body::to_bytes(req.into_body(), usize::MAX)
                     .await
                     .unwrap_or_default();
-                record.lock().unwrap().push((path, ct, body.len()));
+                record.lock().unwrap().push((path, ct, body.len(), tenant));
                 ([("content-type", "application/x-protobuf")], Bytes::new())
             }
         }),
@@ -88,10 +94,23 @@ async fn request_with(traceparent: Option<&str>) -> String {
 /// inside the runtime.
 pub async fn otlp_http_reaches_a_real_receiver() {
     let (addr, posts) = receiver().await;
+    // the base URL gets /v1/{signal} appended; a per-signal endpoint is taken whole
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        format!("http://{addr}/v1/traces-elsewhere"),
+    );
+    std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme");
     std::env::set_var("OTEL_SERVICE_NAME", "setup-test");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     let guard = tower_otel_http::setup::init().expect("init");
+    assert!(
+        guard
+            .summary()
+            .contains(&format!("http://{addr}/v1/traces-elsewhere")),
+        "{}",
+        guard.summary()
+    );
     assert!(
         guard.summary().contains("traces: otlp (http/protobuf)"),
         "{}",
@@ -115,12 +134,17 @@ pub async fn otlp_http_reaches_a_real_receiver() {
     drop(guard);
     assert!(started.elapsed() < Duration::from_secs(5));
     let got = posts.lock().unwrap().clone();
-    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
-        let found: Vec<_> = got.iter().filter(|(p, _, _)| p == signal).collect();
+    assert!(
+        !got.iter().any(|(p, ..)| p == "/v1/traces"),
+        "the per-signal endpoint is a full URL: {got:?}"
+    );
+    for signal in ["/v1/traces-elsewhere", "/v1/metrics", "/v1/logs"] {
+        let found: Vec<_> = got.iter().filter(|(p, ..)| p == signal).collect();
         assert!(!found.is_empty(), "nothing posted to {signal}: {got:?}");
-        for (_, ct, len) in found {
+        for (_, ct, len, tenant) in found {
             assert_eq!(ct, "application/x-protobuf", "{signal}");
             assert!(*len > 0, "{signal}: an empty body");
+            assert_eq!(tenant, "acme", "{signal}: OTEL_EXPORTER_OTLP_HEADERS");
         }
     }
 }
@@ -383,4 +407,107 @@ pub fn otlp_grpc_outside_a_runtime() {
         .expect("init outside a runtime");
     assert!(guard.tracer_provider().is_some());
     drop(guard);
+}
+
+/// `OTEL_METRICS_EXPORTER=prometheus`: the endpoint mounted on a real server and scraped over
+/// HTTP — the layer's histogram with its route label, the resource from
+/// `OTEL_RESOURCE_ATTRIBUTES` and the code's fallback service name in `target_info`.
+#[cfg(feature = "prometheus")]
+pub async fn prometheus_endpoint_from_the_environment() {
+    std::env::set_var("OTEL_METRICS_EXPORTER", "prometheus");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    std::env::set_var(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=staging",
+    );
+    let guard = Setup::new()
+        .with_service_name("fallback-name")
+        .install()
+        .expect("init");
+    let metrics = guard.metrics_endpoint().expect("a Prometheus endpoint");
+    let api = Router::new().route("/items/{id}", get(|| async { "item" }));
+    let app = Router::new()
+        .nest("/api", api)
+        .layer(OtelLayer::server())
+        .route_service("/metrics", metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let get_text = |path: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let res = send
+            .send_request(
+                Request::get(path)
+                    .header("host", "localhost")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (ct, String::from_utf8(body.to_vec()).unwrap())
+    };
+    for _ in 0..3 {
+        get_text("/api/items/7").await;
+    }
+    let (ct, text) = get_text("/metrics").await;
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let count = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                && l.contains("http_route=\"/api/items/{id}\"")
+        })
+        .unwrap_or_else(|| panic!("no count for the route:\n{text}"));
+    assert!(count.ends_with(" 3"), "{count}");
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap_or_else(|| panic!("no target_info:\n{text}"));
+    assert!(info.contains("service_name=\"fallback-name\""), "{info}");
+    assert!(
+        info.contains("deployment_environment_name=\"staging\""),
+        "{info}"
+    );
+    drop(guard);
+}
+
+/// `OTEL_SERVICE_NAME` wins over the code's fallback name; `prometheus` beside `otlp`.
+#[cfg(feature = "prometheus")]
+pub async fn the_environment_names_the_service() {
+    std::env::set_var("OTEL_SERVICE_NAME", "from-env");
+    std::env::set_var("OTEL_METRICS_EXPORTER", "none");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    let guard = Setup::new()
+        .with_service_name("fallback-name")
+        .with_prometheus()
+        .install()
+        .expect("init");
+    // with_prometheus serves the metrics even when OTEL_METRICS_EXPORTER pushes them nowhere
+    let metrics = guard.metrics_endpoint().expect("a Prometheus endpoint");
+    let text = metrics.render().unwrap();
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap_or_else(|| panic!("no target_info:\n{text}"));
+    assert!(info.contains("service_name=\"from-env\""), "{info}");
+    assert!(guard.tracer_provider().is_none());
 }
