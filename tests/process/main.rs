@@ -72,6 +72,7 @@ fn cases() -> Vec<(&'static str, Run)> {
         current setup_env::errors_are_values_not_panics,
         current setup_env::otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime,
         plain setup_env::otlp_grpc_outside_a_runtime,
+        current setup_env::propagators_sampler_and_rust_log_take_effect,
     ]);
     #[cfg(feature = "prometheus")]
     all.extend_from_slice(cases![

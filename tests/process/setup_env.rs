@@ -511,3 +511,60 @@ pub async fn the_environment_names_the_service() {
     assert!(info.contains("service_name=\"from-env\""), "{info}");
     assert!(guard.tracer_provider().is_none());
 }
+
+/// A `MakeWriter` into a shared buffer: the log lines the set-up's subscriber writes.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `OTEL_PROPAGATORS=none` (an incoming trace is not continued), `OTEL_TRACES_SAMPLER=always_off`
+/// (nothing sampled), `RUST_LOG` (the filter of the lines), each with its effect on a request.
+pub async fn propagators_sampler_and_rust_log_take_effect() {
+    std::env::set_var("OTEL_PROPAGATORS", "none");
+    std::env::set_var("OTEL_TRACES_SAMPLER", "always_off");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "console");
+    std::env::set_var("OTEL_METRICS_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    std::env::set_var("RUST_LOG", "warn,tower_otel_http=info");
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let guard = Setup::new()
+        .with_log_writer(move || writer.clone())
+        .install()
+        .expect("init");
+    assert!(
+        guard.summary().contains("propagators: none")
+            && guard.summary().contains("sampler: always_off")
+            && guard.summary().contains("traces: console"),
+        "{}",
+        guard.summary()
+    );
+    let incoming = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tr = request_with(Some(&format!("00-{incoming}-00f067aa0ba902b7-01"))).await;
+    assert!(
+        !tr.contains(incoming),
+        "OTEL_PROPAGATORS=none: the incoming trace is not continued ({tr})"
+    );
+    assert!(
+        tr.is_empty() || tr.ends_with("-00") || tr.ends_with("-02"),
+        "always_off: not sampled ({tr})"
+    );
+    tracing::warn!(target: "app", "a warning");
+    drop(guard);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("telemetry: traces: console"), "{text}");
+    assert!(text.contains("a warning"), "{text}");
+    assert!(
+        !text.contains("saying hello"),
+        "RUST_LOG=warn hides the handler's info line: {text}"
+    );
+}
