@@ -269,6 +269,33 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             ));
         }
     }
+    // an endpoint the exporters cannot reach is said now, not at the first failed export
+    for (name, signal) in [("TRACES", &traces), ("METRICS", &metrics), ("LOGS", &logs)] {
+        if disabled || !signal.exporters.contains(&Exporter::Otlp) {
+            continue;
+        }
+        let own = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
+        let (var, value) = match nonempty(&own) {
+            Some(v) => (own, v),
+            None => match nonempty("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(v) => ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), v),
+                None => continue,
+            },
+        };
+        let scheme = value.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(invalid(
+                    &var,
+                    &value,
+                    "an http:// URL (https is not supported yet: this crate builds no TLS stack; \
+                     send to a Collector on the same host or network over http)",
+                ))
+            }
+            _ => return Err(invalid(&var, &value, "an http:// URL")),
+        }
+    }
     let endpoint_set = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -1024,6 +1051,46 @@ mod tests {
             Err(SetupError::Invalid { var: v, .. }) => assert_eq!(v, var, "{pairs:?}"),
             other => panic!("{pairs:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn endpoints_are_http_urls() {
+        rejects(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        rejects(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        // the per-signal one is the one used, and checked
+        rejects(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    "https://logs:4318/v1/logs",
+                ),
+            ],
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        );
+        assert!(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://unused"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4318/v1/traces"
+            ),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "console"),
+        ])
+        .is_ok());
+        assert!(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTP://collector:4318")]).is_ok());
+        // disabled: nothing is exported, nothing to check
+        assert!(env(&[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ])
+        .is_ok());
     }
 
     #[test]
