@@ -257,7 +257,9 @@ impl<S: Side> Config<S> {
 
     /// Whether anything is captured at the response head.
     pub(crate) fn has_response_extras(&self) -> bool {
-        !self.response_headers.is_empty() || self.response_hook.is_some()
+        !self.response_headers.is_empty()
+            || !self.response_metadata.is_empty()
+            || self.response_hook.is_some()
     }
 
     /// Warn once when the user's `with_error_type` can never see the inner service's errors

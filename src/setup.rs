@@ -16,14 +16,14 @@
 //!
 //! | variable | default | read by |
 //! |---|---|---|
-//! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is) |
-//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` ([`TelemetryGuard::metrics_endpoint`]); anything else is an error |
+//! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is); any other value is false, with a warning |
+//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts; nothing serves them otherwise, and `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` are not read); anything else is an error |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error), opentelemetry-otlp uses it |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | opentelemetry-otlp |
 //! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (and per signal) | | opentelemetry-otlp |
 //! | `OTEL_PROPAGATORS` | `tracecontext,baggage` | this crate: `tracecontext` (the crate's [`W3cPropagator`](crate::propagation::W3cPropagator)), `baggage`, `none`; anything else is an error |
-//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | the SDK; this crate checks them first (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
-//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service`, or [`Setup::with_service_name`] | the SDK |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | this crate checks them and builds the sampler (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
+//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service`, or [`Setup::with_service_name`] | the SDK; `OTEL_SERVICE_NAME` wins over a `service.name` in the attributes |
 //! | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT` | the SDK's | the SDK |
 //! | `RUST_LOG` | `info`, the exporters' own stack at `warn` | this crate: `target=level,…` (`tracing_subscriber`'s `Targets`); a bad value is an error |
 //!
@@ -38,13 +38,14 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::BaggagePropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -138,7 +139,7 @@ struct Signal {
 }
 
 /// What the environment asks for, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct EnvConfig {
     disabled: bool,
     traces: Signal,
@@ -148,7 +149,24 @@ struct EnvConfig {
     propagators: Vec<&'static str>,
     /// Whether any OTLP endpoint variable is set.
     endpoint_set: bool,
+    /// The sampler's name, lowercased.
     sampler: String,
+    /// The ratio of the `traceidratio` samplers (1 when not given).
+    ratio: f64,
+    /// Values taken with a warning (said once the subscriber is there).
+    warnings: Vec<String>,
+}
+
+/// Keeps the first of each value, in order.
+fn dedup<T: PartialEq>(v: &mut Vec<T>) {
+    let mut i = 0;
+    while i < v.len() {
+        if v[..i].contains(&v[i]) {
+            v.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 fn invalid(var: &str, value: &str, expected: &'static str) -> SetupError {
@@ -166,11 +184,18 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
+    let mut warnings = Vec::new();
+    // the specification: anything but `true` (any case) is false, with a warning
     let disabled = match nonempty("OTEL_SDK_DISABLED") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => return Err(invalid("OTEL_SDK_DISABLED", &v, "true or false")),
+        Some(v) => {
+            warnings.push(format!(
+                "OTEL_SDK_DISABLED={v:?} is not true or false: taken as false"
+            ));
+            false
+        }
     };
     let signal = |name: &str| -> Result<Signal, SetupError> {
         let var = format!("OTEL_{name}_EXPORTER");
@@ -178,6 +203,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         for e in nonempty(&var)
             .unwrap_or_else(|| "otlp".to_owned())
             .split(',')
+            .filter(|e| !e.trim().is_empty())
         {
             match e.trim().to_ascii_lowercase().as_str() {
                 "otlp" => exporters.push(Exporter::Otlp),
@@ -207,7 +233,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
                 }
             }
         }
-        exporters.dedup();
+        dedup(&mut exporters);
         let pvar = format!("OTEL_EXPORTER_OTLP_{name}_PROTOCOL");
         let (pvar, pval) = match nonempty(&pvar) {
             Some(v) => (pvar, Some(v)),
@@ -216,10 +242,16 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
                 nonempty("OTEL_EXPORTER_OTLP_PROTOCOL"),
             ),
         };
-        let protocol = match pval.as_deref() {
+        let protocol = match pval.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("http/protobuf") => Protocol::HttpProtobuf,
             Some("grpc") => Protocol::Grpc,
-            Some(v) => return Err(invalid(&pvar, v, "http/protobuf or grpc")),
+            Some(_) => {
+                return Err(invalid(
+                    &pvar,
+                    pval.as_deref().unwrap_or_default(),
+                    "http/protobuf or grpc",
+                ))
+            }
         };
         Ok(Signal {
             exporters,
@@ -233,8 +265,9 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     for p in nonempty("OTEL_PROPAGATORS")
         .unwrap_or_else(|| "tracecontext,baggage".to_owned())
         .split(',')
+        .filter(|p| !p.trim().is_empty())
     {
-        match p.trim() {
+        match p.trim().to_ascii_lowercase().as_str() {
             "tracecontext" => propagators.push("tracecontext"),
             "baggage" => propagators.push("baggage"),
             "none" => {}
@@ -247,8 +280,10 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             }
         }
     }
-    propagators.dedup();
-    let sampler = nonempty("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+    dedup(&mut propagators);
+    let sampler = nonempty("OTEL_TRACES_SAMPLER")
+        .unwrap_or_else(|| "parentbased_always_on".into())
+        .to_ascii_lowercase();
     let ratio = match sampler.as_str() {
         "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off" => false,
         "traceidratio" | "parentbased_traceidratio" => true,
@@ -260,13 +295,17 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             ))
         }
     };
+    let mut sampler_ratio = 1.0;
     if let (true, Some(arg)) = (ratio, nonempty("OTEL_TRACES_SAMPLER_ARG")) {
-        if !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) {
-            return Err(invalid(
-                "OTEL_TRACES_SAMPLER_ARG",
-                &arg,
-                "a ratio between 0 and 1",
-            ));
+        match arg.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => sampler_ratio = r,
+            _ => {
+                return Err(invalid(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    &arg,
+                    "a ratio between 0 and 1",
+                ))
+            }
         }
     }
     // an endpoint the exporters cannot reach is said now, not at the first failed export
@@ -312,6 +351,8 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         propagators,
         endpoint_set,
         sampler,
+        ratio: sampler_ratio,
+        warnings,
     })
 }
 
@@ -609,13 +650,16 @@ impl Setup {
         // the signals OTLP would carry go to stdout when asked and no endpoint is set
         let console = self.console_without_endpoint && !env.endpoint_set;
         let route = |s: &Signal| -> Vec<Exporter> {
-            s.exporters
+            let mut v = s
+                .exporters
                 .iter()
                 .map(|e| match e {
                     Exporter::Otlp if console => Exporter::Console,
                     e => *e,
                 })
-                .collect()
+                .collect();
+            dedup(&mut v);
+            v
         };
         let mut summary = Vec::new();
         let mut runtime = None;
@@ -636,16 +680,25 @@ impl Setup {
                     *e != Exporter::Console || env.logs.exporters.contains(&Exporter::Console)
                 });
             }
-            let mut resource = Resource::builder(); // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
-            if let Some(name) = &self.service_name {
-                let named = get("OTEL_SERVICE_NAME").is_some_and(|v| !v.trim().is_empty())
-                    || get("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|v| {
-                        v.split(',')
-                            .any(|kv| kv.split('=').next().map(str::trim) == Some("service.name"))
-                    });
-                if !named {
+            // the SDK's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the
+            // latter last: its service.name would win, where the specification has
+            // OTEL_SERVICE_NAME win — so that one is set again here)
+            let mut resource = Resource::builder();
+            let env_name = get("OTEL_SERVICE_NAME")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            let attrs_name = get("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|v| {
+                v.split(',').any(|kv| {
+                    kv.split_once('=')
+                        .is_some_and(|(k, v)| k.trim() == "service.name" && !v.trim().is_empty())
+                })
+            });
+            match (env_name, &self.service_name) {
+                (Some(name), _) => resource = resource.with_service_name(name),
+                (None, Some(name)) if !attrs_name => {
                     resource = resource.with_service_name(name.clone());
                 }
+                _ => {}
             }
             let resource = resource.build();
             let grpc = [
@@ -656,23 +709,27 @@ impl Setup {
             .iter()
             .any(|(e, s)| s.protocol == Protocol::Grpc && e.contains(&Exporter::Otlp));
             if grpc {
-                runtime = Some(
+                runtime = Some(OtlpRuntime(Some(
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(1)
                         .thread_name("tower-otel-http-otlp")
                         .enable_all()
                         .build()
                         .map_err(exporter_error)?,
-                );
+                )));
             }
             // the gRPC exporters' channels are made (and live) on that runtime
-            let _in_runtime = runtime.as_ref().map(tokio::runtime::Runtime::enter);
+            let _in_runtime = runtime
+                .as_ref()
+                .and_then(|r| r.0.as_ref())
+                .map(tokio::runtime::Runtime::enter);
             let at = |signal: &str, p: Protocol| endpoint(get, signal, p);
             let tracer = build_tracer(
                 &traces,
                 env.traces.protocol,
                 &at("traces", env.traces.protocol),
                 &resource,
+                sampler(&env.sampler, env.ratio),
             )?;
             let meter = build_meter(
                 &metrics,
@@ -694,9 +751,43 @@ impl Setup {
             ] {
                 summary.push(format!("{name}: {}", describe(exporters, p, &at(name, p))));
             }
-            summary.push(format!("sampler: {}", env.sampler));
+            if env.sampler.ends_with("traceidratio") {
+                summary.push(format!("sampler: {} {}", env.sampler, env.ratio));
+            } else {
+                summary.push(format!("sampler: {}", env.sampler));
+            }
             (tracer, meter, logger)
         };
+        // the subscriber first: when one is already there, nothing global has been touched
+        if self.subscriber {
+            // the bridge never exports the exporters' own events, whatever RUST_LOG says
+            // (`Targets` takes the most specific directive: `hyper_util=debug` would beat an
+            // `OFF` for `hyper`, hence the prefix check in front of it)
+            let mut bridge_filter = filter.clone();
+            for t in EXPORTER_STACK {
+                bridge_filter = bridge_filter.with_target(t, LevelFilter::OFF);
+            }
+            let not_exporters = tracing_subscriber::filter::filter_fn(|meta| {
+                let target = meta.target();
+                !EXPORTER_STACK.iter().any(|t| target.starts_with(t))
+            });
+            let bridge = logger.as_ref().map(|l| {
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
+                    .with_filter(bridge_filter.and(not_exporters))
+            });
+            let writer = self
+                .writer
+                .unwrap_or_else(|| BoxMakeWriter::new(std::io::stdout));
+            let lines = match self.log_format {
+                LogFormat::Json => crate::logs::json_layer().with_writer(writer).boxed(),
+                LogFormat::Text => crate::logs::text_layer().with_writer(writer).boxed(),
+            };
+            tracing_subscriber::registry()
+                .with(lines.with_filter(filter))
+                .with(bridge)
+                .try_init()
+                .map_err(|_| SetupError::SubscriberAlreadySet)?;
+        }
         if let Some(t) = &tracer {
             opentelemetry::global::set_tracer_provider(t.clone());
             // the SDK's id generator is random: the traces started here carry the W3C random
@@ -725,30 +816,10 @@ impl Setup {
             opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
         }
         let summary = summary.join("; ");
-        if self.subscriber {
-            // the bridge never exports the exporters' own events
-            let mut bridge_filter = filter.clone();
-            for t in EXPORTER_STACK {
-                bridge_filter = bridge_filter.with_target(t, LevelFilter::OFF);
-            }
-            let bridge = logger.as_ref().map(|l| {
-                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
-                    .with_filter(bridge_filter)
-            });
-            let writer = self
-                .writer
-                .unwrap_or_else(|| BoxMakeWriter::new(std::io::stdout));
-            let lines = match self.log_format {
-                LogFormat::Json => crate::logs::json_layer().with_writer(writer).boxed(),
-                LogFormat::Text => crate::logs::text_layer().with_writer(writer).boxed(),
-            };
-            tracing_subscriber::registry()
-                .with(lines.with_filter(filter))
-                .with(bridge)
-                .try_init()
-                .map_err(|_| SetupError::SubscriberAlreadySet)?;
-            tracing::info!(target: "tower_otel_http", "telemetry: {summary}");
+        for w in &env.warnings {
+            tracing::warn!(target: "tower_otel_http", "telemetry: {w}");
         }
+        tracing::info!(target: "tower_otel_http", "telemetry: {summary}");
         Ok(TelemetryGuard {
             tracer,
             meter,
@@ -782,16 +853,34 @@ fn exporter_error(e: impl fmt::Display) -> SetupError {
     SetupError::Exporter(e.to_string())
 }
 
+/// The sampler the checked variables name: built here, so that what was checked is what is
+/// used (the SDK reads the variables untrimmed and falls back silently).
+fn sampler(name: &str, ratio: f64) -> Sampler {
+    match name {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+        _ => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+    }
+}
+
 fn build_tracer(
     exporters: &[Exporter],
     protocol: Protocol,
     endpoint: &str,
     resource: &Resource,
+    sampler: Sampler,
 ) -> Result<Option<SdkTracerProvider>, SetupError> {
     if exporters.is_empty() {
         return Ok(None);
     }
-    let mut b = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut b = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_sampler(sampler);
     for e in exporters {
         b = match (e, protocol) {
             (Exporter::Console, _) => {
@@ -802,6 +891,7 @@ fn build_tracer(
             (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .build()
                     .map_err(exporter_error)?,
                 "traces",
@@ -810,6 +900,7 @@ fn build_tracer(
             (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
+                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .build()
                     .map_err(exporter_error)?,
                 "traces",
@@ -856,6 +947,7 @@ fn build_meter(
             (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_periodic_exporter(Warned::new(
                 opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .build()
                     .map_err(exporter_error)?,
                 "metrics",
@@ -864,6 +956,7 @@ fn build_meter(
             (Exporter::Otlp, Protocol::Grpc) => b.with_periodic_exporter(Warned::new(
                 opentelemetry_otlp::MetricExporter::builder()
                     .with_tonic()
+                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .build()
                     .map_err(exporter_error)?,
                 "metrics",
@@ -894,6 +987,7 @@ fn build_logger(
             (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .build()
                     .map_err(exporter_error)?,
                 "logs",
@@ -902,6 +996,7 @@ fn build_logger(
             (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_tonic()
+                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .build()
                     .map_err(exporter_error)?,
                 "logs",
@@ -935,7 +1030,7 @@ pub struct TelemetryGuard {
     /// The runtime the gRPC exporters' connections run on (one thread of its own): they work
     /// whether or not the application runs Tokio, and shut down while the application's
     /// current-thread runtime is blocked in the guard's drop.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Option<OtlpRuntime>,
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     prometheus: Option<MetricsEndpoint>,
 }
@@ -1000,7 +1095,12 @@ impl TelemetryGuard {
 
     fn shutdown_now(&mut self) -> bool {
         let (tracer, meter, logger) = (self.tracer.take(), self.meter.take(), self.logger.take());
+        if tracer.is_some() {
+            // the traces started from now on are not this set-up's
+            crate::propagation::set_global_roots_random(false);
+        }
         if tracer.is_none() && meter.is_none() && logger.is_none() {
+            drop(self.runtime.take());
             return true;
         }
         let (tx, rx) = mpsc::channel();
@@ -1019,10 +1119,7 @@ impl TelemetryGuard {
                 let _ = tx.send(());
             });
         let done = spawned.is_ok() && rx.recv_timeout(self.timeout).is_ok();
-        if let Some(rt) = self.runtime.take() {
-            // never blocks: a runtime dropped inside another would panic
-            rt.shutdown_background();
-        }
+        drop(self.runtime.take());
         done
     }
 }
@@ -1051,6 +1148,48 @@ mod tests {
             Err(SetupError::Invalid { var: v, .. }) => assert_eq!(v, var, "{pairs:?}"),
             other => panic!("{pairs:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn sdk_disabled_is_true_or_false_with_a_warning() {
+        // the specification: anything but true is false (a warning, not an error)
+        let e = env(&[("OTEL_SDK_DISABLED", "yes")]).unwrap();
+        assert!(!e.disabled);
+        assert!(
+            e.warnings[0].contains("OTEL_SDK_DISABLED"),
+            "{:?}",
+            e.warnings
+        );
+        assert!(env(&[("OTEL_SDK_DISABLED", "TRUE")]).unwrap().disabled);
+        assert!(env(&[("OTEL_SDK_DISABLED", "false")])
+            .unwrap()
+            .warnings
+            .is_empty());
+    }
+
+    #[test]
+    fn values_are_case_insensitive_and_lists_forgiving() {
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC"),
+            ("OTEL_PROPAGATORS", "TraceContext,,baggage, tracecontext"),
+            ("OTEL_TRACES_SAMPLER", " ParentBased_TraceIdRatio "),
+            ("OTEL_TRACES_SAMPLER_ARG", " 0.25 "),
+            ("OTEL_TRACES_EXPORTER", "otlp,console,otlp,"),
+        ])
+        .unwrap();
+        assert_eq!(e.traces.protocol, Protocol::Grpc);
+        assert_eq!(e.propagators, ["tracecontext", "baggage"]);
+        assert_eq!(e.sampler, "parentbased_traceidratio");
+        assert_eq!(e.ratio, 0.25);
+        assert_eq!(e.traces.exporters, [Exporter::Otlp, Exporter::Console]);
+        // what was checked is what is used: the sampler is built here
+        let built = format!("{:?}", sampler(&e.sampler, e.ratio));
+        assert!(
+            built.contains("ParentBased") && built.contains("TraceIdRatioBased(0.25)"),
+            "{built}"
+        );
+        let off = format!("{:?}", sampler("always_off", 1.0));
+        assert_eq!(off, "AlwaysOff");
     }
 
     #[test]
@@ -1165,7 +1304,6 @@ mod tests {
 
     #[test]
     fn values_it_cannot_honour_are_errors() {
-        rejects(&[("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED");
         rejects(
             &[("OTEL_TRACES_EXPORTER", "jaeger")],
             "OTEL_TRACES_EXPORTER",
@@ -1218,12 +1356,19 @@ mod tests {
 /// every request with the current values — `Router::route_service("/metrics", endpoint)` — backed
 /// by the meter provider the set-up installed (the layers' histograms with their route labels).
 /// Only obtained from [`TelemetryGuard::metrics_endpoint`].
+#[cfg(feature = "prometheus")]
 #[derive(Clone)]
 pub struct MetricsEndpoint {
-    #[cfg(feature = "prometheus")]
     registry: Arc<prometheus::Registry>,
 }
 
+/// Without the feature `prometheus`: never made.
+#[cfg(not(feature = "prometheus"))]
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+struct MetricsEndpoint;
+
+#[cfg(feature = "prometheus")]
 impl fmt::Debug for MetricsEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsEndpoint").finish_non_exhaustive()
@@ -1273,5 +1418,18 @@ impl<B> tower_service::Service<http::Request<B>> for MetricsEndpoint {
         };
         // the builder only fails on invalid parts, and these are constants
         std::future::ready(Ok(response.unwrap_or_default()))
+    }
+}
+
+/// The runtime the gRPC exporters' connections run on; shut down in the background when
+/// dropped, never blocking (a runtime dropped inside another, e.g. when the set-up fails
+/// under `#[tokio::main]`, would panic).
+struct OtlpRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OtlpRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }

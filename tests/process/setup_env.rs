@@ -212,6 +212,18 @@ pub async fn errors_are_values_not_panics() {
         tower_otel_http::setup::init(),
         Err(SetupError::SubscriberAlreadySet)
     ));
+    // with gRPC, whose exporters get a runtime of their own, inside this (current-thread)
+    // runtime: still an error value, and that runtime dropped without a panic
+    std::env::set_var("OTEL_TRACES_EXPORTER", "otlp");
+    std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9");
+    assert!(matches!(
+        tower_otel_http::setup::init(),
+        Err(SetupError::SubscriberAlreadySet)
+    ));
+    // and nothing global was touched: a request through the layer records no span
+    assert_eq!(one_request().await, "", "no provider installed");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
     // without the subscriber it works beside the user's
     let guard = Setup::new().with_subscriber(false).install().expect("init");
     assert!(guard.tracer_provider().is_none(), "traces: none");
@@ -341,33 +353,8 @@ mod grpc_sink {
 /// on a **current-thread** runtime: the exporters' connections run on a runtime of the guard's
 /// own, so the flush at drop completes while this runtime is blocked in it.
 pub async fn otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime() {
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
-    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
     let sink = GrpcSink::default();
-    // the receiver on a runtime of its own (its socket registered there too): this test's
-    // runtime is blocked while the guard shuts down
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server_sink = sink.clone();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                tonic::transport::Server::builder()
-                    .add_service(TraceServiceServer::new(server_sink.clone()))
-                    .add_service(MetricsServiceServer::new(server_sink.clone()))
-                    .add_service(LogsServiceServer::new(server_sink))
-                    .serve_with_incoming(incoming)
-                    .await
-                    .unwrap()
-            })
-    });
+    let addr = grpc_receiver(&sink);
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     std::env::set_var("OTEL_SERVICE_NAME", "setup-grpc-test");
@@ -399,14 +386,26 @@ pub async fn otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime() {
 /// Set up outside any runtime, with gRPC (whose exporters need one): no panic, and the guard
 /// dropped outside any runtime too.
 pub fn otlp_grpc_outside_a_runtime() {
-    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9");
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    let sink = GrpcSink::default();
+    let addr = grpc_receiver(&sink);
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    std::env::set_var("OTEL_SERVICE_NAME", "outside-a-runtime");
     let guard = Setup::new()
-        .with_shutdown_timeout(Duration::from_secs(2))
+        .with_shutdown_timeout(Duration::from_secs(4))
         .install()
         .expect("init outside a runtime");
-    assert!(guard.tracer_provider().is_some());
-    drop(guard);
+    let tracer = guard.tracer_provider().expect("traces").tracer("t");
+    let mut span = tracer.start("no runtime here");
+    span.end();
+    assert!(guard.shutdown(), "the flush finished in time");
+    let got = sink.got.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .any(|(s, n)| *s == "traces" && n.contains("outside-a-runtime")),
+        "{got:?}"
+    );
 }
 
 /// `OTEL_METRICS_EXPORTER=prometheus`: the endpoint mounted on a real server and scraped over
@@ -489,10 +488,16 @@ pub async fn prometheus_endpoint_from_the_environment() {
     drop(guard);
 }
 
-/// `OTEL_SERVICE_NAME` wins over the code's fallback name; `prometheus` beside `otlp`.
+/// `OTEL_SERVICE_NAME` wins over the code's fallback name and over `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES` (the specification's order); `with_prometheus` serves the
+/// metrics with `OTEL_METRICS_EXPORTER=none`.
 #[cfg(feature = "prometheus")]
 pub async fn the_environment_names_the_service() {
     std::env::set_var("OTEL_SERVICE_NAME", "from-env");
+    std::env::set_var(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "service.name=from-attributes,team=pizza",
+    );
     std::env::set_var("OTEL_METRICS_EXPORTER", "none");
     std::env::set_var("OTEL_TRACES_EXPORTER", "none");
     std::env::set_var("OTEL_LOGS_EXPORTER", "none");
@@ -509,21 +514,8 @@ pub async fn the_environment_names_the_service() {
         .find(|l| l.starts_with("target_info{"))
         .unwrap_or_else(|| panic!("no target_info:\n{text}"));
     assert!(info.contains("service_name=\"from-env\""), "{info}");
+    assert!(info.contains("team=\"pizza\""), "{info}");
     assert!(guard.tracer_provider().is_none());
-}
-
-/// A `MakeWriter` into a shared buffer: the log lines the set-up's subscriber writes.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// `OTEL_PROPAGATORS=none` (an incoming trace is not continued), `OTEL_TRACES_SAMPLER=always_off`
@@ -535,10 +527,9 @@ pub async fn propagators_sampler_and_rust_log_take_effect() {
     std::env::set_var("OTEL_METRICS_EXPORTER", "none");
     std::env::set_var("OTEL_LOGS_EXPORTER", "none");
     std::env::set_var("RUST_LOG", "warn,tower_otel_http=info");
-    let lines = Lines::default();
-    let writer = lines.clone();
+    let lines = crate::common::Buf::default();
     let guard = Setup::new()
-        .with_log_writer(move || writer.clone())
+        .with_log_writer(lines.clone())
         .install()
         .expect("init");
     assert!(
@@ -560,11 +551,41 @@ pub async fn propagators_sampler_and_rust_log_take_effect() {
     );
     tracing::warn!(target: "app", "a warning");
     drop(guard);
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.lines().join("\n");
     assert!(text.contains("telemetry: traces: console"), "{text}");
     assert!(text.contains("a warning"), "{text}");
     assert!(
         !text.contains("saying hello"),
         "RUST_LOG=warn hides the handler's info line: {text}"
     );
+}
+
+/// A real OTLP/gRPC receiver on a thread and runtime of its own (its socket registered there
+/// too): the caller's runtime may be blocked while the guard shuts down, or absent.
+fn grpc_receiver(sink: &GrpcSink) -> SocketAddr {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_sink = sink.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(server_sink.clone()))
+                    .add_service(MetricsServiceServer::new(server_sink.clone()))
+                    .add_service(LogsServiceServer::new(server_sink))
+                    .serve_with_incoming(incoming)
+                    .await
+                    .unwrap()
+            })
+    });
+    addr
 }
