@@ -124,3 +124,49 @@ pub async fn capture_lists_come_from_the_environment() {
         Some("[\"node-2\"]")
     );
 }
+
+/// The gRPC metadata lists from the environment alone (no HTTP list set): request metadata and
+/// response metadata at the head of a trailers-only answer are both recorded.
+pub async fn grpc_metadata_lists_from_the_environment_alone() {
+    std::env::set_var(
+        "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST",
+        "x-grpc-tenant",
+    );
+    std::env::set_var(
+        "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_RESPONSE",
+        "x-grpc-served",
+    );
+    let t = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/pizzeria.Oven/Bake",
+            axum::routing::post(|| async {
+                (
+                    [
+                        ("content-type", "application/grpc"),
+                        ("grpc-status", "0"),
+                        ("x-grpc-served", "node-3"),
+                    ],
+                    "",
+                )
+            }),
+        )
+        .layer(t.layer());
+    let req = Request::post("/pizzeria.Oven/Bake")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-grpc-tenant", "acme")
+        .body(Body::empty())
+        .unwrap();
+    send(app, req).await;
+    let span = t.one();
+    assert_eq!(
+        array(&span, "rpc.request.metadata.x-grpc-tenant").as_deref(),
+        Some("[\"acme\"]")
+    );
+    assert_eq!(
+        array(&span, "rpc.response.metadata.x-grpc-served").as_deref(),
+        Some("[\"node-3\"]"),
+        "response metadata at the head, with no HTTP response list set"
+    );
+}

@@ -51,6 +51,7 @@ macro_rules! cases {
 fn cases() -> Vec<(&'static str, Run)> {
     let mut all: Vec<(&'static str, Run)> = cases![
         current capture_env::capture_lists_come_from_the_environment,
+        current capture_env::grpc_metadata_lists_from_the_environment_alone,
         current global_defaults::layer_built_before_the_sdk_still_traces,
         current global_propagator_no_sdk::a_propagator_installed_later_is_used_from_the_next_request,
         current global_propagators::a_global_w3c_shaped_propagator_is_called_on_both_sides,
