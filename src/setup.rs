@@ -69,7 +69,9 @@ const EXPORTER_STACK: [&str; 9] = [
 
 /// Why the set-up failed: a variable with a value this crate cannot honour, an exporter that
 /// could not be built, a subscriber already installed.
-#[derive(Debug)]
+///
+/// Its `Debug` form is the readable message (what `main() -> Result<_, Box<dyn Error>>`
+/// prints on failure).
 #[non_exhaustive]
 pub enum SetupError {
     /// An environment variable's value is not one this crate can honour.
@@ -86,6 +88,12 @@ pub enum SetupError {
     /// A global `tracing` subscriber is already installed (turn the subscriber off with
     /// [`Setup::with_subscriber`] to keep yours).
     SubscriberAlreadySet,
+}
+
+impl fmt::Debug for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "telemetry set-up: {self}")
+    }
 }
 
 impl fmt::Display for SetupError {
@@ -1119,6 +1127,13 @@ impl TelemetryGuard {
                 let _ = tx.send(());
             });
         let done = spawned.is_ok() && rx.recv_timeout(self.timeout).is_ok();
+        if !done {
+            tracing::warn!(
+                target: "tower_otel_http",
+                "telemetry: the shutdown did not finish within {:?}: what was not exported by then is lost",
+                self.timeout
+            );
+        }
         drop(self.runtime.take());
         done
     }
@@ -1201,6 +1216,14 @@ mod tests {
         rejects(
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")],
             "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        // what `main() -> Result<_, Box<dyn Error>>` prints: the readable message
+        let e = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c")]).unwrap_err();
+        assert!(
+            format!("{e:?}").starts_with(
+                "telemetry set-up: OTEL_EXPORTER_OTLP_ENDPOINT=\"https://c\" is not supported"
+            ),
+            "{e:?}"
         );
         // the per-signal one is the one used, and checked
         rejects(
