@@ -430,16 +430,7 @@ pub async fn prometheus_endpoint_from_the_environment() {
         .nest("/api", api)
         .layer(OtelLayer::server())
         .route_service("/metrics", metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let addr = crate::common::serve_on_loopback(app).await;
     let get_text = |path: &'static str| async move {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut send, conn) =

@@ -285,3 +285,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
         self.clone()
     }
 }
+
+/// Serves `app` on 127.0.0.1, port 0, with `ConnectInfo`; its address.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
