@@ -69,6 +69,7 @@ fn cases() -> Vec<(&'static str, Run)> {
         multi setup_env::otlp_http_reaches_a_real_receiver,
         multi setup_env::sdk_disabled_installs_nothing,
         multi setup_env::a_dead_collector_cannot_hang_the_exit,
+        multi setup_env::the_export_timeout_comes_from_the_environment,
         multi setup_env::an_unreachable_collector_is_said_once,
         current setup_env::errors_are_values_not_panics,
         current setup_env::otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime,

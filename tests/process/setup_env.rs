@@ -580,3 +580,35 @@ fn grpc_receiver(sink: &GrpcSink) -> SocketAddr {
     });
     addr
 }
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (read by opentelemetry-otlp) bounds each export: against a
+/// collector that never answers, a 300 ms timeout lets the flush finish (and say so) well within
+/// a generous shutdown bound — the default (10 s) would not.
+pub async fn the_export_timeout_comes_from_the_environment() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // accept, read nothing, answer nothing, hold the connections
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_EXPORTER_OTLP_TIMEOUT", "300");
+    std::env::set_var("OTEL_METRICS_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    let guard = Setup::new()
+        .with_shutdown_timeout(Duration::from_secs(8))
+        .install()
+        .expect("init");
+    one_request().await;
+    let started = Instant::now();
+    let finished = guard.shutdown();
+    let took = started.elapsed();
+    assert!(
+        finished,
+        "the flush gave up on the dead collector by itself"
+    );
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+}
