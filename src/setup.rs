@@ -20,7 +20,7 @@
 //! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts; nothing serves them otherwise, and `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` are not read); anything else is an error |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error), opentelemetry-otlp uses it |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | opentelemetry-otlp |
-//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (and per signal) | | opentelemetry-otlp |
+//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (`gzip`; and per signal) | | opentelemetry-otlp |
 //! | `OTEL_PROPAGATORS` | `tracecontext,baggage` | this crate: `tracecontext` (the crate's [`W3cPropagator`](crate::propagation::W3cPropagator)), `baggage`, `none`; anything else is an error |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | this crate checks them and builds the sampler (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service`, or [`Setup::with_service_name`] | the SDK; `OTEL_SERVICE_NAME` wins over a `service.name` in the attributes |

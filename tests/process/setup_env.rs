@@ -16,8 +16,9 @@ use tower::ServiceExt;
 use tower_otel_http::setup::{Setup, SetupError};
 use tower_otel_http::OtelLayer;
 
-/// What the receiver got: (path, content-type, body bytes, the `x-tenant` header).
-type Posts = Arc<Mutex<Vec<(String, String, usize, String)>>>;
+/// What the receiver got: (path, content-type, body bytes, the `x-tenant` header,
+/// the `content-encoding`).
+type Posts = Arc<Mutex<Vec<(String, String, usize, String, String)>>>;
 
 async fn receiver() -> (SocketAddr, Posts) {
     let posts = Posts::default();
@@ -34,16 +35,23 @@ async fn receiver() -> (SocketAddr, Posts) {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let tenant = req
-                    .headers()
-                    .get("x-tenant")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
+                let (tenant, encoding) = {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    (header("x-tenant"), header("content-encoding"))
+                };
                 let body = axum::body::to_bytes(req.into_body(), usize::MAX)
                     .await
                     .unwrap_or_default();
-                record.lock().unwrap().push((path, ct, body.len(), tenant));
+                record
+                    .lock()
+                    .unwrap()
+                    .push((path, ct, body.len(), tenant, encoding));
                 ([("content-type", "application/x-protobuf")], Bytes::new())
             }
         }),
@@ -101,6 +109,7 @@ pub async fn otlp_http_reaches_a_real_receiver() {
         format!("http://{addr}/v1/traces-elsewhere"),
     );
     std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme");
+    std::env::set_var("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip");
     std::env::set_var("OTEL_SERVICE_NAME", "setup-test");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     let guard = tower_otel_http::setup::init().expect("init");
@@ -141,10 +150,13 @@ pub async fn otlp_http_reaches_a_real_receiver() {
     for signal in ["/v1/traces-elsewhere", "/v1/metrics", "/v1/logs"] {
         let found: Vec<_> = got.iter().filter(|(p, ..)| p == signal).collect();
         assert!(!found.is_empty(), "nothing posted to {signal}: {got:?}");
-        for (_, ct, len, tenant) in found {
+        for (_, ct, len, tenant, encoding) in found {
             assert_eq!(ct, "application/x-protobuf", "{signal}");
             assert!(*len > 0, "{signal}: an empty body");
             assert_eq!(tenant, "acme", "{signal}: OTEL_EXPORTER_OTLP_HEADERS");
+            // OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: the logs alone
+            let gzip = if signal == "/v1/logs" { "gzip" } else { "" };
+            assert_eq!(encoding, gzip, "{signal}: compression");
         }
     }
 }
