@@ -1008,6 +1008,40 @@ async fn a_call_that_ends_without_a_status_is_an_error() {
     );
 }
 
+/// SEMCONV 6.3: a `grpc-status` outside the known codes (a trailers-only answer over a real h2c
+/// server) is recorded as that number on both sides, and is an error on both (taken as
+/// `UNKNOWN` on the server).
+#[tokio::test]
+async fn a_status_outside_the_known_codes_is_recorded_as_its_number() {
+    let (t, m) = (Telemetry::new(), Metrics::new());
+    let app = Router::new()
+        .route(
+            "/odd.Service/Call",
+            axum::routing::post(|| async {
+                (
+                    [
+                        (http::header::CONTENT_TYPE, "application/grpc"),
+                        (http::HeaderName::from_static("grpc-status"), "42"),
+                    ],
+                    "",
+                )
+            }),
+        )
+        .layer(server_layer(&t, &m));
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut grpc = tonic::client::Grpc::new(channel(addr, &t, &m).await);
+    let result = unary(&mut grpc, "/odd.Service/Call").await;
+    assert!(result.is_err(), "{result:?}");
+    let server = one(&t, SpanKind::Server).await;
+    assert_eq!(code_of(&server).as_deref(), Some("42"));
+    assert!(is_error(&server));
+    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("42"));
+    let client_span = one(&t, SpanKind::Client).await;
+    assert_eq!(code_of(&client_span).as_deref(), Some("42"));
+    assert!(is_error(&client_span));
+}
+
 /// The server's stream fails mid-way (its body errors: hyper resets the stream): an error on
 /// the client, which got no status.
 #[tokio::test]
