@@ -211,10 +211,21 @@ async fn the_random_flag_goes_downstream_as_it_came_sampled_or_not() {
             }
         }
         // the spans the SDK recorded (sampled ones) carry the random bit it inherited
+        // (SEMCONV 5.1: on the span the crate records): `03` from `03`/`ff`, `01` from `01`
         for s in t.spans() {
             assert_eq!(s.span_context.trace_id(), TraceId::from_hex(TRACE).unwrap());
             assert_eq!(s.span_context.trace_flags().to_u8() & !0b11, 0);
         }
+        let recorded: std::collections::BTreeSet<u8> = t
+            .spans()
+            .iter()
+            .map(|s| s.span_context.trace_flags().to_u8())
+            .collect();
+        assert_eq!(
+            recorded,
+            [0x01, 0x03].into_iter().collect(),
+            "{given:?}: the recorded spans' flags"
+        );
     }
 }
 
