@@ -179,15 +179,7 @@ pub async fn sdk_disabled_installs_nothing() {
 /// A collector that accepts and never answers cannot hang the exit: the shutdown gives up at
 /// its timeout.
 pub async fn a_dead_collector_cannot_hang_the_exit() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // accept, read nothing, answer nothing, hold the connections
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
-        }
-    });
+    let addr = silent_collector().await;
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_EXPORTER_OTLP_TIMEOUT", "60000");
     let guard = Setup::new()
@@ -597,15 +589,7 @@ fn grpc_receiver(sink: &GrpcSink) -> SocketAddr {
 /// collector that never answers, a 300 ms timeout lets the flush finish (and say so) well within
 /// a generous shutdown bound — the default (10 s) would not.
 pub async fn the_export_timeout_comes_from_the_environment() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // accept, read nothing, answer nothing, hold the connections
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
-        }
-    });
+    let addr = silent_collector().await;
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_EXPORTER_OTLP_TIMEOUT", "300");
     std::env::set_var("OTEL_METRICS_EXPORTER", "none");
@@ -623,4 +607,17 @@ pub async fn the_export_timeout_comes_from_the_environment() {
         "the flush gave up on the dead collector by itself"
     );
     assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+}
+
+/// A collector that accepts connections and never answers (reads nothing, holds them).
+async fn silent_collector() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
 }
