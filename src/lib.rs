@@ -63,6 +63,7 @@
 //! | `hyper-client` | no | for hyper-util's legacy client: `error.type` from its errors and hyper's, `network.peer.*` from its connection info |
 //! | `reqwest` | no | `OtelLayer<Client>` is a `reqwest_middleware::Middleware` (implies `hyper-client`; see [`client`]) |
 //! | `otlp` | no | `setup::init()`: the SDK from the `OTEL_*` environment in one call (OTLP, stdout or none per signal, the propagator, a log subscriber, a guard that shuts down within a bounded time) |
+//! | `otlp-tls` | no | `https` OTLP endpoints for `setup::init()`: rustls (aws-lc-rs) with the system's roots and the certificate variables `OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE`, `_CLIENT_KEY` (implies `otlp`) |
 //! | `prometheus` | no | `Setup::with_prometheus()` / `OTEL_METRICS_EXPORTER=prometheus`: a `/metrics` endpoint to mount, backed by the set-up's meter provider (implies `otlp`) |
 //! | `tonic` | no | peer addresses from tonic's `Server` (`TcpConnectInfo`), `error.type` of a tonic `Channel`'s transport errors (see [`grpc`]) |
 //!

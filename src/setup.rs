@@ -19,12 +19,14 @@
 //! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is); any other value is false, with a warning |
 //! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts; nothing serves them otherwise, and `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` are not read); anything else is an error |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error), opentelemetry-otlp uses it |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | opentelemetry-otlp |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | this crate resolves and checks them (`http://`; `https://` with the feature `otlp-tls`; for gRPC also `host:port`, `https` unless `OTEL_EXPORTER_OTLP_[<SIGNAL>_]INSECURE=true`) and gives the result to opentelemetry-otlp |
+//! | `OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY` (and per signal) | the system's roots | this crate (feature `otlp-tls`): PEM files, read and checked at set-up; the certificate is trusted instead of the system's roots; certificate and key go together |
 //! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (`gzip`; and per signal) | | opentelemetry-otlp |
 //! | `OTEL_PROPAGATORS` | `tracecontext,baggage` | this crate: `tracecontext` (the crate's [`W3cPropagator`](crate::propagation::W3cPropagator)), `baggage`, `none`; anything else is an error |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | this crate checks them and builds the sampler (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service`, or [`Setup::with_service_name`] | the SDK; `OTEL_SERVICE_NAME` wins over a `service.name` in the attributes |
-//! | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT` | the SDK's | the SDK |
+//! | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | the SDK's | the SDK |
+//! | `OTEL_METRIC_EXPORT_TIMEOUT` | the exporter's | this crate (the SDK's periodic reader does not read it): the OTLP metrics exporter's timeout when shorter than its own |
 //! | `RUST_LOG` | `info`, the exporters' own stack at `warn` | this crate: `target=level,…` (`tracing_subscriber`'s `Targets`); a bad value is an error |
 //!
 //! The OTLP log bridge never exports the events of the exporters' own stack (`hyper*`, `h2`,
@@ -83,6 +85,16 @@ pub enum SetupError {
         /// What is accepted.
         expected: &'static str,
     },
+    /// A file an environment variable names (a certificate or key) could not be read or holds
+    /// nothing usable.
+    File {
+        /// The variable.
+        var: String,
+        /// The path it gives.
+        path: String,
+        /// What is wrong with the file.
+        problem: String,
+    },
     /// An exporter could not be built.
     Exporter(String),
     /// A global `tracing` subscriber is already installed (turn the subscriber off with
@@ -104,6 +116,7 @@ impl fmt::Display for SetupError {
                 value,
                 expected,
             } => write!(f, "{var}={value:?} is not supported: expected {expected}"),
+            SetupError::File { var, path, problem } => write!(f, "{var}={path:?}: {problem}"),
             SetupError::Exporter(e) => write!(f, "exporter: {e}"),
             SetupError::SubscriberAlreadySet => {
                 f.write_str("a global tracing subscriber is already installed")
@@ -144,6 +157,21 @@ impl Protocol {
 struct Signal {
     exporters: Vec<Exporter>,
     protocol: Protocol,
+    /// Where its OTLP exporter sends: a full URL with its scheme (given to the exporter, so
+    /// what was checked is what runs).
+    endpoint: String,
+    /// With an `https` endpoint: what the connection trusts and shows.
+    tls: Option<TlsFiles>,
+}
+
+/// The TLS of a signal's OTLP connection, from the certificate variables (PEM files, read and
+/// checked at set-up).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct TlsFiles {
+    /// `OTEL_EXPORTER_OTLP_[<SIGNAL>_]CERTIFICATE`: the roots trusted instead of the system's.
+    ca: Option<Vec<u8>>,
+    /// `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY`: the client's chain and key (mutual TLS).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What the environment asks for, checked.
@@ -161,6 +189,8 @@ struct EnvConfig {
     sampler: String,
     /// The ratio of the `traceidratio` samplers (1 when not given).
     ratio: f64,
+    /// `OTEL_METRIC_EXPORT_TIMEOUT`: the longest a metrics export may take.
+    metric_timeout: Option<Duration>,
     /// Values taken with a warning (said once the subscriber is there).
     warnings: Vec<String>,
 }
@@ -264,11 +294,13 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         Ok(Signal {
             exporters,
             protocol,
+            endpoint: String::new(),
+            tls: None,
         })
     };
-    let traces = signal("TRACES")?;
-    let metrics = signal("METRICS")?;
-    let logs = signal("LOGS")?;
+    let mut traces = signal("TRACES")?;
+    let mut metrics = signal("METRICS")?;
+    let mut logs = signal("LOGS")?;
     let mut propagators = Vec::new();
     for p in nonempty("OTEL_PROPAGATORS")
         .unwrap_or_else(|| "tracecontext,baggage".to_owned())
@@ -317,32 +349,30 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         }
     }
     // an endpoint the exporters cannot reach is said now, not at the first failed export
-    for (name, signal) in [("TRACES", &traces), ("METRICS", &metrics), ("LOGS", &logs)] {
+    for (name, signal) in [
+        ("TRACES", &mut traces),
+        ("METRICS", &mut metrics),
+        ("LOGS", &mut logs),
+    ] {
+        let (var, endpoint) = endpoint(get, name, signal.protocol, &mut warnings);
+        signal.endpoint = endpoint;
         if disabled || !signal.exporters.contains(&Exporter::Otlp) {
             continue;
         }
-        let own = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
-        let (var, value) = match nonempty(&own) {
-            Some(v) => (own, v),
-            None => match nonempty("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                Some(v) => ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), v),
-                None => continue,
-            },
-        };
-        let scheme = value.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    &var,
-                    &value,
-                    "an http:// URL (https is not supported yet: this crate builds no TLS stack; \
-                     send to a Collector on the same host or network over http)",
-                ))
-            }
-            _ => return Err(invalid(&var, &value, "an http:// URL")),
-        }
+        signal.tls = transport(get, name, signal, var.as_deref(), &mut warnings)?;
     }
+    // the SDK's periodic reader does not read it (its experimental async one does): the OTLP
+    // metrics exporter is given it, when shorter than its own timeout
+    let metric_timeout = match nonempty("OTEL_METRIC_EXPORT_TIMEOUT") {
+        None => None,
+        Some(v) => Some(Duration::from_millis(v.parse::<u64>().map_err(|_| {
+            invalid(
+                "OTEL_METRIC_EXPORT_TIMEOUT",
+                &v,
+                "milliseconds, a whole number",
+            )
+        })?)),
+    };
     let endpoint_set = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -360,6 +390,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         endpoint_set,
         sampler,
         ratio: sampler_ratio,
+        metric_timeout,
         warnings,
     })
 }
@@ -468,31 +499,278 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
     }
 }
 
-/// Where OTLP sends a signal, as opentelemetry-otlp resolves it: the signal's endpoint, else the
-/// base endpoint (HTTP: `/v1/<signal>` appended), else the default.
-fn endpoint(get: &dyn Fn(&str) -> Option<String>, signal: &str, protocol: Protocol) -> String {
+/// Where OTLP sends a signal (`name` upper case) and the variable that said so (none: the
+/// default): the signal's endpoint, whole; else the base endpoint, with `/v1/<signal>` appended
+/// for HTTP; else the specification's default. A gRPC endpoint without a scheme gets `https://`,
+/// or `http://` with `OTEL_EXPORTER_OTLP_[<SIGNAL>_]INSECURE=true` (the specification's rule).
+fn endpoint(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    protocol: Protocol,
+    warnings: &mut Vec<String>,
+) -> (Option<String>, String) {
     let nonempty = |k: &str| {
         get(k)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    if let Some(e) = nonempty(&format!(
-        "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
-        signal.to_ascii_uppercase()
-    )) {
-        return e;
+    let own = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
+    let (var, mut url) = if let Some(e) = nonempty(&own) {
+        (Some(own), e)
+    } else if let Some(base) = nonempty("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        let url = match protocol {
+            Protocol::HttpProtobuf => format!(
+                "{}/v1/{}",
+                base.trim_end_matches('/'),
+                name.to_ascii_lowercase()
+            ),
+            Protocol::Grpc => base,
+        };
+        (Some("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned()), url)
+    } else {
+        let url = match protocol {
+            Protocol::HttpProtobuf => {
+                format!("http://localhost:4318/v1/{}", name.to_ascii_lowercase())
+            }
+            Protocol::Grpc => "http://localhost:4317".to_owned(),
+        };
+        (None, url)
+    };
+    if protocol == Protocol::Grpc && scheme(&url).is_none() {
+        let own = format!("OTEL_EXPORTER_OTLP_{name}_INSECURE");
+        let (ivar, value) = match nonempty(&own) {
+            Some(v) => (own, Some(v)),
+            None => (
+                "OTEL_EXPORTER_OTLP_INSECURE".to_owned(),
+                nonempty("OTEL_EXPORTER_OTLP_INSECURE"),
+            ),
+        };
+        let insecure = match value {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                warnings.push(format!(
+                    "{ivar}={v:?} is not true or false: taken as false (TLS)"
+                ));
+                false
+            }
+        };
+        url = format!("{}://{url}", if insecure { "http" } else { "https" });
     }
-    let base = nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| {
-        match protocol {
-            Protocol::HttpProtobuf => "http://localhost:4318",
-            Protocol::Grpc => "http://localhost:4317",
+    (var, url)
+}
+
+/// The scheme of an endpoint, lower case: none when `://` does not come before any path, query
+/// or fragment.
+fn scheme(url: &str) -> Option<String> {
+    url.split_once("://")
+        .filter(|(s, _)| !s.is_empty() && !s.contains(['/', '?', '#']))
+        .map(|(s, _)| s.to_ascii_lowercase())
+}
+
+/// Checks a signal's OTLP endpoint against the crate's features and, for `https`, reads the
+/// certificate variables (`var`: the endpoint's variable, none for the default).
+fn transport(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    signal: &Signal,
+    var: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsFiles>, SetupError> {
+    let nonempty = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    // the variable (per signal first) and path of a certificate file
+    let named = |what: &str| -> Option<(String, String)> {
+        let own = format!("OTEL_EXPORTER_OTLP_{name}_{what}");
+        if let Some(p) = nonempty(&own) {
+            return Some((own, p));
         }
-        .to_owned()
-    });
-    match protocol {
-        Protocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
-        Protocol::Grpc => base,
+        let base = format!("OTEL_EXPORTER_OTLP_{what}");
+        nonempty(&base).map(|p| (base, p))
+    };
+    let var = var.unwrap_or("OTEL_EXPORTER_OTLP_ENDPOINT");
+    // what a gRPC endpoint was given as, before the INSECURE rule
+    let given = get(var).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let files = ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"].map(named);
+    match scheme(&signal.endpoint).as_deref() {
+        Some("http") => {
+            for (v, _) in files.iter().flatten() {
+                // once per variable, not once per signal it would serve
+                let said = format!("{v} is set, but ");
+                if !warnings.iter().any(|w| w.starts_with(&said)) {
+                    warnings.push(format!(
+                        "{said}{} goes to {} over plain http: not used",
+                        name.to_ascii_lowercase(),
+                        signal.endpoint
+                    ));
+                }
+            }
+            Ok(None)
+        }
+        Some("https") => {
+            if !cfg!(feature = "otlp-tls") {
+                return Err(invalid(
+                    var,
+                    &given,
+                    if scheme(&given).is_some() {
+                        "an http:// URL (https needs the crate's `otlp-tls` feature)"
+                    } else {
+                        "an http:// URL (a gRPC endpoint without a scheme is https unless \
+                         OTEL_EXPORTER_OTLP_INSECURE=true, and https needs the crate's \
+                         `otlp-tls` feature)"
+                    },
+                ));
+            }
+            let [ca, cert, key] = files;
+            let read = |(var, path): (String, String)| {
+                std::fs::read(&path).map_err(|e| SetupError::File {
+                    var,
+                    path,
+                    problem: e.to_string(),
+                })
+            };
+            let mut tls = TlsFiles::default();
+            if let Some(ca) = ca {
+                let pem = read(ca.clone())?;
+                check_certificates(&pem).map_err(|problem| SetupError::File {
+                    var: ca.0,
+                    path: ca.1,
+                    problem,
+                })?;
+                tls.ca = Some(pem);
+            }
+            match (cert, key) {
+                (None, None) => {}
+                (Some((v, p)), None) => {
+                    return Err(invalid(
+                        &v,
+                        &p,
+                        "set with OTEL_EXPORTER_OTLP_CLIENT_KEY (a client certificate needs its key)",
+                    ))
+                }
+                (None, Some((v, p))) => {
+                    return Err(invalid(
+                        &v,
+                        &p,
+                        "set with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE (a client key needs its certificate)",
+                    ))
+                }
+                (Some(cert), Some(key)) => {
+                    let chain = read(cert.clone())?;
+                    check_certificates(&chain).map_err(|problem| SetupError::File {
+                        var: cert.0,
+                        path: cert.1,
+                        problem,
+                    })?;
+                    let pem = read(key.clone())?;
+                    check_identity(&chain, &pem).map_err(|problem| SetupError::File {
+                        var: key.0,
+                        path: key.1,
+                        problem,
+                    })?;
+                    tls.identity = Some((chain, pem));
+                }
+            }
+            Ok(Some(tls))
+        }
+        _ => Err(invalid(
+            var,
+            &given,
+            match signal.protocol {
+                Protocol::HttpProtobuf => "an http:// or https:// URL",
+                Protocol::Grpc => "an http:// or https:// URL, or host:port",
+            },
+        )),
     }
+}
+
+/// A PEM file of one certificate or more.
+#[cfg(feature = "otlp-tls")]
+fn check_certificates(pem: &[u8]) -> Result<(), String> {
+    match reqwest::Certificate::from_pem_bundle(pem) {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        Ok(_) => Err("no PEM certificate in it".to_owned()),
+        Err(e) => Err(format!("not a PEM certificate: {e}")),
+    }
+}
+
+/// A PEM private key that goes with a chain.
+#[cfg(feature = "otlp-tls")]
+fn check_identity(chain: &[u8], key: &[u8]) -> Result<(), String> {
+    reqwest::Identity::from_pem(&[chain, b"\n", key].concat())
+        .map(|_| ())
+        .map_err(|e| format!("not a PEM private key: {e}"))
+}
+
+#[cfg(not(feature = "otlp-tls"))]
+fn check_certificates(_: &[u8]) -> Result<(), String> {
+    Ok(())
+}
+
+#[cfg(not(feature = "otlp-tls"))]
+fn check_identity(_: &[u8], _: &[u8]) -> Result<(), String> {
+    Ok(())
+}
+
+/// How long one export may take, as opentelemetry-otlp reads it (the signal's variable, then
+/// the general one, in milliseconds; 10 s): the HTTPS client built here is given the same.
+fn export_timeout(get: &dyn Fn(&str) -> Option<String>, signal: &str) -> Duration {
+    get(&format!(
+        "OTEL_EXPORTER_OTLP_{}_TIMEOUT",
+        signal.to_ascii_uppercase()
+    ))
+    .and_then(|v| v.parse().ok())
+    .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT").and_then(|v| v.parse().ok()))
+    .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// The blocking client of an `https` OTLP/HTTP exporter: the system's roots, or only the given
+/// ones, and the client's identity; made on a thread of its own (reqwest's blocking client
+/// cannot be made on a runtime's thread).
+#[cfg(feature = "otlp-tls")]
+fn https_client(
+    tls: &TlsFiles,
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, SetupError> {
+    let tls = tls.clone();
+    std::thread::Builder::new()
+        .name("tower-otel-http-tls".into())
+        .spawn(move || {
+            let mut b = reqwest::blocking::Client::builder().timeout(timeout);
+            if let Some(ca) = &tls.ca {
+                b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?);
+            }
+            if let Some((chain, key)) = &tls.identity {
+                b = b.identity(reqwest::Identity::from_pem(
+                    &[chain, &b"\n"[..], key].concat(),
+                )?);
+            }
+            b.build()
+        })
+        .map_err(exporter_error)?
+        .join()
+        .map_err(|_| SetupError::Exporter("the HTTPS client's thread panicked".into()))?
+        .map_err(exporter_error)
+}
+
+/// The TLS of an `https` OTLP/gRPC exporter: the system's roots, or only the given ones, and the
+/// client's identity.
+#[cfg(feature = "otlp-tls")]
+fn grpc_tls(tls: &TlsFiles) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut c = ClientTlsConfig::new();
+    c = match &tls.ca {
+        Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
+        None => c.with_native_roots(),
+    };
+    if let Some((chain, key)) = &tls.identity {
+        c = c.identity(Identity::from_pem(chain, key));
+    }
+    c
 }
 
 /// The format of the log lines the subscriber writes.
@@ -731,33 +1009,25 @@ impl Setup {
                 .as_ref()
                 .and_then(|r| r.0.as_ref())
                 .map(tokio::runtime::Runtime::enter);
-            let at = |signal: &str, p: Protocol| endpoint(get, signal, p);
             let tracer = build_tracer(
                 &traces,
-                env.traces.protocol,
-                &at("traces", env.traces.protocol),
+                &Otlp::new(&env.traces, get, "traces", None)?,
                 &resource,
                 sampler(&env.sampler, env.ratio),
             )?;
             let meter = build_meter(
                 &metrics,
-                env.metrics.protocol,
-                &at("metrics", env.metrics.protocol),
+                &Otlp::new(&env.metrics, get, "metrics", env.metric_timeout)?,
                 &resource,
                 &mut prometheus,
             )?;
-            let logger = build_logger(
-                &logs,
-                env.logs.protocol,
-                &at("logs", env.logs.protocol),
-                &resource,
-            )?;
-            for (name, exporters, p) in [
-                ("traces", &traces, env.traces.protocol),
-                ("metrics", &metrics, env.metrics.protocol),
-                ("logs", &logs, env.logs.protocol),
+            let logger = build_logger(&logs, &Otlp::new(&env.logs, get, "logs", None)?, &resource)?;
+            for (name, exporters, s) in [
+                ("traces", &traces, &env.traces),
+                ("metrics", &metrics, &env.metrics),
+                ("logs", &logs, &env.logs),
             ] {
-                summary.push(format!("{name}: {}", describe(exporters, p, &at(name, p))));
+                summary.push(format!("{name}: {}", describe(exporters, s)));
             }
             if env.sampler.ends_with("traceidratio") {
                 summary.push(format!("sampler: {} {}", env.sampler, env.ratio));
@@ -840,14 +1110,32 @@ impl Setup {
     }
 }
 
-fn describe(exporters: &[Exporter], protocol: Protocol, endpoint: &str) -> String {
+fn describe(exporters: &[Exporter], signal: &Signal) -> String {
     if exporters.is_empty() {
         return "none".to_owned();
     }
     exporters
         .iter()
         .map(|e| match e {
-            Exporter::Otlp => format!("otlp ({}) {endpoint}", protocol.name()),
+            Exporter::Otlp => {
+                let tls = match &signal.tls {
+                    None => String::new(),
+                    Some(t) => format!(
+                        " (tls: {}{})",
+                        if t.ca.is_some() {
+                            "the given roots"
+                        } else {
+                            "the system's roots"
+                        },
+                        if t.identity.is_some() {
+                            ", a client certificate"
+                        } else {
+                            ""
+                        }
+                    ),
+                };
+                format!("otlp ({}) {}{tls}", signal.protocol.name(), signal.endpoint)
+            }
             Exporter::Console => "console".to_owned(),
             Exporter::Prometheus => {
                 "prometheus (pull: mount TelemetryGuard::metrics_endpoint)".to_owned()
@@ -855,6 +1143,88 @@ fn describe(exporters: &[Exporter], protocol: Protocol, endpoint: &str) -> Strin
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a signal's OTLP exporter is built with: its endpoint, and its TLS when `https`.
+struct Otlp {
+    protocol: Protocol,
+    endpoint: String,
+    /// A timeout shorter than the exporter's own (`OTEL_METRIC_EXPORT_TIMEOUT`).
+    timeout: Option<Duration>,
+    #[cfg(feature = "otlp-tls")]
+    http_client: Option<reqwest::blocking::Client>,
+    #[cfg(feature = "otlp-tls")]
+    grpc_tls: Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>,
+}
+
+impl Otlp {
+    fn new(
+        signal: &Signal,
+        get: &dyn Fn(&str) -> Option<String>,
+        name: &str,
+        limit: Option<Duration>,
+    ) -> Result<Self, SetupError> {
+        let own = export_timeout(get, name);
+        let timeout = limit.filter(|l| *l < own);
+        #[cfg(feature = "otlp-tls")]
+        let (http_client, grpc_tls) = match (&signal.tls, signal.protocol) {
+            (None, _) => (None, None),
+            (Some(tls), Protocol::HttpProtobuf) => {
+                (Some(https_client(tls, timeout.unwrap_or(own))?), None)
+            }
+            (Some(tls), Protocol::Grpc) => (None, Some(grpc_tls(tls))),
+        };
+        Ok(Otlp {
+            protocol: signal.protocol,
+            endpoint: signal.endpoint.clone(),
+            timeout,
+            #[cfg(feature = "otlp-tls")]
+            http_client,
+            #[cfg(feature = "otlp-tls")]
+            grpc_tls,
+        })
+    }
+}
+
+/// An OTLP exporter of one signal (`$builder`: `SpanExporter::builder()`, ...), over the
+/// signal's protocol, to its endpoint, with its TLS.
+macro_rules! otlp_exporter {
+    ($builder:expr, $otlp:expr) => {{
+        let otlp: &Otlp = $otlp;
+        match otlp.protocol {
+            Protocol::HttpProtobuf => {
+                let mut b = $builder
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(otlp.endpoint.clone());
+                if let Some(t) = otlp.timeout {
+                    b = b.with_timeout(t);
+                }
+                #[cfg(feature = "otlp-tls")]
+                if let Some(client) = &otlp.http_client {
+                    use opentelemetry_otlp::WithHttpConfig as _;
+                    b = b.with_http_client(client.clone());
+                }
+                b.build()
+            }
+            Protocol::Grpc => {
+                let mut b = $builder
+                    .with_tonic()
+                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+                    .with_endpoint(otlp.endpoint.clone());
+                if let Some(t) = otlp.timeout {
+                    b = b.with_timeout(t);
+                }
+                #[cfg(feature = "otlp-tls")]
+                if let Some(tls) = &otlp.grpc_tls {
+                    use opentelemetry_otlp::WithTonicConfig as _;
+                    b = b.with_tls_config(tls.clone());
+                }
+                b.build()
+            }
+        }
+        .map_err(exporter_error)
+    }};
 }
 
 fn exporter_error(e: impl fmt::Display) -> SetupError {
@@ -878,8 +1248,7 @@ fn sampler(name: &str, ratio: f64) -> Sampler {
 
 fn build_tracer(
     exporters: &[Exporter],
-    protocol: Protocol,
-    endpoint: &str,
+    otlp: &Otlp,
     resource: &Resource,
     sampler: Sampler,
 ) -> Result<Option<SdkTracerProvider>, SetupError> {
@@ -890,29 +1259,16 @@ fn build_tracer(
         .with_resource(resource.clone())
         .with_sampler(sampler);
     for e in exporters {
-        b = match (e, protocol) {
-            (Exporter::Console, _) => {
+        b = match e {
+            Exporter::Console => {
                 b.with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
             }
             // metrics only (the environment is refused otherwise)
-            (Exporter::Prometheus, _) => b,
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .build()
-                    .map_err(exporter_error)?,
+            Exporter::Prometheus => b,
+            Exporter::Otlp => b.with_batch_exporter(Warned::new(
+                otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp)?,
                 "traces",
-                endpoint,
-            )),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .build()
-                    .map_err(exporter_error)?,
-                "traces",
-                endpoint,
+                &otlp.endpoint,
             )),
         };
     }
@@ -921,8 +1277,7 @@ fn build_tracer(
 
 fn build_meter(
     exporters: &[Exporter],
-    protocol: Protocol,
-    endpoint: &str,
+    otlp: &Otlp,
     resource: &Resource,
     prometheus: &mut Option<MetricsEndpoint>,
 ) -> Result<Option<SdkMeterProvider>, SetupError> {
@@ -931,9 +1286,9 @@ fn build_meter(
     }
     let mut b = SdkMeterProvider::builder().with_resource(resource.clone());
     for e in exporters {
-        b = match (e, protocol) {
+        b = match e {
             #[cfg(feature = "prometheus")]
-            (Exporter::Prometheus, _) => {
+            Exporter::Prometheus => {
                 let registry = prometheus::Registry::new();
                 let reader = opentelemetry_prometheus::exporter()
                     .with_registry(registry.clone())
@@ -945,30 +1300,17 @@ fn build_meter(
                 b.with_reader(reader)
             }
             #[cfg(not(feature = "prometheus"))]
-            (Exporter::Prometheus, _) => {
+            Exporter::Prometheus => {
                 let _ = prometheus;
                 b
             }
-            (Exporter::Console, _) => {
+            Exporter::Console => {
                 b.with_periodic_exporter(opentelemetry_stdout::MetricExporter::default())
             }
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_periodic_exporter(Warned::new(
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .build()
-                    .map_err(exporter_error)?,
+            Exporter::Otlp => b.with_periodic_exporter(Warned::new(
+                otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), otlp)?,
                 "metrics",
-                endpoint,
-            )),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_periodic_exporter(Warned::new(
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .build()
-                    .map_err(exporter_error)?,
-                "metrics",
-                endpoint,
+                &otlp.endpoint,
             )),
         };
     }
@@ -977,8 +1319,7 @@ fn build_meter(
 
 fn build_logger(
     exporters: &[Exporter],
-    protocol: Protocol,
-    endpoint: &str,
+    otlp: &Otlp,
     resource: &Resource,
 ) -> Result<Option<SdkLoggerProvider>, SetupError> {
     if exporters.is_empty() {
@@ -986,29 +1327,16 @@ fn build_logger(
     }
     let mut b = SdkLoggerProvider::builder().with_resource(resource.clone());
     for e in exporters {
-        b = match (e, protocol) {
-            (Exporter::Console, _) => {
+        b = match e {
+            Exporter::Console => {
                 b.with_batch_exporter(opentelemetry_stdout::LogExporter::default())
             }
             // metrics only (the environment is refused otherwise)
-            (Exporter::Prometheus, _) => b,
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(Warned::new(
-                opentelemetry_otlp::LogExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .build()
-                    .map_err(exporter_error)?,
+            Exporter::Prometheus => b,
+            Exporter::Otlp => b.with_batch_exporter(Warned::new(
+                otlp_exporter!(opentelemetry_otlp::LogExporter::builder(), otlp)?,
                 "logs",
-                endpoint,
-            )),
-            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(Warned::new(
-                opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .build()
-                    .map_err(exporter_error)?,
-                "logs",
-                endpoint,
+                &otlp.endpoint,
             )),
         };
     }
@@ -1208,36 +1536,37 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_http_urls() {
-        rejects(
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")],
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        );
+    fn endpoints_are_http_or_https_urls() {
         rejects(
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")],
             "OTEL_EXPORTER_OTLP_ENDPOINT",
         );
-        // what `main() -> Result<_, Box<dyn Error>>` prints: the readable message
-        let e = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c")]).unwrap_err();
-        assert!(
-            format!("{e:?}").starts_with(
-                "telemetry set-up: OTEL_EXPORTER_OTLP_ENDPOINT=\"https://c\" is not supported"
-            ),
-            "{e:?}"
+        rejects(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
         );
-        // the per-signal one is the one used, and checked
+        // the base gets /v1/<signal>, the per-signal one is taken whole and checked
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTP://collector:4318/"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://logs:4318/custom",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(e.traces.endpoint, "HTTP://collector:4318/v1/traces");
+        assert_eq!(e.logs.endpoint, "http://logs:4318/custom");
+        assert_eq!(e.metrics.tls, None);
         rejects(
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-                (
-                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-                    "https://logs:4318/v1/logs",
-                ),
+                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "logs:4318/v1/logs"),
             ],
             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
         );
+        // a signal that does not export over OTLP is not checked
         assert!(env(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://unused"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "nonsense"),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "http://collector:4318/v1/traces"
@@ -1246,13 +1575,182 @@ mod tests {
             ("OTEL_LOGS_EXPORTER", "console"),
         ])
         .is_ok());
-        assert!(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTP://collector:4318")]).is_ok());
         // disabled: nothing is exported, nothing to check
         assert!(env(&[
             ("OTEL_SDK_DISABLED", "true"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "nonsense"),
         ])
         .is_ok());
+        // https: with the feature otlp-tls, or a clear error naming it
+        let https = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c")]);
+        if cfg!(feature = "otlp-tls") {
+            let e = https.unwrap();
+            assert_eq!(e.traces.endpoint, "https://c/v1/traces");
+            assert_eq!(e.traces.tls, Some(TlsFiles::default()));
+        } else {
+            let e = https.unwrap_err();
+            // what `main() -> Result<_, Box<dyn Error>>` prints: the readable message
+            assert!(
+                format!("{e:?}").starts_with(
+                    "telemetry set-up: OTEL_EXPORTER_OTLP_ENDPOINT=\"https://c\" is not supported"
+                ) && e.to_string().contains("otlp-tls"),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_grpc_endpoint_without_a_scheme_follows_insecure() {
+        let grpc = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ];
+            pairs.extend_from_slice(extra);
+            env(&pairs)
+        };
+        let e = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "TRUE")]).unwrap();
+        assert_eq!(e.traces.endpoint, "http://collector:4317");
+        assert_eq!(e.traces.tls, None);
+        // per signal first; anything but true/false is false, with a warning
+        let e = grpc(&[
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "yes"),
+            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ])
+        .unwrap();
+        assert_eq!(e.logs.endpoint, "https://collector:4317");
+        assert_eq!(e.metrics.endpoint, "https://collector:4317");
+        assert!(
+            e.warnings
+                .iter()
+                .any(|w| w.contains("OTEL_EXPORTER_OTLP_LOGS_INSECURE")),
+            "{:?}",
+            e.warnings
+        );
+        let secure = grpc(&[]);
+        if cfg!(feature = "otlp-tls") {
+            assert_eq!(secure.unwrap().traces.endpoint, "https://collector:4317");
+        } else {
+            let e = secure.unwrap_err();
+            assert!(e.to_string().contains("INSECURE"), "{e}");
+        }
+        // an explicit scheme wins over INSECURE
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ])
+        .unwrap();
+        assert_eq!(e.traces.endpoint, "http://collector:4317");
+        assert_eq!(e.traces.tls, None);
+    }
+
+    /// A fresh directory under the system's temporary one.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tower-otel-http-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn certificate_variables_are_read_and_checked() {
+        let dir = scratch("certs");
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let ca_pem = write("ca.pem", &ca.cert.pem());
+        let cert_pem = write("client.pem", &client.cert.pem());
+        let key_pem = write("client.key", &client.signing_key.serialize_pem());
+        let garbage = write("garbage.pem", "not a certificate");
+        let missing = dir.join("missing.pem").to_str().unwrap().to_owned();
+        let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318");
+
+        // over plain http the files are not used, and that is said
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing),
+        ])
+        .unwrap();
+        assert!(
+            e.warnings.len() == 1
+                && e.warnings[0].contains("OTEL_EXPORTER_OTLP_CERTIFICATE is set")
+                && e.warnings[0].contains("not used"),
+            "{:?}",
+            e.warnings
+        );
+        if !cfg!(feature = "otlp-tls") {
+            return;
+        }
+        let e = env(&[
+            https,
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_pem),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key_pem),
+            // per signal first
+            ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", &cert_pem),
+        ])
+        .unwrap();
+        let tls = e.traces.tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(ca.cert.pem().as_bytes()));
+        let (chain, key) = tls.identity.unwrap();
+        assert_eq!(chain, client.cert.pem().as_bytes());
+        assert_eq!(key, client.signing_key.serialize_pem().as_bytes());
+        assert_eq!(
+            e.logs.tls.unwrap().ca.as_deref(),
+            Some(client.cert.pem().as_bytes())
+        );
+        // a file that cannot be read, or holds no certificate: an error naming both
+        for (var, path, problem) in [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing, "No such file"),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                &garbage,
+                "no PEM certificate",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                &key_pem,
+                "no PEM certificate",
+            ),
+        ] {
+            match env(&[https, (var, path)]) {
+                Err(e @ SetupError::File { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.starts_with(&format!("{var}={path:?}: ")) && text.contains(problem),
+                        "{text}"
+                    );
+                }
+                other => panic!("{var}={path}: {other:?}"),
+            }
+        }
+        // a key that is not one
+        match env(&[
+            https,
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca_pem),
+        ]) {
+            Err(SetupError::File { var, .. }) => assert_eq!(var, "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+            other => panic!("{other:?}"),
+        }
+        // a certificate without its key, and a key without its certificate
+        rejects(
+            &[https, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem)],
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        );
+        rejects(
+            &[https, ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &key_pem)],
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1323,6 +1821,41 @@ mod tests {
             .unwrap()
             .propagators
             .is_empty());
+        let e = env(&[("OTEL_METRIC_EXPORT_TIMEOUT", " 1500 ")]).unwrap();
+        assert_eq!(e.metric_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(env(&[]).unwrap().metric_timeout, None);
+    }
+
+    #[test]
+    fn export_timeouts_as_opentelemetry_otlp_reads_them() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(export_timeout(&get(&[]), "traces"), Duration::from_secs(10));
+        let both = get(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "300"),
+        ]);
+        assert_eq!(export_timeout(&both, "logs"), Duration::from_millis(300));
+        assert_eq!(export_timeout(&both, "traces"), Duration::from_secs(2));
+        // OTEL_METRIC_EXPORT_TIMEOUT is given to the exporter when shorter than its own
+        let e = env(&[]).unwrap();
+        let metrics = |limit| {
+            Otlp::new(&e.metrics, &both, "metrics", limit)
+                .unwrap()
+                .timeout
+        };
+        assert_eq!(
+            metrics(Some(Duration::from_millis(500))),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(metrics(Some(Duration::from_secs(30))), None);
+        assert_eq!(metrics(None), None);
     }
 
     #[test]
@@ -1347,6 +1880,10 @@ mod tests {
         rejects(
             &[("OTEL_PROPAGATORS", "tracecontext,b3")],
             "OTEL_PROPAGATORS",
+        );
+        rejects(
+            &[("OTEL_METRIC_EXPORT_TIMEOUT", "5s")],
+            "OTEL_METRIC_EXPORT_TIMEOUT",
         );
         rejects(
             &[("OTEL_TRACES_SAMPLER", "sometimes")],

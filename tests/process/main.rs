@@ -21,6 +21,8 @@ mod late_sdk;
 mod level2_forwarding;
 #[cfg(feature = "otlp")]
 mod setup_env;
+#[cfg(feature = "otlp-tls")]
+mod setup_tls;
 mod span_name_panic;
 
 use std::future::Future;
@@ -70,11 +72,19 @@ fn cases() -> Vec<(&'static str, Run)> {
         multi setup_env::sdk_disabled_installs_nothing,
         multi setup_env::a_dead_collector_cannot_hang_the_exit,
         multi setup_env::the_export_timeout_comes_from_the_environment,
+        multi setup_env::the_metric_export_timeout_comes_from_the_environment,
+        multi setup_env::batch_and_interval_variables_reach_the_sdk,
         multi setup_env::an_unreachable_collector_is_said_once,
         current setup_env::errors_are_values_not_panics,
         current setup_env::otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime,
         plain setup_env::otlp_grpc_outside_a_runtime,
         current setup_env::propagators_sampler_and_rust_log_take_effect,
+    ]);
+    #[cfg(feature = "otlp-tls")]
+    all.extend_from_slice(cases![
+        multi setup_tls::otlp_https_with_a_client_certificate,
+        multi setup_tls::otlp_https_trusts_only_what_it_is_told,
+        current setup_tls::otlp_grpc_over_tls_with_a_client_certificate,
     ]);
     #[cfg(feature = "prometheus")]
     all.extend_from_slice(cases![

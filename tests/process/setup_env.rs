@@ -18,12 +18,21 @@ use tower_otel_http::OtelLayer;
 
 /// What the receiver got: (path, content-type, body bytes, the `x-tenant` header,
 /// the `content-encoding`).
-type Posts = Arc<Mutex<Vec<(String, String, usize, String, String)>>>;
+pub(crate) type Posts = Arc<Mutex<Vec<(String, String, usize, String, String)>>>;
 
-async fn receiver() -> (SocketAddr, Posts) {
+pub(crate) async fn receiver() -> (SocketAddr, Posts) {
     let posts = Posts::default();
+    let app = receiver_app(&posts);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, posts)
+}
+
+/// The receiver's routes: each post recorded in `posts`.
+pub(crate) fn receiver_app(posts: &Posts) -> Router {
     let record = posts.clone();
-    let app = Router::new().route(
+    Router::new().route(
         "/v1/{signal}",
         post(move |req: AxumRequest| {
             let record = record.clone();
@@ -55,15 +64,11 @@ async fn receiver() -> (SocketAddr, Posts) {
                 ([("content-type", "application/x-protobuf")], Bytes::new())
             }
         }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, posts)
+    )
 }
 
 /// One request through the server layer on the global providers; the `traceresponse` header.
-async fn one_request() -> String {
+pub(crate) async fn one_request() -> String {
     request_with(None).await
 }
 
@@ -285,8 +290,8 @@ pub async fn an_unreachable_collector_is_said_once() {
 /// An OTLP/gRPC receiver (opentelemetry-proto's tonic services): how many export requests of
 /// each signal it got, and the `service.name` of the spans.
 #[derive(Clone, Default)]
-struct GrpcSink {
-    got: Arc<Mutex<Vec<(&'static str, String)>>>,
+pub(crate) struct GrpcSink {
+    pub(crate) got: Arc<Mutex<Vec<(&'static str, String)>>>,
 }
 
 mod grpc_sink {
@@ -558,6 +563,14 @@ pub async fn propagators_sampler_and_rust_log_take_effect() {
 /// A real OTLP/gRPC receiver on a thread and runtime of its own (its socket registered there
 /// too): the caller's runtime may be blocked while the guard shuts down, or absent.
 fn grpc_receiver(sink: &GrpcSink) -> SocketAddr {
+    grpc_receiver_with(sink, |server| server)
+}
+
+/// [`grpc_receiver`] with the server configured by `configure` (TLS, say).
+pub(crate) fn grpc_receiver_with(
+    sink: &GrpcSink,
+    configure: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
+) -> SocketAddr {
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
@@ -573,7 +586,7 @@ fn grpc_receiver(sink: &GrpcSink) -> SocketAddr {
             .block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                tonic::transport::Server::builder()
+                configure(tonic::transport::Server::builder())
                     .add_service(TraceServiceServer::new(server_sink.clone()))
                     .add_service(MetricsServiceServer::new(server_sink.clone()))
                     .add_service(LogsServiceServer::new(server_sink))
@@ -620,4 +633,60 @@ async fn silent_collector() -> SocketAddr {
         }
     });
     addr
+}
+
+/// The batch and interval variables reach the SDK: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=1` and
+/// `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE=1` make an export per span and per log record (the defaults,
+/// 512, would send the few of this test in one flush), and `OTEL_METRIC_EXPORT_INTERVAL=200`
+/// sends metrics while the guard is alive (the default is a minute).
+pub async fn batch_and_interval_variables_reach_the_sdk() {
+    let (addr, posts) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1");
+    std::env::set_var("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "1");
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "200");
+    let guard = tower_otel_http::setup::init().expect("init");
+    for _ in 0..4 {
+        one_request().await;
+    }
+    let count = |signal: &str| {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, ..)| p == signal)
+            .count()
+    };
+    // the periodic reader's exports, before any flush
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("/v1/metrics") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(count("/v1/metrics") >= 2, "{:?}", posts.lock().unwrap());
+    drop(guard);
+    // four server spans, four handler logs (and the set-up's own lines)
+    assert!(count("/v1/traces") >= 4, "{:?}", posts.lock().unwrap());
+    assert!(count("/v1/logs") >= 4, "{:?}", posts.lock().unwrap());
+}
+
+/// `OTEL_METRIC_EXPORT_TIMEOUT` bounds a metrics export (the SDK's periodic reader does not read
+/// it; the crate gives it to the OTLP exporter): against a collector that never answers, the
+/// final export gives up after 300 ms — with the exporter's own 10 s the shutdown would wait for
+/// the reader's hard-coded 5 s.
+pub async fn the_metric_export_timeout_comes_from_the_environment() {
+    let addr = silent_collector().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_METRIC_EXPORT_TIMEOUT", "300");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    let guard = Setup::new()
+        .with_shutdown_timeout(Duration::from_secs(8))
+        .install()
+        .expect("init");
+    one_request().await;
+    let started = Instant::now();
+    let finished = guard.shutdown();
+    let took = started.elapsed();
+    assert!(finished, "the metrics flush gave up by itself");
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
 }
