@@ -14,7 +14,7 @@ use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use tokio_rustls::rustls;
 use tower_otel_http::setup::Setup;
 
-use crate::setup_env::{grpc_receiver_with, one_request, receiver_app, GrpcSink, Posts};
+use crate::setup_env::{grpc_receiver_with, one_request, posted, receiver_app, GrpcSink, Posts};
 
 /// A certificate authority, a server certificate for `localhost` and `127.0.0.1`, and a client
 /// certificate, all signed by it: PEM text, and the files the variables name.
@@ -147,15 +147,6 @@ async fn https_receiver(pki: &Pki) -> (SocketAddr, Posts, Arc<AtomicUsize>) {
     (addr, posts, refused)
 }
 
-fn got(posts: &Posts, signal: &str) -> usize {
-    posts
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, ..)| p == signal)
-        .count()
-}
-
 /// OTLP/HTTP to an `https` endpoint with the certificate variables: the server is trusted through
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE` alone, and shown the client certificate it asks for; traces,
 /// metrics and logs arrive.
@@ -180,7 +171,7 @@ pub async fn otlp_https_with_a_client_certificate() {
     assert!(guard.shutdown(), "the flush finished in time");
     for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
         assert!(
-            got(&posts, signal) > 0,
+            posted(&posts, signal) > 0,
             "nothing at {signal}: {:?}",
             posts.lock().unwrap()
         );
@@ -225,7 +216,7 @@ pub async fn otlp_https_trusts_only_what_it_is_told() {
         let tracer = guard.tracer_provider().expect("traces").tracer("t");
         tracer.start("not sent").end();
         guard.shutdown();
-        assert_eq!(got(&posts, "/v1/traces"), 0, "ca {ca}, client {client}");
+        assert_eq!(posted(&posts, "/v1/traces"), 0, "ca {ca}, client {client}");
         assert!(
             refused.load(Ordering::SeqCst) > before,
             "no failed handshake: ca {ca}, client {client}"
