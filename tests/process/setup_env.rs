@@ -393,18 +393,27 @@ pub async fn otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime() {
 }
 
 /// Set up outside any runtime, with gRPC (whose exporters need one): no panic, and the guard
-/// dropped outside any runtime too.
+/// dropped outside any runtime too. The endpoint without a scheme is plain `http` by
+/// `OTEL_EXPORTER_OTLP_INSECURE=true` (the specification's rule).
 pub fn otlp_grpc_outside_a_runtime() {
     use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
     let sink = GrpcSink::default();
     let addr = grpc_receiver(&sink);
-    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", addr.to_string());
+    std::env::set_var("OTEL_EXPORTER_OTLP_INSECURE", "true");
     std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     std::env::set_var("OTEL_SERVICE_NAME", "outside-a-runtime");
     let guard = Setup::new()
         .with_shutdown_timeout(Duration::from_secs(4))
         .install()
         .expect("init outside a runtime");
+    assert!(
+        guard
+            .summary()
+            .contains(&format!("traces: otlp (grpc) http://{addr}")),
+        "{}",
+        guard.summary()
+    );
     let tracer = guard.tracer_provider().expect("traces").tracer("t");
     let mut span = tracer.start("no runtime here");
     span.end();
