@@ -18,10 +18,11 @@
 //! |---|---|---|
 //! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is); any other value is false, with a warning |
 //! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts; nothing serves them otherwise, and `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` are not read); anything else is an error |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error), opentelemetry-otlp uses it |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error) and gives it to each exporter |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | this crate resolves and checks them (`http://`; `https://` with the feature `otlp-tls`; for gRPC also `host:port`, `https` unless `OTEL_EXPORTER_OTLP_[<SIGNAL>_]INSECURE=true`) and gives the result to opentelemetry-otlp |
 //! | `OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY` (and per signal) | the system's roots | this crate (feature `otlp-tls`): PEM files, read and checked at set-up; the certificate is trusted instead of the system's roots; certificate and key go together |
-//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION` (`gzip`; and per signal) | | opentelemetry-otlp |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal) | 10 s | this crate checks it (whole milliseconds, more than 0) and gives it to the exporters |
+//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_COMPRESSION` (`gzip`; and per signal) | | opentelemetry-otlp |
 //! | `OTEL_PROPAGATORS` | `tracecontext,baggage` | this crate: `tracecontext` (the crate's [`W3cPropagator`](crate::propagation::W3cPropagator)), `baggage`, `none`; anything else is an error |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | this crate checks them and builds the sampler (an unknown sampler or an argument that is not a ratio in `[0, 1]` is an error, where the SDK only warns and samples everything) |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | `unknown_service`, or [`Setup::with_service_name`] | the SDK; `OTEL_SERVICE_NAME` wins over a `service.name` in the attributes |
@@ -162,6 +163,8 @@ struct Signal {
     endpoint: String,
     /// With an `https` endpoint: what the connection trusts and shows.
     tls: Option<TlsFiles>,
+    /// How long one export may take (`OTEL_EXPORTER_OTLP_[<SIGNAL>_]TIMEOUT`).
+    timeout: Duration,
 }
 
 /// The TLS of a signal's OTLP connection, from the certificate variables (PEM files, read and
@@ -296,6 +299,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             protocol,
             endpoint: String::new(),
             tls: None,
+            timeout: DEFAULT_EXPORT_TIMEOUT,
         })
     };
     let mut traces = signal("TRACES")?;
@@ -348,30 +352,41 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             }
         }
     }
-    // an endpoint the exporters cannot reach is said now, not at the first failed export
+    // an endpoint the exporters cannot reach is said now, not at the first failed export; the
+    // certificate variables no signal uses are said once
+    let (mut used, mut unused) = (Vec::new(), Vec::new());
     for (name, signal) in [
         ("TRACES", &mut traces),
         ("METRICS", &mut metrics),
         ("LOGS", &mut logs),
     ] {
-        let (var, endpoint) = endpoint(get, name, signal.protocol, &mut warnings);
-        signal.endpoint = endpoint;
         if disabled || !signal.exporters.contains(&Exporter::Otlp) {
             continue;
         }
-        signal.tls = transport(get, name, signal, var.as_deref(), &mut warnings)?;
+        let (var, endpoint) = endpoint(get, name, signal.protocol, &mut warnings);
+        signal.endpoint = endpoint;
+        signal.timeout = export_timeout(get, name)?;
+        let files = transport(get, name, signal, var.as_deref())?;
+        if signal.tls.is_some() {
+            used.extend(files);
+        } else {
+            unused.extend(files);
+        }
     }
+    for v in unused {
+        if !used.contains(&v) && !warnings.iter().any(|w| w.starts_with(&format!("{v} "))) {
+            warnings.push(format!(
+                "{v} is set, but no signal goes over https: not used"
+            ));
+        }
+    }
+    dedup(&mut warnings);
     // the SDK's periodic reader does not read it (its experimental async one does): the OTLP
     // metrics exporter is given it, when shorter than its own timeout
-    let metric_timeout = match nonempty("OTEL_METRIC_EXPORT_TIMEOUT") {
-        None => None,
-        Some(v) => Some(Duration::from_millis(v.parse::<u64>().map_err(|_| {
-            invalid(
-                "OTEL_METRIC_EXPORT_TIMEOUT",
-                &v,
-                "milliseconds, a whole number",
-            )
-        })?)),
+    let metric_timeout = if disabled || !metrics.exporters.contains(&Exporter::Otlp) {
+        None
+    } else {
+        millis(get, "OTEL_METRIC_EXPORT_TIMEOUT")?
     };
     let endpoint_set = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -570,14 +585,14 @@ fn scheme(url: &str) -> Option<String> {
 }
 
 /// Checks a signal's OTLP endpoint against the crate's features and, for `https`, reads the
-/// certificate variables (`var`: the endpoint's variable, none for the default).
+/// certificate variables into `signal.tls` (`var`: the endpoint's variable, none for the
+/// default). The certificate variables set for the signal are returned, used or not.
 fn transport(
     get: &dyn Fn(&str) -> Option<String>,
     name: &str,
-    signal: &Signal,
+    signal: &mut Signal,
     var: Option<&str>,
-    warnings: &mut Vec<String>,
-) -> Result<Option<TlsFiles>, SetupError> {
+) -> Result<Vec<String>, SetupError> {
     let nonempty = |k: &str| {
         get(k)
             .map(|v| v.trim().to_owned())
@@ -593,99 +608,115 @@ fn transport(
         nonempty(&base).map(|p| (base, p))
     };
     let var = var.unwrap_or("OTEL_EXPORTER_OTLP_ENDPOINT");
-    // what a gRPC endpoint was given as, before the INSECURE rule
+    // what the endpoint was given as (before `/v1/<signal>` or the INSECURE rule)
     let given = get(var).map(|v| v.trim().to_owned()).unwrap_or_default();
     let files = ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"].map(named);
-    match scheme(&signal.endpoint).as_deref() {
-        Some("http") => {
-            for (v, _) in files.iter().flatten() {
-                // once per variable, not once per signal it would serve
-                let said = format!("{v} is set, but ");
-                if !warnings.iter().any(|w| w.starts_with(&said)) {
-                    warnings.push(format!(
-                        "{said}{} goes to {} over plain http: not used",
-                        name.to_ascii_lowercase(),
-                        signal.endpoint
-                    ));
-                }
-            }
-            Ok(None)
+    let names = files.iter().flatten().map(|(v, _)| v.clone()).collect();
+    let https = match scheme(&signal.endpoint).as_deref() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(invalid(
+                var,
+                &given,
+                match (signal.protocol, cfg!(feature = "otlp-tls")) {
+                    (Protocol::HttpProtobuf, true) => "an http:// or https:// URL",
+                    (Protocol::HttpProtobuf, false) => "an http:// URL",
+                    (Protocol::Grpc, _) => "an http:// or https:// URL, or host:port",
+                },
+            ))
         }
-        Some("https") => {
-            if !cfg!(feature = "otlp-tls") {
-                return Err(invalid(
-                    var,
-                    &given,
-                    if scheme(&given).is_some() {
-                        "an http:// URL (https needs the crate's `otlp-tls` feature)"
-                    } else {
-                        "an http:// URL (a gRPC endpoint without a scheme is https unless \
-                         OTEL_EXPORTER_OTLP_INSECURE=true, and https needs the crate's \
-                         `otlp-tls` feature)"
-                    },
-                ));
-            }
-            let [ca, cert, key] = files;
-            let read = |(var, path): (String, String)| {
-                std::fs::read(&path).map_err(|e| SetupError::File {
-                    var,
-                    path,
-                    problem: e.to_string(),
-                })
-            };
-            let mut tls = TlsFiles::default();
-            if let Some(ca) = ca {
-                let pem = read(ca.clone())?;
-                check_certificates(&pem).map_err(|problem| SetupError::File {
-                    var: ca.0,
-                    path: ca.1,
-                    problem,
-                })?;
-                tls.ca = Some(pem);
-            }
-            match (cert, key) {
-                (None, None) => {}
-                (Some((v, p)), None) => {
-                    return Err(invalid(
-                        &v,
-                        &p,
-                        "set with OTEL_EXPORTER_OTLP_CLIENT_KEY (a client certificate needs its key)",
-                    ))
-                }
-                (None, Some((v, p))) => {
-                    return Err(invalid(
-                        &v,
-                        &p,
-                        "set with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE (a client key needs its certificate)",
-                    ))
-                }
-                (Some(cert), Some(key)) => {
-                    let chain = read(cert.clone())?;
-                    check_certificates(&chain).map_err(|problem| SetupError::File {
-                        var: cert.0,
-                        path: cert.1,
-                        problem,
-                    })?;
-                    let pem = read(key.clone())?;
-                    check_identity(&chain, &pem).map_err(|problem| SetupError::File {
-                        var: key.0,
-                        path: key.1,
-                        problem,
-                    })?;
-                    tls.identity = Some((chain, pem));
-                }
-            }
-            Ok(Some(tls))
+    };
+    // what the exporters would refuse (or misread) is said here, naming the variable
+    let uri = signal.endpoint.parse::<http::Uri>().ok();
+    // `http` reads a port it cannot parse as none
+    let port_ok = |u: &http::Uri| {
+        let authority = u.authority().map_or("", |a| a.as_str());
+        let authority = authority.rsplit('@').next().unwrap_or_default();
+        match authority.rsplit_once(':') {
+            Some((_, p)) if !p.contains(']') => p.parse::<u16>().is_ok_and(|p| p > 0),
+            _ => true,
         }
-        _ => Err(invalid(
+    };
+    if uri
+        .as_ref()
+        .is_none_or(|u| u.host().is_none_or(str::is_empty) || !port_ok(u))
+    {
+        return Err(invalid(
             var,
             &given,
-            match signal.protocol {
-                Protocol::HttpProtobuf => "an http:// or https:// URL",
-                Protocol::Grpc => "an http:// or https:// URL, or host:port",
-            },
-        )),
+            "a URL with a host (and a port from 1 to 65535)",
+        ));
     }
+    if !https {
+        return Ok(names);
+    }
+    if !cfg!(feature = "otlp-tls") {
+        return Err(invalid(
+            var,
+            &given,
+            if scheme(&given).is_some() {
+                "an http:// URL (https needs the crate's `otlp-tls` feature)"
+            } else {
+                "an http:// URL (a gRPC endpoint without a scheme is https unless \
+                 OTEL_EXPORTER_OTLP_INSECURE=true, and https needs the crate's \
+                 `otlp-tls` feature)"
+            },
+        ));
+    }
+    let [ca, cert, key] = files;
+    let read = |(var, path): (String, String)| {
+        std::fs::read(&path).map_err(|e| SetupError::File {
+            var,
+            path,
+            problem: e.to_string(),
+        })
+    };
+    let mut tls = TlsFiles::default();
+    if let Some(ca) = ca {
+        let pem = read(ca.clone())?;
+        check_certificates(&pem).map_err(|problem| SetupError::File {
+            var: ca.0,
+            path: ca.1,
+            problem,
+        })?;
+        tls.ca = Some(pem);
+    }
+    match (cert, key) {
+        (None, None) => {}
+        (Some((v, p)), None) => {
+            return Err(invalid(
+                &v,
+                &p,
+                "to come with its key (OTEL_EXPORTER_OTLP_CLIENT_KEY, or the signal's own)",
+            ))
+        }
+        (None, Some((v, p))) => {
+            return Err(invalid(
+                &v,
+                &p,
+                "to come with its certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, or the \
+                 signal's own)",
+            ))
+        }
+        (Some(cert), Some(key)) => {
+            let chain = read(cert.clone())?;
+            check_certificates(&chain).map_err(|problem| SetupError::File {
+                var: cert.0,
+                path: cert.1,
+                problem,
+            })?;
+            let pem = read(key.clone())?;
+            check_identity(&chain, &pem).map_err(|problem| SetupError::File {
+                var: key.0,
+                path: key.1,
+                problem,
+            })?;
+            tls.identity = Some((chain, pem));
+        }
+    }
+    signal.tls = Some(tls);
+    Ok(names)
 }
 
 /// A PEM file of one certificate or more.
@@ -694,7 +725,7 @@ fn check_certificates(pem: &[u8]) -> Result<(), String> {
     match reqwest::Certificate::from_pem_bundle(pem) {
         Ok(certs) if !certs.is_empty() => Ok(()),
         Ok(_) => Err("no PEM certificate in it".to_owned()),
-        Err(e) => Err(format!("not a PEM certificate: {e}")),
+        Err(e) => Err(format!("not a PEM certificate: {}", with_causes(&e))),
     }
 }
 
@@ -703,7 +734,7 @@ fn check_certificates(pem: &[u8]) -> Result<(), String> {
 fn check_identity(chain: &[u8], key: &[u8]) -> Result<(), String> {
     reqwest::Identity::from_pem(&[chain, b"\n", key].concat())
         .map(|_| ())
-        .map_err(|e| format!("not a PEM private key: {e}"))
+        .map_err(|e| format!("not a PEM private key: {}", with_causes(&e)))
 }
 
 #[cfg(not(feature = "otlp-tls"))]
@@ -716,31 +747,70 @@ fn check_identity(_: &[u8], _: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// How long one export may take, as opentelemetry-otlp reads it (the signal's variable, then
-/// the general one, in milliseconds; 10 s): the HTTPS client built here is given the same.
-fn export_timeout(get: &dyn Fn(&str) -> Option<String>, signal: &str) -> Duration {
-    get(&format!(
-        "OTEL_EXPORTER_OTLP_{}_TIMEOUT",
-        signal.to_ascii_uppercase()
-    ))
-    .and_then(|v| v.parse().ok())
-    .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT").and_then(|v| v.parse().ok()))
-    .map_or(Duration::from_secs(10), Duration::from_millis)
+/// What opentelemetry-otlp takes when no timeout is set.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one export may take: `OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`, then
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s. Checked here (opentelemetry-otlp skips a
+/// bad value silently) and given to the exporter.
+fn export_timeout(
+    get: &dyn Fn(&str) -> Option<String>,
+    signal: &str,
+) -> Result<Duration, SetupError> {
+    let own = format!("OTEL_EXPORTER_OTLP_{}_TIMEOUT", signal.to_ascii_uppercase());
+    Ok(match millis(get, &own)? {
+        Some(t) => t,
+        None => millis(get, "OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(DEFAULT_EXPORT_TIMEOUT),
+    })
 }
 
-/// The blocking client of an `https` OTLP/HTTP exporter: the system's roots, or only the given
-/// ones, and the client's identity; made on a thread of its own (reqwest's blocking client
-/// cannot be made on a runtime's thread).
+/// A duration in whole milliseconds, more than zero (none: not set).
+fn millis(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>, SetupError> {
+    let Some(v) = get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(invalid(var, &v, "milliseconds, a whole number more than 0")),
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's `Display` says only "builder error").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The blocking client of an `https` OTLP/HTTP exporter: rustls (whatever other TLS backend
+/// reqwest was built with), the system's roots or only the given ones, and the client's
+/// identity; made on a thread of its own (reqwest's blocking client cannot be made on a
+/// runtime's thread).
 #[cfg(feature = "otlp-tls")]
 fn https_client(
-    tls: &TlsFiles,
+    signal: &Signal,
+    name: &str,
     timeout: Duration,
 ) -> Result<reqwest::blocking::Client, SetupError> {
-    let tls = tls.clone();
+    let tls = signal.tls.clone().unwrap_or_default();
+    let with_identity = tls.identity.is_some();
     std::thread::Builder::new()
         .name("tower-otel-http-tls".into())
         .spawn(move || {
-            let mut b = reqwest::blocking::Client::builder().timeout(timeout);
+            let mut b = reqwest::blocking::Client::builder()
+                .tls_backend_rustls()
+                .timeout(timeout);
             if let Some(ca) = &tls.ca {
                 b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?);
             }
@@ -751,10 +821,21 @@ fn https_client(
             }
             b.build()
         })
-        .map_err(exporter_error)?
+        .map_err(|e| exporter_error(&e))?
         .join()
         .map_err(|_| SetupError::Exporter("the HTTPS client's thread panicked".into()))?
-        .map_err(exporter_error)
+        .map_err(|e| {
+            SetupError::Exporter(format!(
+                "{name} over https to {}: the TLS client cannot be made from {}: {}",
+                signal.endpoint,
+                if with_identity {
+                    "the roots, client certificate and key given"
+                } else {
+                    "the roots given (or the system's)"
+                },
+                with_causes(&e)
+            ))
+        })
 }
 
 /// The TLS of an `https` OTLP/gRPC exporter: the system's roots, or only the given ones, and the
@@ -1001,7 +1082,7 @@ impl Setup {
                         .thread_name("tower-otel-http-otlp")
                         .enable_all()
                         .build()
-                        .map_err(exporter_error)?,
+                        .map_err(|e| exporter_error(&e))?,
                 )));
             }
             // the gRPC exporters' channels are made (and live) on that runtime
@@ -1011,17 +1092,17 @@ impl Setup {
                 .map(tokio::runtime::Runtime::enter);
             let tracer = build_tracer(
                 &traces,
-                &Otlp::new(&env.traces, get, "traces", None)?,
+                &Otlp::new(&env.traces, "traces", None)?,
                 &resource,
                 sampler(&env.sampler, env.ratio),
             )?;
             let meter = build_meter(
                 &metrics,
-                &Otlp::new(&env.metrics, get, "metrics", env.metric_timeout)?,
+                &Otlp::new(&env.metrics, "metrics", env.metric_timeout)?,
                 &resource,
                 &mut prometheus,
             )?;
-            let logger = build_logger(&logs, &Otlp::new(&env.logs, get, "logs", None)?, &resource)?;
+            let logger = build_logger(&logs, &Otlp::new(&env.logs, "logs", None)?, &resource)?;
             for (name, exporters, s) in [
                 ("traces", &traces, &env.traces),
                 ("metrics", &metrics, &env.metrics),
@@ -1149,8 +1230,8 @@ fn describe(exporters: &[Exporter], signal: &Signal) -> String {
 struct Otlp {
     protocol: Protocol,
     endpoint: String,
-    /// A timeout shorter than the exporter's own (`OTEL_METRIC_EXPORT_TIMEOUT`).
-    timeout: Option<Duration>,
+    /// The export timeout (the signal's, or `OTEL_METRIC_EXPORT_TIMEOUT` when shorter).
+    timeout: Duration,
     #[cfg(feature = "otlp-tls")]
     http_client: Option<reqwest::blocking::Client>,
     #[cfg(feature = "otlp-tls")]
@@ -1158,22 +1239,17 @@ struct Otlp {
 }
 
 impl Otlp {
-    fn new(
-        signal: &Signal,
-        get: &dyn Fn(&str) -> Option<String>,
-        name: &str,
-        limit: Option<Duration>,
-    ) -> Result<Self, SetupError> {
-        let own = export_timeout(get, name);
-        let timeout = limit.filter(|l| *l < own);
+    /// `limit`: a timeout the exporter gets when shorter than the signal's own.
+    fn new(signal: &Signal, name: &str, limit: Option<Duration>) -> Result<Self, SetupError> {
+        let timeout = limit.map_or(signal.timeout, |l| l.min(signal.timeout));
         #[cfg(feature = "otlp-tls")]
         let (http_client, grpc_tls) = match (&signal.tls, signal.protocol) {
             (None, _) => (None, None),
-            (Some(tls), Protocol::HttpProtobuf) => {
-                (Some(https_client(tls, timeout.unwrap_or(own))?), None)
-            }
+            (Some(_), Protocol::HttpProtobuf) => (Some(https_client(signal, name, timeout)?), None),
             (Some(tls), Protocol::Grpc) => (None, Some(grpc_tls(tls))),
         };
+        #[cfg(not(feature = "otlp-tls"))]
+        let _ = name;
         Ok(Otlp {
             protocol: signal.protocol,
             endpoint: signal.endpoint.clone(),
@@ -1197,9 +1273,7 @@ macro_rules! otlp_exporter {
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(otlp.endpoint.clone());
-                if let Some(t) = otlp.timeout {
-                    b = b.with_timeout(t);
-                }
+                b = b.with_timeout(otlp.timeout);
                 #[cfg(feature = "otlp-tls")]
                 if let Some(client) = &otlp.http_client {
                     use opentelemetry_otlp::WithHttpConfig as _;
@@ -1212,9 +1286,7 @@ macro_rules! otlp_exporter {
                     .with_tonic()
                     .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .with_endpoint(otlp.endpoint.clone());
-                if let Some(t) = otlp.timeout {
-                    b = b.with_timeout(t);
-                }
+                b = b.with_timeout(otlp.timeout);
                 #[cfg(feature = "otlp-tls")]
                 if let Some(tls) = &otlp.grpc_tls {
                     use opentelemetry_otlp::WithTonicConfig as _;
@@ -1223,12 +1295,12 @@ macro_rules! otlp_exporter {
                 b.build()
             }
         }
-        .map_err(exporter_error)
+        .map_err(|e| exporter_error(&e))
     }};
 }
 
-fn exporter_error(e: impl fmt::Display) -> SetupError {
-    SetupError::Exporter(e.to_string())
+fn exporter_error(e: &dyn std::error::Error) -> SetupError {
+    SetupError::Exporter(with_causes(e))
 }
 
 /// The sampler the checked variables name: built here, so that what was checked is what is
@@ -1293,7 +1365,7 @@ fn build_meter(
                 let reader = opentelemetry_prometheus::exporter()
                     .with_registry(registry.clone())
                     .build()
-                    .map_err(exporter_error)?;
+                    .map_err(|e| exporter_error(&e))?;
                 *prometheus = Some(MetricsEndpoint {
                     registry: Arc::new(registry),
                 });
@@ -1612,24 +1684,31 @@ mod tests {
         let e = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "TRUE")]).unwrap();
         assert_eq!(e.traces.endpoint, "http://collector:4317");
         assert_eq!(e.traces.tls, None);
-        // per signal first; anything but true/false is false, with a warning
+        // per signal first
         let e = grpc(&[
-            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
-            ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "yes"),
-            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false"),
-            ("OTEL_LOGS_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+            ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "console"),
         ])
         .unwrap();
-        assert_eq!(e.logs.endpoint, "https://collector:4317");
-        assert_eq!(e.metrics.endpoint, "https://collector:4317");
-        assert!(
-            e.warnings
-                .iter()
-                .any(|w| w.contains("OTEL_EXPORTER_OTLP_LOGS_INSECURE")),
-            "{:?}",
-            e.warnings
-        );
+        assert_eq!(e.logs.endpoint, "http://collector:4317");
+        // anything but true/false is false, with a warning, said once
+        let e = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "yes")]);
+        if cfg!(feature = "otlp-tls") {
+            let e = e.unwrap();
+            for s in [&e.traces, &e.metrics, &e.logs] {
+                assert_eq!(s.endpoint, "https://collector:4317");
+            }
+            assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
+            assert!(
+                e.warnings[0].contains("OTEL_EXPORTER_OTLP_INSECURE"),
+                "{:?}",
+                e.warnings
+            );
+        } else {
+            assert!(e.is_err());
+        }
         let secure = grpc(&[]);
         if cfg!(feature = "otlp-tls") {
             assert_eq!(secure.unwrap().traces.endpoint, "https://collector:4317");
@@ -1648,17 +1727,28 @@ mod tests {
         assert_eq!(e.traces.tls, None);
     }
 
-    /// A fresh directory under the system's temporary one.
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tower-otel-http-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("tower-otel-http-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn certificate_variables_are_read_and_checked() {
-        let dir = scratch("certs");
+        let scratch = Scratch::new("certs");
+        let dir = &scratch.0;
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let client = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
         let write = |name: &str, text: &str| {
@@ -1689,6 +1779,18 @@ mod tests {
         if !cfg!(feature = "otlp-tls") {
             return;
         }
+        // used by one signal over https, unused by another over http: no warning
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "https://logs:4318/v1/logs",
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_pem),
+        ])
+        .unwrap();
+        assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+        assert!(e.logs.tls.is_some() && e.traces.tls.is_none());
         let e = env(&[
             https,
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_pem),
@@ -1741,6 +1843,30 @@ mod tests {
             Err(SetupError::File { var, .. }) => assert_eq!(var, "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
             other => panic!("{other:?}"),
         }
+        // a key that is not the certificate's: said at set-up, with the cause
+        let e = env(&[
+            https,
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key_pem),
+        ])
+        .unwrap();
+        let mut mismatched = e.traces.clone();
+        if let Some(tls) = &mut mismatched.tls {
+            tls.identity = Some((
+                client.cert.pem().into_bytes(),
+                ca.signing_key.serialize_pem().into_bytes(),
+            ));
+        }
+        #[cfg(feature = "otlp-tls")]
+        match Otlp::new(&mismatched, "traces", None) {
+            Err(SetupError::Exporter(text)) => assert!(
+                text.starts_with("traces over https to https://collector:4318/v1/traces: ")
+                    && text.contains("client certificate and key"),
+                "{text}"
+            ),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a key that is not the certificate's was taken"),
+        }
         // a certificate without its key, and a key without its certificate
         rejects(
             &[https, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem)],
@@ -1750,7 +1876,6 @@ mod tests {
             &[https, ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &key_pem)],
             "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1827,35 +1952,45 @@ mod tests {
     }
 
     #[test]
-    fn export_timeouts_as_opentelemetry_otlp_reads_them() {
-        let get = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        assert_eq!(export_timeout(&get(&[]), "traces"), Duration::from_secs(10));
-        let both = get(&[
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
-            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "300"),
-        ]);
-        assert_eq!(export_timeout(&both, "logs"), Duration::from_millis(300));
-        assert_eq!(export_timeout(&both, "traces"), Duration::from_secs(2));
-        // OTEL_METRIC_EXPORT_TIMEOUT is given to the exporter when shorter than its own
+    fn export_timeouts_are_checked_and_given_to_the_exporters() {
         let e = env(&[]).unwrap();
-        let metrics = |limit| {
-            Otlp::new(&e.metrics, &both, "metrics", limit)
-                .unwrap()
-                .timeout
-        };
+        assert_eq!(e.traces.timeout, Duration::from_secs(10));
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", " 300 "),
+        ])
+        .unwrap();
         assert_eq!(
-            metrics(Some(Duration::from_millis(500))),
-            Some(Duration::from_millis(500))
+            e.logs.timeout,
+            Duration::from_millis(300),
+            "per signal first"
         );
-        assert_eq!(metrics(Some(Duration::from_secs(30))), None);
-        assert_eq!(metrics(None), None);
+        assert_eq!(e.traces.timeout, Duration::from_secs(2));
+        // where opentelemetry-otlp would skip it silently
+        for bad in ["5s", "0", "-1"] {
+            rejects(
+                &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", bad)],
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+            );
+        }
+        // OTEL_METRIC_EXPORT_TIMEOUT: the metrics exporter's when shorter than its own
+        let limit = |l| Otlp::new(&e.metrics, "metrics", l).unwrap().timeout;
+        assert_eq!(
+            limit(Some(Duration::from_millis(500))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(limit(Some(Duration::from_secs(30))), Duration::from_secs(2));
+        assert_eq!(limit(None), Duration::from_secs(2));
+        rejects(
+            &[("OTEL_METRIC_EXPORT_TIMEOUT", "0")],
+            "OTEL_METRIC_EXPORT_TIMEOUT",
+        );
+        // read only where it is used
+        assert!(env(&[
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "soon"),
+            ("OTEL_METRICS_EXPORTER", "console"),
+        ])
+        .is_ok());
     }
 
     #[test]
@@ -1885,6 +2020,28 @@ mod tests {
             &[("OTEL_METRIC_EXPORT_TIMEOUT", "5s")],
             "OTEL_METRIC_EXPORT_TIMEOUT",
         );
+        // what the exporters would refuse later, with a message naming no variable
+        for bad in [
+            "http://collector:99999",
+            "http://coll ector:4318",
+            "http://:4318",
+        ] {
+            rejects(
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            );
+        }
+        for good in [
+            "http://[::1]:4318",
+            "http://[::1]",
+            "http://u:p@c:4318",
+            "http://c",
+        ] {
+            assert!(
+                env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", good)]).is_ok(),
+                "{good}"
+            );
+        }
         rejects(
             &[("OTEL_TRACES_SAMPLER", "sometimes")],
             "OTEL_TRACES_SAMPLER",

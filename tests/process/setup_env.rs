@@ -659,6 +659,9 @@ pub async fn batch_and_interval_variables_reach_the_sdk() {
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1");
     std::env::set_var("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "1");
+    // no export by the clock: only a full batch (of one) sends before the flush
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "600000");
+    std::env::set_var("OTEL_BLRP_SCHEDULE_DELAY", "600000");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "200");
     let guard = tower_otel_http::setup::init().expect("init");
     for _ in 0..4 {

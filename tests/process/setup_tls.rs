@@ -6,8 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -92,9 +91,12 @@ impl Drop for Pki {
     }
 }
 
+/// Why the receiver's handshakes failed, in order.
+type Refused = Arc<Mutex<Vec<String>>>;
+
 /// An OTLP/HTTP receiver over TLS (rustls, HTTP/1.1) that asks for a client certificate signed
-/// by the test's authority; `refused` counts the handshakes that failed.
-async fn https_receiver(pki: &Pki) -> (SocketAddr, Posts, Arc<AtomicUsize>) {
+/// by the test's authority; `refused` says why each failed handshake failed.
+async fn https_receiver(pki: &Pki) -> (SocketAddr, Posts, Refused) {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -120,7 +122,7 @@ async fn https_receiver(pki: &Pki) -> (SocketAddr, Posts, Arc<AtomicUsize>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let posts = Posts::default();
     let app = receiver_app(&posts);
-    let refused = Arc::new(AtomicUsize::new(0));
+    let refused = Refused::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = refused.clone();
@@ -137,9 +139,7 @@ async fn https_receiver(pki: &Pki) -> (SocketAddr, Posts, Arc<AtomicUsize>) {
                             )
                             .await;
                     }
-                    Err(_) => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                    }
+                    Err(e) => count.lock().unwrap().push(e.to_string()),
                 }
             });
         }
@@ -176,37 +176,51 @@ pub async fn otlp_https_with_a_client_certificate() {
             posts.lock().unwrap()
         );
     }
-    assert_eq!(refused.load(Ordering::SeqCst), 0);
+    assert!(
+        refused.lock().unwrap().is_empty(),
+        "{:?}",
+        refused.lock().unwrap()
+    );
 }
 
 /// What is not trusted is not sent to: without `OTEL_EXPORTER_OTLP_CERTIFICATE` the test's
-/// authority is not among the system's roots and the client refuses the server; without the
-/// client certificate the server refuses the client. Nothing arrives either way; the set-up
-/// and the shutdown still succeed (the failure is the exporter's, said once, not the app's).
+/// authority is not among the system's roots (made hermetic: `SSL_CERT_FILE` names an unrelated
+/// authority) and the client refuses the server (the server hears `UnknownCA`); without the
+/// client certificate the server refuses the client (it was sent none). Nothing arrives either
+/// way; the set-up and the shutdown still succeed (the failure is the exporter's, not the app's).
 pub async fn otlp_https_trusts_only_what_it_is_told() {
     let pki = Pki::new();
     let (addr, posts, refused) = https_receiver(&pki).await;
+    let other = rcgen::generate_simple_self_signed(vec!["elsewhere".into()]).unwrap();
+    std::fs::write(pki.path("system.pem"), other.cert.pem()).unwrap();
+    std::env::set_var("SSL_CERT_FILE", pki.path("system.pem"));
     std::env::set_var("OTEL_TRACES_EXPORTER", "otlp");
     std::env::set_var("OTEL_METRICS_EXPORTER", "none");
     std::env::set_var("OTEL_LOGS_EXPORTER", "none");
     // per signal: the traces' endpoint and files
     std::env::set_var(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        format!("https://localhost:{}/v1/traces", addr.port()),
+        format!("https://{addr}/v1/traces"),
     );
-    for (ca, client, summary) in [
+    for (ca, client, summary, heard) in [
         (
             false,
             true,
             "(tls: the system's roots, a client certificate)",
+            "UnknownCA",
         ),
-        (true, false, "(tls: the given roots)"),
+        (
+            true,
+            false,
+            "(tls: the given roots)",
+            "peer sent no certificates",
+        ),
     ] {
         for v in ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"] {
             std::env::remove_var(format!("OTEL_EXPORTER_OTLP_TRACES_{v}"));
         }
         pki.set_env("TRACES_", ca, client);
-        let before = refused.load(Ordering::SeqCst);
+        refused.lock().unwrap().clear();
         let guard = Setup::new()
             .with_subscriber(false)
             .with_shutdown_timeout(Duration::from_secs(8))
@@ -217,14 +231,15 @@ pub async fn otlp_https_trusts_only_what_it_is_told() {
         tracer.start("not sent").end();
         guard.shutdown();
         assert_eq!(posted(&posts, "/v1/traces"), 0, "ca {ca}, client {client}");
+        let why = refused.lock().unwrap().clone();
         assert!(
-            refused.load(Ordering::SeqCst) > before,
-            "no failed handshake: ca {ca}, client {client}"
+            !why.is_empty() && why.iter().all(|w| w.contains(heard)),
+            "ca {ca}, client {client}: the server heard {why:?}"
         );
     }
 }
 
-/// OTLP/gRPC to an endpoint without a scheme (`localhost:<port>`: https, as the specification
+/// OTLP/gRPC to an endpoint without a scheme (`127.0.0.1:<port>`: https, as the specification
 /// has it without `OTEL_EXPORTER_OTLP_INSECURE=true`), a receiver behind tonic's TLS that asks
 /// for a client certificate; from a current-thread runtime.
 pub async fn otlp_grpc_over_tls_with_a_client_certificate() {
@@ -236,10 +251,7 @@ pub async fn otlp_grpc_over_tls_with_a_client_certificate() {
         .client_ca_root(Certificate::from_pem(&pki.ca_pem));
     let addr = grpc_receiver_with(&sink, move |server| server.tls_config(tls).unwrap());
     std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
-    std::env::set_var(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        format!("localhost:{}", addr.port()),
-    );
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", addr.to_string());
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     pki.set_env("", true, true);
     let guard = Setup::new()
@@ -248,8 +260,7 @@ pub async fn otlp_grpc_over_tls_with_a_client_certificate() {
         .expect("init");
     assert!(
         guard.summary().contains(&format!(
-            "traces: otlp (grpc) https://localhost:{} (tls: the given roots, a client certificate)",
-            addr.port()
+            "traces: otlp (grpc) https://{addr} (tls: the given roots, a client certificate)"
         )),
         "{}",
         guard.summary()
