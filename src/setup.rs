@@ -17,7 +17,8 @@
 //! | variable | default | read by |
 //! |---|---|---|
 //! | `OTEL_SDK_DISABLED` | `false` | this crate: `true` installs no provider (the subscriber still is); any other value is false, with a warning |
-//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts; nothing serves them otherwise, and `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` are not read); anything else is an error |
+//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp` | this crate: `otlp`, `console` (stdout), `none`, comma-separated; `prometheus` for metrics with the feature `prometheus` (`TelemetryGuard::metrics_endpoint`, which the application mounts); anything else is an error |
+//! | `OTEL_EXPORTER_PROMETHEUS_HOST`, `OTEL_EXPORTER_PROMETHEUS_PORT` | `localhost`, `9464`, when either is set | this crate (feature `prometheus`): the metrics also served there, on a port of their own ([`TelemetryGuard::metrics_address`]) |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` | this crate checks it (`http/protobuf` or `grpc`; `http/json` and others are an error) and gives it to each exporter |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` … appended for HTTP), `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` (full URLs) | `http://localhost:4318` (HTTP), `http://localhost:4317` (gRPC) | this crate resolves and checks them (`http://`; `https://` with the feature `otlp-tls`; for gRPC also `host:port`, `https` unless `OTEL_EXPORTER_OTLP_[<SIGNAL>_]INSECURE=true`) and gives the result to opentelemetry-otlp |
 //! | `OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY` (and per signal) | the system's roots | this crate (feature `otlp-tls`): PEM files, read and checked at set-up; the certificate is trusted instead of the system's roots; certificate and key go together |
@@ -194,6 +195,9 @@ struct EnvConfig {
     ratio: f64,
     /// `OTEL_METRIC_EXPORT_TIMEOUT`: the longest a metrics export may take.
     metric_timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_PROMETHEUS_HOST` and `_PORT`, when either is set: where the Prometheus
+    /// exporter serves its own endpoint.
+    prometheus_server: Option<(String, u16)>,
     /// Values taken with a warning (said once the subscriber is there).
     warnings: Vec<String>,
 }
@@ -388,6 +392,25 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     } else {
         millis(get, "OTEL_METRIC_EXPORT_TIMEOUT")?
     };
+    let prometheus_server = match (
+        nonempty("OTEL_EXPORTER_PROMETHEUS_HOST"),
+        nonempty("OTEL_EXPORTER_PROMETHEUS_PORT"),
+    ) {
+        (None, None) => None,
+        (host, port) => {
+            let port = match port {
+                None => 9464,
+                Some(p) => p.parse::<u16>().map_err(|_| {
+                    invalid(
+                        "OTEL_EXPORTER_PROMETHEUS_PORT",
+                        &p,
+                        "a port number (0 to 65535; 0: any free one)",
+                    )
+                })?,
+            };
+            Some((host.unwrap_or_else(|| "localhost".to_owned()), port))
+        }
+    };
     let endpoint_set = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -406,6 +429,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
         sampler,
         ratio: sampler_ratio,
         metric_timeout,
+        prometheus_server,
         warnings,
     })
 }
@@ -1005,7 +1029,7 @@ impl Setup {
         self,
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<TelemetryGuard, SetupError> {
-        let env = read_env(get)?;
+        let mut env = read_env(get)?;
         let filter = match get("RUST_LOG").filter(|v| !v.trim().is_empty()) {
             Some(f) => {
                 Targets::from_str(&f).map_err(|_| invalid("RUST_LOG", &f, "target=level,…"))?
@@ -1031,6 +1055,8 @@ impl Setup {
         let mut summary = Vec::new();
         let mut runtime = None;
         let mut prometheus = None;
+        #[cfg_attr(not(feature = "prometheus"), allow(unused_mut))]
+        let mut metrics_address: Option<std::net::SocketAddr> = None;
         let (tracer, meter, logger) = if env.disabled {
             summary.push("OTEL_SDK_DISABLED: nothing exported".to_owned());
             (None, None, None)
@@ -1075,7 +1101,17 @@ impl Setup {
             ]
             .iter()
             .any(|(e, s)| s.protocol == Protocol::Grpc && e.contains(&Exporter::Otlp));
-            if grpc {
+            // the Prometheus exporter's own endpoint, where the environment asks for one
+            let serve_prometheus =
+                env.prometheus_server.is_some() && metrics.contains(&Exporter::Prometheus);
+            if env.prometheus_server.is_some() && !serve_prometheus {
+                env.warnings.push(
+                    "OTEL_EXPORTER_PROMETHEUS_HOST/_PORT are set, but metrics do not go to \
+                     prometheus: not used"
+                        .to_owned(),
+                );
+            }
+            if grpc || serve_prometheus {
                 runtime = Some(OtlpRuntime(Some(
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(1)
@@ -1103,12 +1139,34 @@ impl Setup {
                 &mut prometheus,
             )?;
             let logger = build_logger(&logs, &Otlp::new(&env.logs, "logs", None)?, &resource)?;
+            #[cfg(feature = "prometheus")]
+            if let (true, Some(endpoint), Some((host, port)), Some(rt)) = (
+                serve_prometheus,
+                &prometheus,
+                &env.prometheus_server,
+                runtime.as_ref().and_then(|r| r.0.as_ref()),
+            ) {
+                let listener = std::net::TcpListener::bind((host.as_str(), *port))
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| {
+                        SetupError::Exporter(format!(
+                            "prometheus: cannot listen on {host}:{port} \
+                             (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT): {e}"
+                        ))
+                    })?;
+                let address = listener.local_addr().map_err(|e| exporter_error(&e))?;
+                rt.spawn(serve_metrics(listener, endpoint.clone()));
+                metrics_address = Some(address);
+            }
             for (name, exporters, s) in [
                 ("traces", &traces, &env.traces),
                 ("metrics", &metrics, &env.metrics),
                 ("logs", &logs, &env.logs),
             ] {
-                summary.push(format!("{name}: {}", describe(exporters, s)));
+                summary.push(format!(
+                    "{name}: {}",
+                    describe(exporters, s, metrics_address)
+                ));
             }
             if env.sampler.ends_with("traceidratio") {
                 summary.push(format!("sampler: {} {}", env.sampler, env.ratio));
@@ -1187,11 +1245,17 @@ impl Setup {
             timeout: self.shutdown_timeout,
             runtime,
             prometheus,
+            #[cfg(feature = "prometheus")]
+            metrics_address,
         })
     }
 }
 
-fn describe(exporters: &[Exporter], signal: &Signal) -> String {
+fn describe(
+    exporters: &[Exporter],
+    signal: &Signal,
+    served: Option<std::net::SocketAddr>,
+) -> String {
     if exporters.is_empty() {
         return "none".to_owned();
     }
@@ -1218,9 +1282,13 @@ fn describe(exporters: &[Exporter], signal: &Signal) -> String {
                 format!("otlp ({}) {}{tls}", signal.protocol.name(), signal.endpoint)
             }
             Exporter::Console => "console".to_owned(),
-            Exporter::Prometheus => {
-                "prometheus (pull: mount TelemetryGuard::metrics_endpoint)".to_owned()
-            }
+            Exporter::Prometheus => match served {
+                Some(a) => format!(
+                    "prometheus (pull: served on http://{a}/metrics, and \
+                     TelemetryGuard::metrics_endpoint to mount)"
+                ),
+                None => "prometheus (pull: mount TelemetryGuard::metrics_endpoint)".to_owned(),
+            },
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -1441,6 +1509,9 @@ pub struct TelemetryGuard {
     runtime: Option<OtlpRuntime>,
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     prometheus: Option<MetricsEndpoint>,
+    /// Where the Prometheus endpoint is served on a port of its own.
+    #[cfg(feature = "prometheus")]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for TelemetryGuard {
@@ -1487,6 +1558,16 @@ impl TelemetryGuard {
     #[must_use]
     pub fn metrics_endpoint(&self) -> Option<MetricsEndpoint> {
         self.prometheus.clone()
+    }
+
+    /// Where the metrics are served on a port of their own (feature `prometheus`): set when
+    /// `OTEL_EXPORTER_PROMETHEUS_HOST` or `OTEL_EXPORTER_PROMETHEUS_PORT` is (`localhost` and
+    /// `9464` when not; port `0` takes a free one), as the specification has the Prometheus
+    /// exporter do. Every path answers with the metrics; the server stops with the guard.
+    #[cfg(feature = "prometheus")]
+    #[must_use]
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
     }
 
     /// What was set up, in one line (the line logged at start).
@@ -1946,6 +2027,15 @@ mod tests {
             .unwrap()
             .propagators
             .is_empty());
+        let e = env(&[("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0")]).unwrap();
+        assert_eq!(e.prometheus_server, Some(("0.0.0.0".to_owned(), 9464)));
+        let e = env(&[("OTEL_EXPORTER_PROMETHEUS_PORT", "9100")]).unwrap();
+        assert_eq!(e.prometheus_server, Some(("localhost".to_owned(), 9100)));
+        assert_eq!(env(&[]).unwrap().prometheus_server, None);
+        rejects(
+            &[("OTEL_EXPORTER_PROMETHEUS_PORT", "http")],
+            "OTEL_EXPORTER_PROMETHEUS_PORT",
+        );
         let e = env(&[("OTEL_METRIC_EXPORT_TIMEOUT", " 1500 ")]).unwrap();
         assert_eq!(e.metric_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(env(&[]).unwrap().metric_timeout, None);
@@ -2135,6 +2225,33 @@ impl<B> tower_service::Service<http::Request<B>> for MetricsEndpoint {
         };
         // the builder only fails on invalid parts, and these are constants
         std::future::ready(Ok(response.unwrap_or_default()))
+    }
+}
+
+/// Serves `endpoint` on `listener` (HTTP/1.1) until the runtime it runs on is shut down.
+#[cfg(feature = "prometheus")]
+async fn serve_metrics(listener: std::net::TcpListener, endpoint: MetricsEndpoint) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            // out of file descriptors, say: not a busy loop
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                tower_service::Service::call(&mut endpoint.clone(), req)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
     }
 }
 

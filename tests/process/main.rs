@@ -89,6 +89,7 @@ fn cases() -> Vec<(&'static str, Run)> {
     #[cfg(feature = "prometheus")]
     all.extend_from_slice(cases![
         multi setup_env::prometheus_endpoint_from_the_environment,
+        multi setup_env::prometheus_served_on_its_own_port,
         current setup_env::the_environment_names_the_service,
     ]);
     #[cfg(all(feature = "tracing", feature = "reqwest"))]

@@ -426,6 +426,72 @@ pub fn otlp_grpc_outside_a_runtime() {
     );
 }
 
+/// A GET over HTTP/1.1: the content type and the body.
+#[cfg(feature = "prometheus")]
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = send
+        .send_request(
+            Request::get(path)
+                .header("host", "localhost")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (ct, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` (port 0: any free one): the metrics served on a port
+/// of their own, scraped over HTTP, with the layer's histogram; the server stops with the guard.
+#[cfg(feature = "prometheus")]
+pub async fn prometheus_served_on_its_own_port() {
+    std::env::set_var("OTEL_METRICS_EXPORTER", "prometheus");
+    std::env::set_var("OTEL_TRACES_EXPORTER", "none");
+    std::env::set_var("OTEL_LOGS_EXPORTER", "none");
+    std::env::set_var("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1");
+    std::env::set_var("OTEL_EXPORTER_PROMETHEUS_PORT", "0");
+    let guard = tower_otel_http::setup::init().expect("init");
+    let addr = guard.metrics_address().expect("served");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    assert!(
+        guard
+            .summary()
+            .contains(&format!("served on http://{addr}/metrics")),
+        "{}",
+        guard.summary()
+    );
+    one_request().await;
+    one_request().await;
+    let (ct, text) = http_get(addr, "/metrics").await;
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let count = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                && l.contains("http_route=\"/hello\"")
+        })
+        .unwrap_or_else(|| panic!("no count for the route:\n{text}"));
+    assert!(count.ends_with(" 2"), "{count}");
+    drop(guard);
+    // the port is given back
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still served after the guard");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `OTEL_METRICS_EXPORTER=prometheus`: the endpoint mounted on a real server and scraped over
 /// HTTP — the layer's histogram with its route label, the resource from
 /// `OTEL_RESOURCE_ATTRIBUTES` and the code's fallback service name in `target_info`.
@@ -449,29 +515,7 @@ pub async fn prometheus_endpoint_from_the_environment() {
         .layer(OtelLayer::server())
         .route_service("/metrics", metrics);
     let addr = crate::common::serve_on_loopback(app).await;
-    let get_text = |path: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let res = send
-            .send_request(
-                Request::get(path)
-                    .header("host", "localhost")
-                    .body(http_body_util::Empty::<Bytes>::new())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-        let body = http_body_util::BodyExt::collect(res.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (ct, String::from_utf8(body.to_vec()).unwrap())
-    };
+    let get_text = |path: &'static str| http_get(addr, path);
     for _ in 0..3 {
         get_text("/api/items/7").await;
     }
