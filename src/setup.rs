@@ -443,27 +443,53 @@ struct Warned<E> {
     signal: &'static str,
     endpoint: Arc<str>,
     failing: AtomicBool,
+    /// The cause of the HTTP client's last failure, which opentelemetry-otlp reports as
+    /// "network error" whatever it was.
+    cause: Option<Cause>,
 }
 
+/// The cause of an OTLP/HTTP client's last failure.
+type Cause = Arc<std::sync::Mutex<Option<String>>>;
+
 impl<E> Warned<E> {
-    fn new(inner: E, signal: &'static str, endpoint: &str) -> Self {
+    fn new(inner: E, signal: &'static str, otlp: &Otlp) -> Self {
         Warned {
             inner,
             signal,
-            endpoint: endpoint.into(),
+            endpoint: otlp.endpoint.as_str().into(),
             failing: AtomicBool::new(false),
+            cause: otlp.http_client.as_ref().map(|c| c.cause.clone()),
         }
     }
 
     fn note(&self, result: &OTelSdkResult) {
         match result {
-            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
-                target: "tower_otel_http",
-                "cannot export {} to {}: {e} (said once: the next failures are not reported \
-                 until an export succeeds)",
-                self.signal,
-                self.endpoint
-            ),
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                let mut text = e.to_string();
+                let cause = self
+                    .cause
+                    .as_ref()
+                    .and_then(|c| c.lock().ok().and_then(|mut c| c.take()));
+                if let Some(cause) = cause {
+                    text = format!("{text}: {cause}");
+                }
+                let text = unrepeated(&text);
+                let hint = if self.endpoint.starts_with("https://")
+                    && text.contains("InvalidContentType")
+                {
+                    " (the collector may be plain http: use an http:// endpoint, or \
+                     OTEL_EXPORTER_OTLP_INSECURE=true with host:port)"
+                } else {
+                    ""
+                };
+                tracing::warn!(
+                    target: "tower_otel_http",
+                    "cannot export {} to {}: {text}{hint} (said once: the next failures are \
+                     not reported until an export succeeds)",
+                    self.signal,
+                    self.endpoint
+                );
+            }
             Ok(()) if self.failing.swap(false, Ordering::Relaxed) => tracing::info!(
                 target: "tower_otel_http",
                 "exporting {} to {} again",
@@ -535,6 +561,48 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
     }
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// An error text with a run of `: `-separated parts said twice in a row said once (tonic's and
+/// rustls' errors repeat their cause: "dns error: dns error: …").
+fn unrepeated(text: &str) -> String {
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    let mut i = 0;
+    while i < parts.len() {
+        let mut removed = false;
+        for k in 1..=3 {
+            if i + 2 * k <= parts.len() && parts[i..i + k] == parts[i + k..i + 2 * k] {
+                parts.drain(i + k..i + 2 * k);
+                removed = true;
+                break;
+            }
+        }
+        if !removed {
+            i += 1;
+        }
+    }
+    parts.join(": ")
+}
+
+/// The blocking client of an OTLP/HTTP exporter, which keeps the cause of its last failure.
+#[derive(Clone, Debug)]
+struct ExplainedClient {
+    inner: reqwest::blocking::Client,
+    cause: Cause,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for ExplainedClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let response = self.inner.send_bytes(request).await;
+        if let (Err(e), Ok(mut cause)) = (&response, self.cause.lock()) {
+            *cause = Some(with_causes(&**e));
+        }
+        response
     }
 }
 
@@ -817,49 +885,61 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The blocking client of an `https` OTLP/HTTP exporter: rustls (whatever other TLS backend
-/// reqwest was built with), the system's roots or only the given ones, and the client's
-/// identity; made on a thread of its own (reqwest's blocking client cannot be made on a
+/// The blocking client of an OTLP/HTTP exporter (the one opentelemetry-otlp would make, with the
+/// same timeout, but keeping its failures' causes); for `https`, rustls (whatever other TLS
+/// backend reqwest was built with), the system's roots or only the given ones, and the client's
+/// identity. Made on a thread of its own (reqwest's blocking client cannot be made on a
 /// runtime's thread).
-#[cfg(feature = "otlp-tls")]
-fn https_client(
+fn http_client(
     signal: &Signal,
     name: &str,
     timeout: Duration,
-) -> Result<reqwest::blocking::Client, SetupError> {
-    let tls = signal.tls.clone().unwrap_or_default();
-    let with_identity = tls.identity.is_some();
-    std::thread::Builder::new()
-        .name("tower-otel-http-tls".into())
+) -> Result<ExplainedClient, SetupError> {
+    let tls = signal.tls.clone();
+    let with_identity = tls.as_ref().is_some_and(|t| t.identity.is_some());
+    let built = std::thread::Builder::new()
+        .name("tower-otel-http-client".into())
         .spawn(move || {
-            let mut b = reqwest::blocking::Client::builder()
-                .tls_backend_rustls()
-                .timeout(timeout);
-            if let Some(ca) = &tls.ca {
-                b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?);
-            }
-            if let Some((chain, key)) = &tls.identity {
-                b = b.identity(reqwest::Identity::from_pem(
-                    &[chain, &b"\n"[..], key].concat(),
-                )?);
-            }
+            let b = reqwest::blocking::Client::builder().timeout(timeout);
+            #[cfg(feature = "otlp-tls")]
+            let b = match &tls {
+                None => b,
+                Some(tls) => {
+                    let mut b = b.tls_backend_rustls();
+                    if let Some(ca) = &tls.ca {
+                        b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?);
+                    }
+                    if let Some((chain, key)) = &tls.identity {
+                        b = b.identity(reqwest::Identity::from_pem(
+                            &[chain, &b"\n"[..], key].concat(),
+                        )?);
+                    }
+                    b
+                }
+            };
+            #[cfg(not(feature = "otlp-tls"))]
+            let _ = tls;
             b.build()
         })
         .map_err(|e| exporter_error(&e))?
         .join()
-        .map_err(|_| SetupError::Exporter("the HTTPS client's thread panicked".into()))?
-        .map_err(|e| {
-            SetupError::Exporter(format!(
-                "{name} over https to {}: the TLS client cannot be made from {}: {}",
-                signal.endpoint,
-                if with_identity {
-                    "the roots, client certificate and key given"
-                } else {
-                    "the roots given (or the system's)"
-                },
-                with_causes(&e)
-            ))
-        })
+        .map_err(|_| SetupError::Exporter("the HTTP client's thread panicked".into()))?;
+    let inner = built.map_err(|e| {
+        SetupError::Exporter(format!(
+            "{name} to {}: the HTTP client cannot be made{}: {}",
+            signal.endpoint,
+            match (&signal.tls, with_identity) {
+                (None, _) => "",
+                (Some(_), true) => " from the roots, client certificate and key given",
+                (Some(_), false) => " from the roots given (or the system's)",
+            },
+            with_causes(&e)
+        ))
+    })?;
+    Ok(ExplainedClient {
+        inner,
+        cause: Cause::default(),
+    })
 }
 
 /// The TLS of an `https` OTLP/gRPC exporter: the system's roots, or only the given ones, and the
@@ -1300,8 +1380,7 @@ struct Otlp {
     endpoint: String,
     /// The export timeout (the signal's, or `OTEL_METRIC_EXPORT_TIMEOUT` when shorter).
     timeout: Duration,
-    #[cfg(feature = "otlp-tls")]
-    http_client: Option<reqwest::blocking::Client>,
+    http_client: Option<ExplainedClient>,
     #[cfg(feature = "otlp-tls")]
     grpc_tls: Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>,
 }
@@ -1310,19 +1389,21 @@ impl Otlp {
     /// `limit`: a timeout the exporter gets when shorter than the signal's own.
     fn new(signal: &Signal, name: &str, limit: Option<Duration>) -> Result<Self, SetupError> {
         let timeout = limit.map_or(signal.timeout, |l| l.min(signal.timeout));
-        #[cfg(feature = "otlp-tls")]
-        let (http_client, grpc_tls) = match (&signal.tls, signal.protocol) {
-            (None, _) => (None, None),
-            (Some(_), Protocol::HttpProtobuf) => (Some(https_client(signal, name, timeout)?), None),
-            (Some(tls), Protocol::Grpc) => (None, Some(grpc_tls(tls))),
+        let http_client = match signal.protocol {
+            Protocol::HttpProtobuf if signal.exporters.contains(&Exporter::Otlp) => {
+                Some(http_client(signal, name, timeout)?)
+            }
+            _ => None,
         };
-        #[cfg(not(feature = "otlp-tls"))]
-        let _ = name;
+        #[cfg(feature = "otlp-tls")]
+        let grpc_tls = match (&signal.tls, signal.protocol) {
+            (Some(tls), Protocol::Grpc) => Some(grpc_tls(tls)),
+            _ => None,
+        };
         Ok(Otlp {
             protocol: signal.protocol,
             endpoint: signal.endpoint.clone(),
             timeout,
-            #[cfg(feature = "otlp-tls")]
             http_client,
             #[cfg(feature = "otlp-tls")]
             grpc_tls,
@@ -1342,7 +1423,6 @@ macro_rules! otlp_exporter {
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(otlp.endpoint.clone());
                 b = b.with_timeout(otlp.timeout);
-                #[cfg(feature = "otlp-tls")]
                 if let Some(client) = &otlp.http_client {
                     use opentelemetry_otlp::WithHttpConfig as _;
                     b = b.with_http_client(client.clone());
@@ -1408,7 +1488,7 @@ fn build_tracer(
             Exporter::Otlp => b.with_batch_exporter(Warned::new(
                 otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp)?,
                 "traces",
-                &otlp.endpoint,
+                otlp,
             )),
         };
     }
@@ -1450,7 +1530,7 @@ fn build_meter(
             Exporter::Otlp => b.with_periodic_exporter(Warned::new(
                 otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), otlp)?,
                 "metrics",
-                &otlp.endpoint,
+                otlp,
             )),
         };
     }
@@ -1476,7 +1556,7 @@ fn build_logger(
             Exporter::Otlp => b.with_batch_exporter(Warned::new(
                 otlp_exporter!(opentelemetry_otlp::LogExporter::builder(), otlp)?,
                 "logs",
-                &otlp.endpoint,
+                otlp,
             )),
         };
     }
@@ -1941,7 +2021,7 @@ mod tests {
         #[cfg(feature = "otlp-tls")]
         match Otlp::new(&mismatched, "traces", None) {
             Err(SetupError::Exporter(text)) => assert!(
-                text.starts_with("traces over https to https://collector:4318/v1/traces: ")
+                text.starts_with("traces to https://collector:4318/v1/traces: ")
                     && text.contains("client certificate and key"),
                 "{text}"
             ),
@@ -2039,6 +2119,21 @@ mod tests {
         let e = env(&[("OTEL_METRIC_EXPORT_TIMEOUT", " 1500 ")]).unwrap();
         assert_eq!(e.metric_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(env(&[]).unwrap().metric_timeout, None);
+    }
+
+    #[test]
+    fn causes_said_once() {
+        assert_eq!(
+            unrepeated("transport error: dns error: dns error: no such host"),
+            "transport error: dns error: no such host"
+        );
+        assert_eq!(
+            unrepeated(
+                "invalid peer certificate: UnknownIssuer: invalid peer certificate: UnknownIssuer"
+            ),
+            "invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(unrepeated("a: b: a: c"), "a: b: a: c");
     }
 
     #[test]

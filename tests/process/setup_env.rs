@@ -270,6 +270,8 @@ pub async fn an_unreachable_collector_is_said_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(said("cannot export traces"), 1, "{:?}", buf.lines());
+    // with the cause, where opentelemetry-otlp says only "network error"
+    assert_eq!(said("Connection refused"), 1, "{:?}", buf.lines());
     // the collector comes up on that address
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let app = Router::new().route(

@@ -191,6 +191,7 @@ pub async fn otlp_https_with_a_client_certificate() {
 pub async fn otlp_https_trusts_only_what_it_is_told() {
     let pki = Pki::new();
     let (addr, posts, refused) = https_receiver(&pki).await;
+    let lines = crate::common::Buf::default();
     let other = rcgen::generate_simple_self_signed(vec!["elsewhere".into()]).unwrap();
     std::fs::write(pki.path("system.pem"), other.cert.pem()).unwrap();
     std::env::set_var("SSL_CERT_FILE", pki.path("system.pem"));
@@ -221,8 +222,10 @@ pub async fn otlp_https_trusts_only_what_it_is_told() {
         }
         pki.set_env("TRACES_", ca, client);
         refused.lock().unwrap().clear();
+        // the first round's lines are kept (a subscriber is installed once in a process)
         let guard = Setup::new()
-            .with_subscriber(false)
+            .with_subscriber(!ca)
+            .with_log_writer(lines.clone())
             .with_shutdown_timeout(Duration::from_secs(8))
             .install()
             .expect("init");
@@ -237,6 +240,14 @@ pub async fn otlp_https_trusts_only_what_it_is_told() {
             "ca {ca}, client {client}: the server heard {why:?}"
         );
     }
+    // the client's side of the first round, with its cause (opentelemetry-otlp says only
+    // "network error")
+    let said = lines.lines();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("cannot export traces") && l.contains("UnknownIssuer")),
+        "{said:?}"
+    );
 }
 
 /// OTLP/gRPC to an endpoint without a scheme (`127.0.0.1:<port>`: https, as the specification
