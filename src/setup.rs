@@ -87,8 +87,8 @@ pub enum SetupError {
         /// What is accepted.
         expected: &'static str,
     },
-    /// A file an environment variable names (a certificate or key) could not be read or holds
-    /// nothing usable.
+    /// A file an environment variable names (a certificate or key) could not be read, holds
+    /// nothing usable, or lacks the file it goes with (a client certificate without its key).
     File {
         /// The variable.
         var: String,
@@ -776,20 +776,28 @@ fn transport(
     }
     match (cert, key) {
         (None, None) => {}
-        (Some((v, p)), None) => {
-            return Err(invalid(
-                &v,
-                &p,
-                "to come with its key (OTEL_EXPORTER_OTLP_CLIENT_KEY, or the signal's own)",
-            ))
+        (Some((var, path)), None) => {
+            return Err(SetupError::File {
+                var,
+                path,
+                problem: format!(
+                    "a client certificate needs its key, and {} has none \
+                     (OTEL_EXPORTER_OTLP_CLIENT_KEY or OTEL_EXPORTER_OTLP_{name}_CLIENT_KEY)",
+                    name.to_ascii_lowercase()
+                ),
+            })
         }
-        (None, Some((v, p))) => {
-            return Err(invalid(
-                &v,
-                &p,
-                "to come with its certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, or the \
-                 signal's own)",
-            ))
+        (None, Some((var, path))) => {
+            return Err(SetupError::File {
+                var,
+                path,
+                problem: format!(
+                    "a client key needs its certificate, and {} has none \
+                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or \
+                     OTEL_EXPORTER_OTLP_{name}_CLIENT_CERTIFICATE)",
+                    name.to_ascii_lowercase()
+                ),
+            })
         }
         (Some(cert), Some(key)) => {
             let chain = read(cert.clone())?;
@@ -2029,14 +2037,36 @@ mod tests {
             Ok(_) => panic!("a key that is not the certificate's was taken"),
         }
         // a certificate without its key, and a key without its certificate
-        rejects(
-            &[https, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_pem)],
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        );
-        rejects(
-            &[https, ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &key_pem)],
-            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
-        );
+        for (pairs, var, says) in [
+            (
+                vec![https, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &*cert_pem)],
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "needs its key, and traces has none",
+            ),
+            (
+                vec![https, ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &*key_pem)],
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                "needs its certificate, and metrics has none",
+            ),
+            // a signal's own certificate beside the general key: the others have no certificate
+            (
+                vec![
+                    https,
+                    ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", &*cert_pem),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &*key_pem),
+                ],
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                "needs its certificate, and metrics has none",
+            ),
+        ] {
+            match env(&pairs) {
+                Err(e @ SetupError::File { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.starts_with(var) && text.contains(says), "{text}");
+                }
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
