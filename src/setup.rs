@@ -195,9 +195,9 @@ struct EnvConfig {
     ratio: f64,
     /// `OTEL_METRIC_EXPORT_TIMEOUT`: the longest a metrics export may take.
     metric_timeout: Option<Duration>,
-    /// `OTEL_EXPORTER_PROMETHEUS_HOST` and `_PORT`, when either is set: where the Prometheus
-    /// exporter serves its own endpoint.
-    prometheus_server: Option<(String, u16)>,
+    /// `OTEL_EXPORTER_PROMETHEUS_HOST` and `_PORT` (unchecked), when either is set: where the
+    /// Prometheus exporter serves its own endpoint.
+    prometheus_server: Option<(String, String)>,
     /// Values taken with a warning (said once the subscriber is there).
     warnings: Vec<String>,
 }
@@ -380,7 +380,7 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     for v in unused {
         if !used.contains(&v) && !warnings.iter().any(|w| w.starts_with(&format!("{v} "))) {
             warnings.push(format!(
-                "{v} is set, but no signal goes over https: not used"
+                "{v} is set, but no signal it applies to goes over https: not used"
             ));
         }
     }
@@ -392,24 +392,16 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     } else {
         millis(get, "OTEL_METRIC_EXPORT_TIMEOUT")?
     };
+    // checked where used: only when metrics go to prometheus
     let prometheus_server = match (
         nonempty("OTEL_EXPORTER_PROMETHEUS_HOST"),
         nonempty("OTEL_EXPORTER_PROMETHEUS_PORT"),
     ) {
         (None, None) => None,
-        (host, port) => {
-            let port = match port {
-                None => 9464,
-                Some(p) => p.parse::<u16>().map_err(|_| {
-                    invalid(
-                        "OTEL_EXPORTER_PROMETHEUS_PORT",
-                        &p,
-                        "a port number (0 to 65535; 0: any free one)",
-                    )
-                })?,
-            };
-            Some((host.unwrap_or_else(|| "localhost".to_owned()), port))
-        }
+        (host, port) => Some((
+            host.unwrap_or_else(|| "localhost".to_owned()),
+            port.unwrap_or_else(|| "9464".to_owned()),
+        )),
     };
     let endpoint_set = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -466,21 +458,25 @@ impl<E> Warned<E> {
         match result {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
                 let mut text = e.to_string();
+                // what opentelemetry-otlp calls a network error: the client's own cause
                 let cause = self
                     .cause
                     .as_ref()
                     .and_then(|c| c.lock().ok().and_then(|mut c| c.take()));
-                if let Some(cause) = cause {
+                if let (Some(cause), true) = (cause, text.contains("network error")) {
                     text = format!("{text}: {cause}");
                 }
                 let text = unrepeated(&text);
-                let hint = if self.endpoint.starts_with("https://")
-                    && text.contains("InvalidContentType")
-                {
-                    " (the collector may be plain http: use an http:// endpoint, or \
-                     OTEL_EXPORTER_OTLP_INSECURE=true with host:port)"
-                } else {
-                    ""
+                let hint = match (
+                    self.endpoint.starts_with("https://") && text.contains("InvalidContentType"),
+                    self.cause.is_some(),
+                ) {
+                    (false, _) => "",
+                    (true, true) => " (the collector may be plain http: use an http:// endpoint)",
+                    (true, false) => {
+                        " (the collector may be plain http: use an http:// endpoint, or \
+                         OTEL_EXPORTER_OTLP_INSECURE=true with host:port)"
+                    }
                 };
                 tracing::warn!(
                     target: "tower_otel_http",
@@ -599,8 +595,19 @@ impl opentelemetry_http::HttpClient for ExplainedClient {
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
         let response = self.inner.send_bytes(request).await;
-        if let (Err(e), Ok(mut cause)) = (&response, self.cause.lock()) {
-            *cause = Some(with_causes(&**e));
+        // the last attempt's: a success, or an answer, clears it
+        if let Ok(mut cause) = self.cause.lock() {
+            *cause = response.as_ref().err().map(|e| {
+                let text = with_causes(&**e);
+                // the URL is in the warning already
+                match e
+                    .downcast_ref::<reqwest::Error>()
+                    .and_then(reqwest::Error::url)
+                {
+                    Some(url) => text.replace(&format!(" for url ({url})"), ""),
+                    None => text,
+                }
+            });
         }
         response
     }
@@ -1194,9 +1201,14 @@ impl Setup {
                 env.prometheus_server.is_some() && metrics.contains(&Exporter::Prometheus);
             if env.prometheus_server.is_some() && !serve_prometheus {
                 env.warnings.push(
-                    "OTEL_EXPORTER_PROMETHEUS_HOST/_PORT are set, but metrics do not go to \
-                     prometheus: not used"
-                        .to_owned(),
+                    if cfg!(feature = "prometheus") {
+                        "OTEL_EXPORTER_PROMETHEUS_HOST/_PORT are set, but metrics do not go to \
+                         prometheus: not used"
+                    } else {
+                        "OTEL_EXPORTER_PROMETHEUS_HOST/_PORT are set, but this build has no \
+                         prometheus exporter (the crate's `prometheus` feature): not used"
+                    }
+                    .to_owned(),
                 );
             }
             if grpc || serve_prometheus {
@@ -1216,17 +1228,21 @@ impl Setup {
                 .map(tokio::runtime::Runtime::enter);
             let tracer = build_tracer(
                 &traces,
-                &Otlp::new(&env.traces, "traces", None)?,
+                &Otlp::new(&env.traces, &traces, "traces", None)?,
                 &resource,
                 sampler(&env.sampler, env.ratio),
             )?;
             let meter = build_meter(
                 &metrics,
-                &Otlp::new(&env.metrics, "metrics", env.metric_timeout)?,
+                &Otlp::new(&env.metrics, &metrics, "metrics", env.metric_timeout)?,
                 &resource,
                 &mut prometheus,
             )?;
-            let logger = build_logger(&logs, &Otlp::new(&env.logs, "logs", None)?, &resource)?;
+            let logger = build_logger(
+                &logs,
+                &Otlp::new(&env.logs, &logs, "logs", None)?,
+                &resource,
+            )?;
             #[cfg(feature = "prometheus")]
             if let (true, Some(endpoint), Some((host, port)), Some(rt)) = (
                 serve_prometheus,
@@ -1234,15 +1250,29 @@ impl Setup {
                 &env.prometheus_server,
                 runtime.as_ref().and_then(|r| r.0.as_ref()),
             ) {
-                let listener = std::net::TcpListener::bind((host.as_str(), *port))
+                let port = prometheus_port(port)?;
+                let cannot = |e: std::io::Error| {
+                    SetupError::Exporter(format!(
+                        "prometheus: cannot listen on {host}:{port} \
+                         (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT): {e}"
+                    ))
+                };
+                // a name that resolves to several addresses (localhost: ::1 and 127.0.0.1)
+                // is listened on at its first IPv4 one, what scrapers of `localhost:9464`
+                // reach first
+                let mut addresses: Vec<std::net::SocketAddr> =
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                        .map_err(cannot)?
+                        .collect();
+                addresses.sort_by_key(|a| !a.is_ipv4());
+                let listener = std::net::TcpListener::bind(&addresses[..])
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| {
-                        SetupError::Exporter(format!(
-                            "prometheus: cannot listen on {host}:{port} \
-                             (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT): {e}"
-                        ))
-                    })?;
+                    .map_err(cannot)?;
                 let address = listener.local_addr().map_err(|e| exporter_error(&e))?;
+                let listener = {
+                    let _in = rt.enter();
+                    tokio::net::TcpListener::from_std(listener).map_err(cannot)?
+                };
                 rt.spawn(serve_metrics(listener, endpoint.clone()));
                 metrics_address = Some(address);
             }
@@ -1395,10 +1425,16 @@ struct Otlp {
 
 impl Otlp {
     /// `limit`: a timeout the exporter gets when shorter than the signal's own.
-    fn new(signal: &Signal, name: &str, limit: Option<Duration>) -> Result<Self, SetupError> {
+    /// `exporters`: where the signal goes (the environment's, as the set-up routed them).
+    fn new(
+        signal: &Signal,
+        exporters: &[Exporter],
+        name: &str,
+        limit: Option<Duration>,
+    ) -> Result<Self, SetupError> {
         let timeout = limit.map_or(signal.timeout, |l| l.min(signal.timeout));
         let http_client = match signal.protocol {
-            Protocol::HttpProtobuf if signal.exporters.contains(&Exporter::Otlp) => {
+            Protocol::HttpProtobuf if exporters.contains(&Exporter::Otlp) => {
                 Some(http_client(signal, name, timeout)?)
             }
             _ => None,
@@ -1591,9 +1627,9 @@ pub struct TelemetryGuard {
     logger: Option<SdkLoggerProvider>,
     summary: String,
     timeout: Duration,
-    /// The runtime the gRPC exporters' connections run on (one thread of its own): they work
-    /// whether or not the application runs Tokio, and shut down while the application's
-    /// current-thread runtime is blocked in the guard's drop.
+    /// The runtime the gRPC exporters' connections and the Prometheus server run on (one thread
+    /// of its own): they work whether or not the application runs Tokio, and shut down while
+    /// the application's current-thread runtime is blocked in the guard's drop.
     runtime: Option<OtlpRuntime>,
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     prometheus: Option<MetricsEndpoint>,
@@ -1651,7 +1687,8 @@ impl TelemetryGuard {
     /// Where the metrics are served on a port of their own (feature `prometheus`): set when
     /// `OTEL_EXPORTER_PROMETHEUS_HOST` or `OTEL_EXPORTER_PROMETHEUS_PORT` is (`localhost` and
     /// `9464` when not; port `0` takes a free one), as the specification has the Prometheus
-    /// exporter do. Every path answers with the metrics; the server stops with the guard.
+    /// exporter do. Every path answers with the metrics; the server stops with the guard's
+    /// shutdown, its port given back by the time that returns.
     #[cfg(feature = "prometheus")]
     #[must_use]
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
@@ -1681,6 +1718,7 @@ impl TelemetryGuard {
             return true;
         }
         let (tx, rx) = mpsc::channel();
+        let runtime = self.runtime.take();
         let spawned = std::thread::Builder::new()
             .name("tower-otel-http-shutdown".into())
             .spawn(move || {
@@ -1692,6 +1730,11 @@ impl TelemetryGuard {
                 }
                 if let Some(l) = logger {
                     let _ = l.shutdown();
+                }
+                // the runtime after the providers (the gRPC exporters flush on it), waited for
+                // here, off any runtime: the Prometheus server's port is given back by then
+                if let Some(rt) = runtime.and_then(|mut r| r.0.take()) {
+                    rt.shutdown_timeout(Duration::from_millis(500));
                 }
                 let _ = tx.send(());
             });
@@ -2027,7 +2070,7 @@ mod tests {
             ));
         }
         #[cfg(feature = "otlp-tls")]
-        match Otlp::new(&mismatched, "traces", None) {
+        match Otlp::new(&mismatched, &[Exporter::Otlp], "traces", None) {
             Err(SetupError::Exporter(text)) => assert!(
                 text.starts_with("traces to https://collector:4318/v1/traces: ")
                     && text.contains("client certificate and key"),
@@ -2138,14 +2181,24 @@ mod tests {
             .propagators
             .is_empty());
         let e = env(&[("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0")]).unwrap();
-        assert_eq!(e.prometheus_server, Some(("0.0.0.0".to_owned(), 9464)));
-        let e = env(&[("OTEL_EXPORTER_PROMETHEUS_PORT", "9100")]).unwrap();
-        assert_eq!(e.prometheus_server, Some(("localhost".to_owned(), 9100)));
-        assert_eq!(env(&[]).unwrap().prometheus_server, None);
-        rejects(
-            &[("OTEL_EXPORTER_PROMETHEUS_PORT", "http")],
-            "OTEL_EXPORTER_PROMETHEUS_PORT",
+        assert_eq!(e.prometheus_server, Some(("0.0.0.0".into(), "9464".into())));
+        // checked where used (metrics to prometheus), not here
+        let e = env(&[("OTEL_EXPORTER_PROMETHEUS_PORT", "http")]).unwrap();
+        assert_eq!(
+            e.prometheus_server,
+            Some(("localhost".into(), "http".into()))
         );
+        assert_eq!(env(&[]).unwrap().prometheus_server, None);
+        #[cfg(feature = "prometheus")]
+        {
+            assert_eq!(prometheus_port("9100").unwrap(), 9100);
+            for bad in ["http", "65536", "-1"] {
+                assert!(
+                    matches!(prometheus_port(bad), Err(SetupError::Invalid { var, .. }) if var == "OTEL_EXPORTER_PROMETHEUS_PORT"),
+                    "{bad}"
+                );
+            }
+        }
         let e = env(&[("OTEL_METRIC_EXPORT_TIMEOUT", " 1500 ")]).unwrap();
         assert_eq!(e.metric_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(env(&[]).unwrap().metric_timeout, None);
@@ -2167,7 +2220,7 @@ mod tests {
     }
 
     #[test]
-    fn export_timeouts_are_checked_and_given_to_the_exporters() {
+    fn export_timeouts_are_checked_and_chosen() {
         let e = env(&[]).unwrap();
         assert_eq!(e.traces.timeout, Duration::from_secs(10));
         let e = env(&[
@@ -2189,7 +2242,7 @@ mod tests {
             );
         }
         // OTEL_METRIC_EXPORT_TIMEOUT: the metrics exporter's when shorter than its own
-        let limit = |l| Otlp::new(&e.metrics, "metrics", l).unwrap().timeout;
+        let limit = |l| Otlp::new(&e.metrics, &[], "metrics", l).unwrap().timeout;
         assert_eq!(
             limit(Some(Duration::from_millis(500))),
             Duration::from_millis(500)
@@ -2353,13 +2406,32 @@ impl<B> tower_service::Service<http::Request<B>> for MetricsEndpoint {
     }
 }
 
-/// Serves `endpoint` on `listener` (HTTP/1.1) until the runtime it runs on is shut down.
+/// `OTEL_EXPORTER_PROMETHEUS_PORT`, checked.
 #[cfg(feature = "prometheus")]
-async fn serve_metrics(listener: std::net::TcpListener, endpoint: MetricsEndpoint) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        return;
-    };
+fn prometheus_port(port: &str) -> Result<u16, SetupError> {
+    port.parse::<u16>().map_err(|_| {
+        invalid(
+            "OTEL_EXPORTER_PROMETHEUS_PORT",
+            port,
+            "a port number (0 to 65535; 0: any free one)",
+        )
+    })
+}
+
+/// How many scrapes the Prometheus endpoint serves at once; more wait to be accepted.
+#[cfg(feature = "prometheus")]
+const SCRAPES_AT_ONCE: usize = 16;
+
+/// Serves `endpoint` on `listener` (HTTP/1.1, a scrape's headers within 10 s, at most
+/// [`SCRAPES_AT_ONCE`] connections) until the runtime it runs on is shut down; the metrics are
+/// gathered on a blocking thread (observable instruments call user code).
+#[cfg(feature = "prometheus")]
+async fn serve_metrics(listener: tokio::net::TcpListener, endpoint: MetricsEndpoint) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES_AT_ONCE));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             // out of file descriptors, say: not a busy loop
@@ -2370,18 +2442,35 @@ async fn serve_metrics(listener: std::net::TcpListener, endpoint: MetricsEndpoin
         };
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                tower_service::Service::call(&mut endpoint.clone(), req)
+            let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                let mut endpoint = endpoint.clone();
+                async move {
+                    let rendered = tokio::task::spawn_blocking(move || {
+                        tower_service::Service::call(&mut endpoint, req).into_inner()
+                    })
+                    .await;
+                    Ok::<_, std::convert::Infallible>(match rendered {
+                        Ok(Ok(response)) => response,
+                        _ => http::Response::builder()
+                            .status(http::StatusCode::INTERNAL_SERVER_ERROR)
+                            .body(String::new())
+                            .unwrap_or_default(),
+                    })
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                 .await;
+            drop(slot);
         });
     }
 }
 
-/// The runtime the gRPC exporters' connections run on; shut down in the background when
-/// dropped, never blocking (a runtime dropped inside another, e.g. when the set-up fails
+/// The runtime the gRPC exporters' connections and the Prometheus server run on (the guard's
+/// shutdown waits for it on a thread of its own); shut down in the background when dropped,
+/// never blocking (a runtime dropped inside another, e.g. when the set-up fails
 /// under `#[tokio::main]`, would panic).
 struct OtlpRuntime(Option<tokio::runtime::Runtime>);
 

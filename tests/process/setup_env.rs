@@ -272,20 +272,52 @@ pub async fn an_unreachable_collector_is_said_once() {
     assert_eq!(said("cannot export traces"), 1, "{:?}", buf.lines());
     // with the cause, where opentelemetry-otlp says only "network error"
     assert_eq!(said("Connection refused"), 1, "{:?}", buf.lines());
-    // the collector comes up on that address
+    // the collector comes up on that address (answering 400 once told to)
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refusing = refuse.clone();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let app = Router::new().route(
         "/v1/traces",
-        post(|| async { ([("content-type", "application/x-protobuf")], Bytes::new()) }),
+        post(move || {
+            let status = if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                http::StatusCode::BAD_REQUEST
+            } else {
+                http::StatusCode::OK
+            };
+            async move {
+                (
+                    status,
+                    [("content-type", "application/x-protobuf")],
+                    Bytes::new(),
+                )
+            }
+        }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    one_request().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while said("exporting traces to") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let wait_for = |what: &'static str, n: usize| {
+        let buf = buf.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while buf.lines().iter().filter(|l| l.contains(what)).count() < n
+                && Instant::now() < deadline
+            {
+                one_request().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("exporting traces to", 1).await;
     assert_eq!(said("exporting traces to"), 1, "{:?}", buf.lines());
     assert_eq!(said("cannot export traces"), 1);
+    // a failure of another kind: said with its own reason, not the old connection's
+    refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("cannot export traces", 2).await;
+    let lines = buf.lines();
+    let last = lines
+        .iter()
+        .rfind(|l| l.contains("cannot export traces"))
+        .unwrap();
+    assert!(last.contains("400") && !last.contains("refused"), "{last}");
     drop(guard);
 }
 
@@ -462,6 +494,22 @@ pub async fn prometheus_served_on_its_own_port() {
     std::env::set_var("OTEL_TRACES_EXPORTER", "none");
     std::env::set_var("OTEL_LOGS_EXPORTER", "none");
     std::env::set_var("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1");
+    // a port taken: an error value naming the variables, nothing installed
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::env::set_var(
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        taken.local_addr().unwrap().port().to_string(),
+    );
+    match tower_otel_http::setup::init() {
+        Err(e) => assert!(
+            e.to_string().contains("cannot listen on")
+                && e.to_string()
+                    .contains("OTEL_EXPORTER_PROMETHEUS_HOST/_PORT"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a port in use was listened on"),
+    }
+    drop(taken);
     std::env::set_var("OTEL_EXPORTER_PROMETHEUS_PORT", "0");
     let guard = tower_otel_http::setup::init().expect("init");
     let addr = guard.metrics_address().expect("served");
@@ -485,13 +533,12 @@ pub async fn prometheus_served_on_its_own_port() {
         })
         .unwrap_or_else(|| panic!("no count for the route:\n{text}"));
     assert!(count.ends_with(" 2"), "{count}");
-    drop(guard);
-    // the port is given back
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "still served after the guard");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(guard.shutdown(), "the shutdown finished in time");
+    // the port is given back by the time the shutdown returns
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still served after the guard"
+    );
 }
 
 /// `OTEL_METRICS_EXPORTER=prometheus`: the endpoint mounted on a real server and scraped over
