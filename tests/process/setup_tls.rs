@@ -154,21 +154,11 @@ pub async fn otlp_https_with_a_client_certificate() {
     let pki = Pki::new();
     let (addr, posts, refused) = https_receiver(&pki).await;
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("https://{addr}"));
-    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
-    pki.set_env("", true, true);
-    let guard = Setup::new()
-        .with_shutdown_timeout(Duration::from_secs(8))
-        .install()
-        .expect("init");
-    assert!(
-        guard.summary().contains(&format!(
-            "https://{addr}/v1/traces (tls: the given roots, a client certificate)"
-        )),
-        "{}",
-        guard.summary()
-    );
-    one_request().await;
-    assert!(guard.shutdown(), "the flush finished in time");
+    one_request_with_every_certificate(
+        &pki,
+        &format!("https://{addr}/v1/traces (tls: the given roots, a client certificate)"),
+    )
+    .await;
     for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
         assert!(
             posted(&posts, signal) > 0,
@@ -263,21 +253,11 @@ pub async fn otlp_grpc_over_tls_with_a_client_certificate() {
     let addr = grpc_receiver_with(&sink, move |server| server.tls_config(tls).unwrap());
     std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", addr.to_string());
-    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
-    pki.set_env("", true, true);
-    let guard = Setup::new()
-        .with_shutdown_timeout(Duration::from_secs(8))
-        .install()
-        .expect("init");
-    assert!(
-        guard.summary().contains(&format!(
-            "traces: otlp (grpc) https://{addr} (tls: the given roots, a client certificate)"
-        )),
-        "{}",
-        guard.summary()
-    );
-    one_request().await;
-    assert!(guard.shutdown(), "the flush finished in time");
+    one_request_with_every_certificate(
+        &pki,
+        &format!("traces: otlp (grpc) https://{addr} (tls: the given roots, a client certificate)"),
+    )
+    .await;
     let got = sink.got.lock().unwrap().clone();
     for signal in ["traces", "metrics", "logs"] {
         assert!(
@@ -285,4 +265,18 @@ pub async fn otlp_grpc_over_tls_with_a_client_certificate() {
             "no {signal}: {got:?}"
         );
     }
+}
+
+/// Set up with the authority and the client certificate (general variables), the start-up line
+/// saying `summary`; one request; the shutdown, in time.
+async fn one_request_with_every_certificate(pki: &Pki, summary: &str) {
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
+    pki.set_env("", true, true);
+    let guard = Setup::new()
+        .with_shutdown_timeout(Duration::from_secs(8))
+        .install()
+        .expect("init");
+    assert!(guard.summary().contains(summary), "{}", guard.summary());
+    one_request().await;
+    assert!(guard.shutdown(), "the flush finished in time");
 }
