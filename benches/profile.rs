@@ -13,7 +13,10 @@
 //! the global providers), `global_w3c` (the default with the SDK's W3C propagator installed as
 //! the global one), `global_crate` (the default with the crate's `W3cPropagator` installed as
 //! the global one), `given_w3c` (the default with it given to the layer), `nosdk` (the
-//! defaults with no SDK installed), and the two reference
+//! defaults with no SDK installed), `client_bare` / `client` (the request through a client-side
+//! service answering at once, bare and under `OtelLayer::client()`: the client's start and end),
+//! `grpc_client_bare` / `grpc_client` (the same for a unary gRPC call answered trailers-only),
+//! and the two reference
 //! layers of the
 //! criterion bench: `floor` (SDK span start/end + one histogram record) and `naive` (a
 //! straightforward span + histogram layer).
@@ -132,6 +135,34 @@ fn main() {
                 .with_meter_provider(&meters)
                 .with_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
         ),
+        "client_bare" | "client" | "grpc_client_bare" | "grpc_client" => {
+            // a client stack in front of a transport that answers at once, mounted as the
+            // Router's fallback (the Router's own cost is in both halves of a pair)
+            let grpc = variant.starts_with("grpc");
+            let transport = tower::service_fn(move |_: Request<Body>| async move {
+                let mut resp = http::Response::builder().status(200);
+                if grpc {
+                    resp = resp
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "0");
+                }
+                Ok::<_, std::convert::Infallible>(resp.body(Body::from("user")).unwrap())
+            });
+            if variant.ends_with("bare") {
+                Router::new().fallback_service(transport)
+            } else {
+                Router::new().fallback_service(
+                    tower::ServiceBuilder::new()
+                        .layer(
+                            OtelLayer::client()
+                                .with_tracer_provider(&tracer)
+                                .with_meter_provider(&meters),
+                        )
+                        .service(transport)
+                        .map_response(|r: http::Response<_>| r.map(Body::new)),
+                )
+            }
+        }
         "global" => {
             opentelemetry::global::set_tracer_provider(tracer.clone());
             opentelemetry::global::set_meter_provider(meters.clone());
@@ -174,11 +205,22 @@ fn serve(app: &Router, n: usize) {
     // `PROFILE_TRACESTATE=1`: the caller sends the random-trace-id flag and a two-member
     // `tracestate` too
     let level2 = std::env::var_os("PROFILE_TRACESTATE").is_some();
+    // the client variants send absolute URIs, as clients do; the server ones origin-form
+    let variant = std::env::args().nth(1).unwrap_or_default();
+    let (client, grpc) = (variant.contains("client"), variant.starts_with("grpc"));
     for _ in 0..n {
         rt.block_on(async {
-            let mut req = Request::get("/api/users/42")
-                .header("host", "api.example.com")
-                .header("user-agent", "bench/1.0");
+            let mut req = if grpc {
+                Request::post("http://api.example.com/pkg.Users/Get")
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+            } else if client {
+                Request::get("http://api.example.com/api/users/42")
+            } else {
+                Request::get("/api/users/42")
+            }
+            .header("host", "api.example.com")
+            .header("user-agent", "bench/1.0");
             req = if level2 {
                 req.header(
                     "traceparent",
