@@ -7,15 +7,13 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use opentelemetry::trace::SpanBuilder;
-use opentelemetry::{Context, KeyValue, StringValue};
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::{Grpc, Known, SYSTEM};
-use crate::client::NoPropagation;
 use crate::config::Config;
-use crate::convention::http::client::{propagate_passed, target_host};
-use crate::convention::Conv;
-use crate::lifecycle::{Begin, BodyRule, Clock, Record, Started};
+use crate::convention::http::client::{inject, opening, propagate_passed, Opening};
+use crate::lifecycle::{Clock, Record, Started};
 use crate::metrics::Measure;
 use crate::semconv;
 use crate::side::{Client, Start};
@@ -23,12 +21,13 @@ use crate::side::{Client, Start};
 /// Start a gRPC call on the client: its record, or a pass-through (the current context still
 /// sent on through a propagator) when nothing would be recorded.
 pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Client> {
-    let tracer = config.tracer.resolve().filter(|_| config.spans);
-    let measured = config.meter.starts();
-    let host = target_host(config, parts);
-    let propagate = parts.extensions.get::<NoPropagation>().is_none()
-        && config.side.propagates_to(host.map(|(h, _, _)| h));
-    let parent = Context::current();
+    let Opening {
+        tracer,
+        measured,
+        host,
+        propagate,
+        parent,
+    } = opening(config, parts);
     if tracer.is_none() && !measured {
         propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
@@ -67,25 +66,15 @@ pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Cl
         tracer.start(builder, &parent)
     });
     let span = cx.is_some();
-    match &cx {
-        Some(cx) if propagate => config.propagator.inject_span(cx, &mut parts.headers),
-        _ => propagate_passed(config, propagate, &parent, &mut parts.headers),
-    }
-    let begin = Begin {
-        config: config.clone(),
+    inject(config, cx.as_ref(), propagate, &parent, &mut parts.headers);
+    let begin = grpc.begin(
+        config.clone(),
         clock,
-        conv: Conv::Grpc(Box::new(grpc)),
         cx,
         span,
         #[cfg(feature = "tracing")]
-        log: tracing::Span::none(),
+        tracing::Span::none(),
         measure,
-        template: None,
-        slot: None,
-        method: None,
-        body_rule: BodyRule::Normal,
-        label: SYSTEM,
-        version: None,
-    };
+    );
     (Record::begin(begin, &mut parts.extensions), None)
 }

@@ -16,11 +16,15 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use opentelemetry::trace::SpanRef;
-use opentelemetry::{KeyValue, StringValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as attr;
 
-use super::{Convention, Ending, Who};
+use super::{Conv, Convention, Ending, Who};
+use crate::config::Config;
 use crate::error;
+use crate::lifecycle::{Begin, BodyRule, Clock};
+use crate::metrics::Measure;
+use crate::side::sealed::Rules;
 
 /// `rpc.system.name` of gRPC.
 pub(crate) const SYSTEM: &str = "grpc";
@@ -297,6 +301,35 @@ fn web_trailer_status(payload: &[u8]) -> (Option<u32>, bool) {
 }
 
 impl Grpc {
+    /// The record of this call on either side: no route or template, the body as it comes,
+    /// `rpc.system.name` for a label.
+    pub(crate) fn begin<S: Rules>(
+        self,
+        config: Arc<Config<S>>,
+        clock: Clock,
+        cx: Option<Context>,
+        span: bool,
+        #[cfg(feature = "tracing")] log: tracing::Span,
+        measure: Option<Measure>,
+    ) -> Begin<S> {
+        Begin {
+            config,
+            clock,
+            conv: Conv::Grpc(Box::new(self)),
+            cx,
+            span,
+            #[cfg(feature = "tracing")]
+            log,
+            measure,
+            template: None,
+            slot: None,
+            method: None,
+            body_rule: BodyRule::Normal,
+            label: SYSTEM,
+            version: None,
+        }
+    }
+
     pub(crate) fn new(method: StringValue, known: Known, deadline: Option<Duration>) -> Self {
         Grpc {
             method,

@@ -15,8 +15,7 @@ use crate::config::Config;
 use crate::convention::http::server::{
     caller_context, connection_attributes, start_server_span, Connection,
 };
-use crate::convention::Conv;
-use crate::lifecycle::{Begin, BodyRule, Clock, Record, Started};
+use crate::lifecycle::{Clock, Record, Started};
 use crate::metrics::Measure;
 use crate::server::stack;
 use crate::side::{Server, Start};
@@ -94,21 +93,14 @@ pub(crate) fn start(config: &Arc<Config<Server>>, parts: &mut Parts) -> Start<Se
     );
     // inner instances pass the call through; no route slot (a gRPC call has no `http.route`)
     stack::mark(&mut parts.extensions, true);
-    let begin = Begin {
-        config: config.clone(),
+    let begin = grpc.begin(
+        config.clone(),
         clock,
-        conv: Conv::Grpc(Box::new(grpc)),
         cx,
         span,
         #[cfg(feature = "tracing")]
         log,
         measure,
-        template: None,
-        slot: None,
-        method: None,
-        body_rule: BodyRule::Normal,
-        label: SYSTEM,
-        version: None,
-    };
+    );
     (Record::begin(begin, &mut parts.extensions), None)
 }

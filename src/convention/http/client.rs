@@ -47,6 +47,51 @@ pub(crate) fn target_host<'a>(
     Some((h.trim_start_matches('[').trim_end_matches(']'), port, https))
 }
 
+/// What a client's start decides first, under any convention.
+pub(crate) struct Opening<'a> {
+    pub(crate) tracer: Option<RequestTracer<'a>>,
+    /// Whether the request is measured.
+    pub(crate) measured: bool,
+    /// [`target_host`].
+    pub(crate) host: Option<(&'a str, Option<u16>, bool)>,
+    /// Whether trace context goes with the request.
+    pub(crate) propagate: bool,
+    /// The context the request is made in.
+    pub(crate) parent: Context,
+}
+
+/// [`Opening`] of an outgoing request. When neither a span nor a measurement would be taken
+/// (`tracer` none, `measured` false), the caller sends the context on with
+/// [`propagate_passed`] and passes the request through.
+#[inline]
+pub(crate) fn opening<'a>(config: &'a Config<Client>, parts: &'a Parts) -> Opening<'a> {
+    let host = target_host(config, parts);
+    Opening {
+        tracer: config.tracer.resolve().filter(|_| config.spans),
+        measured: config.meter.starts(),
+        host,
+        propagate: parts.extensions.get::<NoPropagation>().is_none()
+            && config.side.propagates_to(host.map(|(h, _, _)| h)),
+        parent: Context::current(),
+    }
+}
+
+/// Send the context of the request's span on (`cx`: the span's, when one was started), or what
+/// [`propagate_passed`] sends.
+#[inline]
+pub(crate) fn inject(
+    config: &Config<Client>,
+    cx: Option<&Context>,
+    propagate: bool,
+    parent: &Context,
+    headers: &mut HeaderMap,
+) {
+    match cx {
+        Some(cx) if propagate => config.propagator.inject_span(cx, headers),
+        _ => propagate_passed(config, propagate, parent, headers),
+    }
+}
+
 /// What the client reads off an outgoing request.
 struct Target<'a> {
     method: MethodInfo,
@@ -111,12 +156,13 @@ pub(crate) fn start(
     counts_body: bool,
 ) -> Start<Client> {
     let resend = parts.extensions.get::<Attempts>().map_or(0, Attempts::next);
-    let tracer = config.tracer.resolve().filter(|_| config.spans);
-    let measured = config.meter.starts();
-    let host = target_host(config, parts);
-    let propagate = parts.extensions.get::<NoPropagation>().is_none()
-        && config.side.propagates_to(host.map(|(h, _, _)| h));
-    let parent = Context::current();
+    let Opening {
+        tracer,
+        measured,
+        host,
+        propagate,
+        parent,
+    } = opening(config, parts);
     if tracer.is_none() && !measured {
         propagate_passed(config, propagate, &parent, &mut parts.headers);
         return (Started::Pass(None), None);
@@ -132,10 +178,7 @@ pub(crate) fn start(
     let cx = tracer.and_then(|t| start_span(config, t, &target, parts, &parent, clock.wall()));
     drop(target);
     let span = cx.is_some();
-    match &cx {
-        Some(cx) if propagate => config.propagator.inject_span(cx, &mut parts.headers),
-        _ => propagate_passed(config, propagate, &parent, &mut parts.headers),
-    }
+    inject(config, cx.as_ref(), propagate, &parent, &mut parts.headers);
     let begin = Begin {
         config: config.clone(),
         clock,
