@@ -222,26 +222,52 @@ fn invalid(var: &str, value: &str, expected: &'static str) -> SetupError {
     }
 }
 
-/// Read and check the environment (`get` reads a variable).
-fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupError> {
-    let nonempty = |k: &str| {
-        get(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let mut warnings = Vec::new();
-    // the specification: anything but `true` (any case) is false, with a warning
-    let disabled = match nonempty("OTEL_SDK_DISABLED") {
+/// A variable's value, trimmed; none when unset or blank.
+fn value(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_<what>` (`name` upper case), else the general
+/// `OTEL_EXPORTER_OTLP_<what>`: the variable that gave the value, and the value.
+fn per_signal(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    what: &str,
+) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_{name}_{what}"),
+        format!("OTEL_EXPORTER_OTLP_{what}"),
+    ]
+    .into_iter()
+    .find_map(|var| value(get, &var).map(|v| (var, v)))
+}
+
+/// A boolean as the specification reads one: `true` (any case) is true; anything else false,
+/// with a warning unless it is `false`.
+fn flag(var: &str, value: Option<&str>, warnings: &mut Vec<String>) -> bool {
+    match value {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
         Some(v) => {
-            warnings.push(format!(
-                "OTEL_SDK_DISABLED={v:?} is not true or false: taken as false"
-            ));
+            if !v.eq_ignore_ascii_case("false") {
+                warnings.push(format!("{var}={v:?} is not true or false: taken as false"));
+            }
             false
         }
-    };
+    }
+}
+
+/// Read and check the environment (`get` reads a variable).
+fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupError> {
+    let nonempty = |k: &str| value(get, k);
+    let mut warnings = Vec::new();
+    let disabled = flag(
+        "OTEL_SDK_DISABLED",
+        nonempty("OTEL_SDK_DISABLED").as_deref(),
+        &mut warnings,
+    );
     let signal = |name: &str| -> Result<Signal, SetupError> {
         let var = format!("OTEL_{name}_EXPORTER");
         let mut exporters = Vec::new();
@@ -279,24 +305,11 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
             }
         }
         dedup(&mut exporters);
-        let pvar = format!("OTEL_EXPORTER_OTLP_{name}_PROTOCOL");
-        let (pvar, pval) = match nonempty(&pvar) {
-            Some(v) => (pvar, Some(v)),
-            None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
-                nonempty("OTEL_EXPORTER_OTLP_PROTOCOL"),
-            ),
-        };
-        let protocol = match pval.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some("grpc") => Protocol::Grpc,
-            Some(_) => {
-                return Err(invalid(
-                    &pvar,
-                    pval.as_deref().unwrap_or_default(),
-                    "http/protobuf or grpc",
-                ))
-            }
+        let protocol = match per_signal(get, name, "PROTOCOL") {
+            None => Protocol::HttpProtobuf,
+            Some((_, v)) if v.eq_ignore_ascii_case("http/protobuf") => Protocol::HttpProtobuf,
+            Some((_, v)) if v.eq_ignore_ascii_case("grpc") => Protocol::Grpc,
+            Some((var, v)) => return Err(invalid(&var, &v, "http/protobuf or grpc")),
         };
         Ok(Signal {
             exporters,
@@ -390,7 +403,8 @@ fn read_env(get: &dyn Fn(&str) -> Option<String>) -> Result<EnvConfig, SetupErro
     let metric_timeout = if disabled || !metrics.exporters.contains(&Exporter::Otlp) {
         None
     } else {
-        millis(get, "OTEL_METRIC_EXPORT_TIMEOUT")?
+        let var = "OTEL_METRIC_EXPORT_TIMEOUT";
+        millis(value(get, var).map(|v| (var.to_owned(), v)))?
     };
     // checked where used: only when metrics go to prometheus
     let prometheus_server = match (
@@ -444,11 +458,11 @@ struct Warned<E> {
 type Cause = Arc<std::sync::Mutex<Option<String>>>;
 
 impl<E> Warned<E> {
-    fn new(inner: E, signal: &'static str, otlp: &Otlp) -> Self {
+    fn new(inner: E, signal: &'static str, otlp: &Otlp<'_>) -> Self {
         Warned {
             inner,
             signal,
-            endpoint: otlp.endpoint.as_str().into(),
+            endpoint: otlp.signal.endpoint.as_str().into(),
             failing: AtomicBool::new(false),
             cause: otlp.http_client.as_ref().map(|c| c.cause.clone()),
         }
@@ -623,24 +637,17 @@ fn endpoint(
     protocol: Protocol,
     warnings: &mut Vec<String>,
 ) -> (Option<String>, String) {
-    let nonempty = |k: &str| {
-        get(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let own = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
-    let (var, mut url) = if let Some(e) = nonempty(&own) {
-        (Some(own), e)
-    } else if let Some(base) = nonempty("OTEL_EXPORTER_OTLP_ENDPOINT") {
+    let (var, mut url) = if let Some((var, e)) = per_signal(get, name, "ENDPOINT") {
+        // the general one is a base: `/v1/<signal>` appended over HTTP
         let url = match protocol {
-            Protocol::HttpProtobuf => format!(
+            Protocol::HttpProtobuf if var == "OTEL_EXPORTER_OTLP_ENDPOINT" => format!(
                 "{}/v1/{}",
-                base.trim_end_matches('/'),
+                e.trim_end_matches('/'),
                 name.to_ascii_lowercase()
             ),
-            Protocol::Grpc => base,
+            _ => e,
         };
-        (Some("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned()), url)
+        (Some(var), url)
     } else {
         let url = match protocol {
             Protocol::HttpProtobuf => {
@@ -651,25 +658,8 @@ fn endpoint(
         (None, url)
     };
     if protocol == Protocol::Grpc && scheme(&url).is_none() {
-        let own = format!("OTEL_EXPORTER_OTLP_{name}_INSECURE");
-        let (ivar, value) = match nonempty(&own) {
-            Some(v) => (own, Some(v)),
-            None => (
-                "OTEL_EXPORTER_OTLP_INSECURE".to_owned(),
-                nonempty("OTEL_EXPORTER_OTLP_INSECURE"),
-            ),
-        };
-        let insecure = match value {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                warnings.push(format!(
-                    "{ivar}={v:?} is not true or false: taken as false (TLS)"
-                ));
-                false
-            }
-        };
+        let insecure = per_signal(get, name, "INSECURE")
+            .is_some_and(|(var, v)| flag(&var, Some(&v), warnings));
         url = format!("{}://{url}", if insecure { "http" } else { "https" });
     }
     (var, url)
@@ -692,24 +682,12 @@ fn transport(
     signal: &mut Signal,
     var: Option<&str>,
 ) -> Result<Vec<String>, SetupError> {
-    let nonempty = |k: &str| {
-        get(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    // the variable (per signal first) and path of a certificate file
-    let named = |what: &str| -> Option<(String, String)> {
-        let own = format!("OTEL_EXPORTER_OTLP_{name}_{what}");
-        if let Some(p) = nonempty(&own) {
-            return Some((own, p));
-        }
-        let base = format!("OTEL_EXPORTER_OTLP_{what}");
-        nonempty(&base).map(|p| (base, p))
-    };
     let var = var.unwrap_or("OTEL_EXPORTER_OTLP_ENDPOINT");
     // what the endpoint was given as (before `/v1/<signal>` or the INSECURE rule)
-    let given = get(var).map(|v| v.trim().to_owned()).unwrap_or_default();
-    let files = ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"].map(named);
+    let given = value(get, var).unwrap_or_default();
+    // the certificate files' variables (per signal first) and paths
+    let files =
+        ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"].map(|what| per_signal(get, name, what));
     let names = files.iter().flatten().map(|(v, _)| v.clone()).collect();
     let https = match scheme(&signal.endpoint).as_deref() {
         Some("http") => false,
@@ -864,24 +842,23 @@ fn export_timeout(
     get: &dyn Fn(&str) -> Option<String>,
     signal: &str,
 ) -> Result<Duration, SetupError> {
-    let own = format!("OTEL_EXPORTER_OTLP_{}_TIMEOUT", signal.to_ascii_uppercase());
-    Ok(match millis(get, &own)? {
-        Some(t) => t,
-        None => millis(get, "OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(DEFAULT_EXPORT_TIMEOUT),
-    })
+    let own = per_signal(get, &signal.to_ascii_uppercase(), "TIMEOUT");
+    Ok(millis(own)?.unwrap_or(DEFAULT_EXPORT_TIMEOUT))
 }
 
-/// A duration in whole milliseconds, more than zero (none: not set).
-fn millis(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>, SetupError> {
-    let Some(v) = get(var)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-    else {
+/// A variable's value (`(variable, value)`) as a duration in whole milliseconds, more than zero
+/// (none: not set).
+fn millis(given: Option<(String, String)>) -> Result<Option<Duration>, SetupError> {
+    let Some((var, v)) = given else {
         return Ok(None);
     };
     match v.parse::<u64>() {
         Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-        _ => Err(invalid(var, &v, "milliseconds, a whole number more than 0")),
+        _ => Err(invalid(
+            &var,
+            &v,
+            "milliseconds, a whole number more than 0",
+        )),
     }
 }
 
@@ -1413,9 +1390,8 @@ fn describe(
 }
 
 /// What a signal's OTLP exporter is built with: its endpoint, and its TLS when `https`.
-struct Otlp {
-    protocol: Protocol,
-    endpoint: String,
+struct Otlp<'a> {
+    signal: &'a Signal,
     /// The export timeout (the signal's, or `OTEL_METRIC_EXPORT_TIMEOUT` when shorter).
     timeout: Duration,
     http_client: Option<ExplainedClient>,
@@ -1423,11 +1399,11 @@ struct Otlp {
     grpc_tls: Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>,
 }
 
-impl Otlp {
+impl<'a> Otlp<'a> {
     /// `limit`: a timeout the exporter gets when shorter than the signal's own.
     /// `exporters`: where the signal goes (the environment's, as the set-up routed them).
     fn new(
-        signal: &Signal,
+        signal: &'a Signal,
         exporters: &[Exporter],
         name: &str,
         limit: Option<Duration>,
@@ -1445,8 +1421,7 @@ impl Otlp {
             _ => None,
         };
         Ok(Otlp {
-            protocol: signal.protocol,
-            endpoint: signal.endpoint.clone(),
+            signal,
             timeout,
             http_client,
             #[cfg(feature = "otlp-tls")]
@@ -1459,13 +1434,13 @@ impl Otlp {
 /// signal's protocol, to its endpoint, with its TLS.
 macro_rules! otlp_exporter {
     ($builder:expr, $otlp:expr) => {{
-        let otlp: &Otlp = $otlp;
-        match otlp.protocol {
+        let otlp: &Otlp<'_> = $otlp;
+        match otlp.signal.protocol {
             Protocol::HttpProtobuf => {
                 let mut b = $builder
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(otlp.endpoint.clone());
+                    .with_endpoint(otlp.signal.endpoint.clone());
                 b = b.with_timeout(otlp.timeout);
                 if let Some(client) = &otlp.http_client {
                     use opentelemetry_otlp::WithHttpConfig as _;
@@ -1477,7 +1452,7 @@ macro_rules! otlp_exporter {
                 let mut b = $builder
                     .with_tonic()
                     .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .with_endpoint(otlp.endpoint.clone());
+                    .with_endpoint(otlp.signal.endpoint.clone());
                 b = b.with_timeout(otlp.timeout);
                 #[cfg(feature = "otlp-tls")]
                 if let Some(tls) = &otlp.grpc_tls {
@@ -1512,7 +1487,7 @@ fn sampler(name: &str, ratio: f64) -> Sampler {
 
 fn build_tracer(
     exporters: &[Exporter],
-    otlp: &Otlp,
+    otlp: &Otlp<'_>,
     resource: &Resource,
     sampler: Sampler,
 ) -> Result<Option<SdkTracerProvider>, SetupError> {
@@ -1541,7 +1516,7 @@ fn build_tracer(
 
 fn build_meter(
     exporters: &[Exporter],
-    otlp: &Otlp,
+    otlp: &Otlp<'_>,
     resource: &Resource,
     prometheus: &mut Option<MetricsEndpoint>,
 ) -> Result<Option<SdkMeterProvider>, SetupError> {
@@ -1583,7 +1558,7 @@ fn build_meter(
 
 fn build_logger(
     exporters: &[Exporter],
-    otlp: &Otlp,
+    otlp: &Otlp<'_>,
     resource: &Resource,
 ) -> Result<Option<SdkLoggerProvider>, SetupError> {
     if exporters.is_empty() {
