@@ -357,6 +357,17 @@ fn assert_rpc(span: &SpanData, method: &str) {
     assert_eq!(keys.len(), n, "an attribute set twice: {keys:?}");
 }
 
+/// The span is an error whose `error.type` is `want`.
+#[track_caller]
+fn assert_failed(span: &SpanData, want: &str) {
+    assert!(is_error(span), "not an error: {span:?}");
+    assert_eq!(
+        attr_str(span, "error.type").as_deref(),
+        Some(want),
+        "{span:?}"
+    );
+}
+
 fn code_of(span: &SpanData) -> Option<String> {
     attr_str(span, "rpc.response.status_code")
 }
@@ -485,8 +496,7 @@ async fn every_status_code_by_side() {
             server_error.then_some(want),
             "server {want}"
         );
-        assert!(is_error(&client_span), "client {want}");
-        assert_eq!(attr_str(&client_span, "error.type").as_deref(), Some(want));
+        assert_failed(&client_span, want);
         // the method is known: tonic answered with a message of its own
         assert_rpc(&server, CHECK);
     }
@@ -534,8 +544,7 @@ async fn a_status_in_the_trailers_after_messages_is_read_from_them() {
         let span = one(&t, kind.clone()).await;
         assert_eq!(span.name, WATCH);
         assert_eq!(code_of(&span).as_deref(), Some("INTERNAL"), "{kind:?}");
-        assert!(is_error(&span));
-        assert_eq!(attr_str(&span, "error.type").as_deref(), Some("INTERNAL"));
+        assert_failed(&span, "INTERNAL");
     }
 }
 
@@ -617,8 +626,7 @@ async fn a_non_200_answer_is_an_error_on_both_sides() {
     // tonic itself reports the text/plain answer as a protocol failure
     assert_ne!(status.code(), Code::Ok);
     let server = one(&t, SpanKind::Server).await;
-    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("404"));
-    assert!(is_error(&server));
+    assert_failed(&server, "404");
     assert_eq!(attr_str(&server, "rpc.method").as_deref(), Some("_OTHER"));
     let client_span = one(&t, SpanKind::Client).await;
     assert_eq!(code_of(&client_span).as_deref(), Some("UNIMPLEMENTED"));
@@ -742,11 +750,7 @@ async fn a_passed_deadline_is_deadline_exceeded_on_both_sides() {
                 Some("DEADLINE_EXCEEDED"),
                 "{kind:?}"
             );
-            assert!(is_error(&span), "{kind:?}");
-            assert_eq!(
-                attr_str(&span, "error.type").as_deref(),
-                Some("DEADLINE_EXCEEDED")
-            );
+            assert_failed(&span, "DEADLINE_EXCEEDED");
         }
     }
 }
@@ -777,8 +781,7 @@ async fn a_panic_in_a_handler_is_recorded() {
     let status = client.check(check("panic")).await.unwrap_err();
     assert_ne!(status.code(), Code::Ok);
     let server = one(&t, SpanKind::Server).await;
-    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("panic"));
-    assert!(is_error(&server));
+    assert_failed(&server, "panic");
     let client_span = one(&t, SpanKind::Client).await;
     assert!(is_error(&client_span));
 }
@@ -994,18 +997,10 @@ async fn a_call_that_ends_without_a_status_is_an_error() {
     let result = unary(&mut grpc, "/broken.Service/Call").await;
     assert!(result.is_err(), "{result:?}");
     let server = one(&t, SpanKind::Server).await;
-    assert_eq!(
-        attr_str(&server, "error.type").as_deref(),
-        Some("grpc_status_missing")
-    );
-    assert!(is_error(&server));
+    assert_failed(&server, "grpc_status_missing");
     assert_eq!(code_of(&server), None);
     let client_span = one(&t, SpanKind::Client).await;
-    assert!(is_error(&client_span));
-    assert_eq!(
-        attr_str(&client_span, "error.type").as_deref(),
-        Some("grpc_status_missing")
-    );
+    assert_failed(&client_span, "grpc_status_missing");
 }
 
 /// SEMCONV 6.3: a `grpc-status` outside the known codes (a trailers-only answer over a real h2c
@@ -1035,8 +1030,7 @@ async fn a_status_outside_the_known_codes_is_recorded_as_its_number() {
     assert!(result.is_err(), "{result:?}");
     let server = one(&t, SpanKind::Server).await;
     assert_eq!(code_of(&server).as_deref(), Some("42"));
-    assert!(is_error(&server));
-    assert_eq!(attr_str(&server, "error.type").as_deref(), Some("42"));
+    assert_failed(&server, "42");
     let client_span = one(&t, SpanKind::Client).await;
     assert_eq!(code_of(&client_span).as_deref(), Some("42"));
     assert!(is_error(&client_span));
@@ -1078,11 +1072,7 @@ async fn a_stream_the_server_resets_is_an_error_on_the_client() {
         while let Ok(Some(_)) = stream.message().await {}
     }
     let server = one(&t, SpanKind::Server).await;
-    assert!(is_error(&server));
-    assert_eq!(
-        attr_str(&server, "error.type").as_deref(),
-        Some("response_body")
-    );
+    assert_failed(&server, "response_body");
     let client_span = one(&t, SpanKind::Client).await;
     assert!(is_error(&client_span), "{client_span:?}");
     assert!(attr_str(&client_span, "error.type").is_some());
