@@ -67,6 +67,12 @@ pub(crate) fn receiver_app(posts: &Posts) -> Router {
     )
 }
 
+/// The guard's start-up line says `text`.
+#[track_caller]
+pub(crate) fn says(guard: &tower_otel_http::setup::TelemetryGuard, text: &str) {
+    assert!(guard.summary().contains(text), "{}", guard.summary());
+}
+
 /// One request through the server layer on the global providers; the `traceresponse` header.
 pub(crate) async fn one_request() -> String {
     request_with(None).await
@@ -118,18 +124,8 @@ pub async fn otlp_http_reaches_a_real_receiver() {
     std::env::set_var("OTEL_SERVICE_NAME", "setup-test");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     let guard = tower_otel_http::setup::init().expect("init");
-    assert!(
-        guard
-            .summary()
-            .contains(&format!("http://{addr}/v1/traces-elsewhere")),
-        "{}",
-        guard.summary()
-    );
-    assert!(
-        guard.summary().contains("traces: otlp (http/protobuf)"),
-        "{}",
-        guard.summary()
-    );
+    says(&guard, &format!("http://{addr}/v1/traces-elsewhere"));
+    says(&guard, "traces: otlp (http/protobuf)");
     assert!(guard.tracer_provider().is_some() && guard.meter_provider().is_some());
     // a trace started here carries the random flag (the SDK's ids are random); a continued
     // one the flags it came with
@@ -254,13 +250,7 @@ pub async fn an_unreachable_collector_is_said_once() {
         .with_shutdown_timeout(Duration::from_secs(2))
         .install()
         .expect("init");
-    assert!(
-        guard
-            .summary()
-            .contains(&format!("http://{addr}/v1/traces")),
-        "{}",
-        guard.summary()
-    );
+    says(&guard, &format!("http://{addr}/v1/traces"));
     // opentelemetry-otlp retries a failed export three times (≈ 1 s in all): requests for
     // 3.5 s make several failed exports
     let said = |what: &str| buf.lines().iter().filter(|l| l.contains(what)).count();
@@ -403,11 +393,7 @@ pub async fn otlp_grpc_reaches_a_real_receiver_from_a_current_thread_runtime() {
     std::env::set_var("OTEL_SERVICE_NAME", "setup-grpc-test");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     let guard = tower_otel_http::setup::init().expect("init");
-    assert!(
-        guard.summary().contains("traces: otlp (grpc)"),
-        "{}",
-        guard.summary()
-    );
+    says(&guard, "traces: otlp (grpc)");
     one_request().await;
     let started = Instant::now();
     assert!(guard.shutdown(), "the shutdown finished in time");
@@ -441,13 +427,7 @@ pub fn otlp_grpc_outside_a_runtime() {
         .with_shutdown_timeout(Duration::from_secs(4))
         .install()
         .expect("init outside a runtime");
-    assert!(
-        guard
-            .summary()
-            .contains(&format!("traces: otlp (grpc) http://{addr}")),
-        "{}",
-        guard.summary()
-    );
+    says(&guard, &format!("traces: otlp (grpc) http://{addr}"));
     let tracer = guard.tracer_provider().expect("traces").tracer("t");
     let mut span = tracer.start("no runtime here");
     span.end();
@@ -514,13 +494,7 @@ pub async fn prometheus_served_on_its_own_port() {
     let guard = tower_otel_http::setup::init().expect("init");
     let addr = guard.metrics_address().expect("served");
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-    assert!(
-        guard
-            .summary()
-            .contains(&format!("served on http://{addr}/metrics")),
-        "{}",
-        guard.summary()
-    );
+    says(&guard, &format!("served on http://{addr}/metrics"));
     one_request().await;
     one_request().await;
     let (ct, text) = http_get(addr, "/metrics").await;

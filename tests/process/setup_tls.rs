@@ -13,7 +13,9 @@ use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use tokio_rustls::rustls;
 use tower_otel_http::setup::Setup;
 
-use crate::setup_env::{grpc_receiver_with, one_request, posted, receiver_app, GrpcSink, Posts};
+use crate::setup_env::{
+    grpc_receiver_with, one_request, posted, receiver_app, says, GrpcSink, Posts,
+};
 
 /// A certificate authority, a server certificate for `localhost` and `127.0.0.1`, and a client
 /// certificate, all signed by it: PEM text, and the files the variables name.
@@ -219,7 +221,7 @@ pub async fn otlp_https_trusts_only_what_it_is_told() {
             .with_shutdown_timeout(Duration::from_secs(8))
             .install()
             .expect("init");
-        assert!(guard.summary().contains(summary), "{}", guard.summary());
+        says(&guard, summary);
         let tracer = guard.tracer_provider().expect("traces").tracer("t");
         tracer.start("not sent").end();
         guard.shutdown();
@@ -276,7 +278,7 @@ async fn one_request_with_every_certificate(pki: &Pki, summary: &str) {
         .with_shutdown_timeout(Duration::from_secs(8))
         .install()
         .expect("init");
-    assert!(guard.summary().contains(summary), "{}", guard.summary());
+    says(&guard, summary);
     one_request().await;
     assert!(guard.shutdown(), "the flush finished in time");
 }
