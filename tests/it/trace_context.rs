@@ -18,7 +18,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
@@ -337,11 +337,12 @@ async fn thirty_three_members_over_four_fields_are_discarded_whole() {
     }
 }
 
-/// A sampler that writes its own `tracestate` entry, as consistent-probability samplers do.
+/// A sampler that decides `.0` and edits the parent's trace state with `.1` into the one it
+/// hands on.
 #[derive(Clone, Debug)]
-struct WritesOt;
+struct EditsState(SamplingDecision, fn(&TraceState) -> TraceState);
 
-impl ShouldSample for WritesOt {
+impl ShouldSample for EditsState {
     fn should_sample(
         &self,
         parent: Option<&Context>,
@@ -355,11 +356,21 @@ impl ShouldSample for WritesOt {
             .map(|cx| cx.span().span_context().trace_state().clone())
             .unwrap_or_default();
         SamplingResult {
-            decision: SamplingDecision::RecordAndSample,
+            decision: self.0.clone(),
             attributes: Vec::new(),
-            trace_state: state.insert("ot", "th:0").unwrap(),
+            trace_state: (self.1)(&state),
         }
     }
+}
+
+/// Writes its own entry, as consistent-probability samplers do.
+fn writes_ot(state: &TraceState) -> TraceState {
+    state.insert("ot", "th:0").unwrap()
+}
+
+/// Deletes `rojo`.
+fn deletes_rojo(state: &TraceState) -> TraceState {
+    state.delete("rojo").unwrap()
 }
 
 #[tokio::test]
@@ -367,7 +378,7 @@ async fn a_samplers_entry_goes_first_and_no_carried_member_is_lost() {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
-        .with_sampler(WritesOt)
+        .with_sampler(EditsState(SamplingDecision::RecordAndSample, writes_ot))
         .build();
     for given in ALL_GIVEN {
         let (front, seen) = chain(&provider, given).await;
@@ -429,31 +440,6 @@ async fn the_log_lines_of_a_request_show_its_random_flag() {
     assert_eq!(lines[0]["span_id"], tr[36..52], "the server span's id");
 }
 
-/// A sampler that decides `decision` and deletes `rojo` from the trace state it hands on.
-#[derive(Clone, Debug)]
-struct DeletesRojo(SamplingDecision);
-
-impl ShouldSample for DeletesRojo {
-    fn should_sample(
-        &self,
-        parent: Option<&Context>,
-        _: TraceId,
-        _: &str,
-        _: &SpanKind,
-        _: &[KeyValue],
-        _: &[Link],
-    ) -> SamplingResult {
-        let state = parent
-            .map(|cx| cx.span().span_context().trace_state().clone())
-            .unwrap_or_default();
-        SamplingResult {
-            decision: self.0.clone(),
-            attributes: Vec::new(),
-            trace_state: state.delete("rojo").unwrap(),
-        }
-    }
-}
-
 /// Recorded but not sampled (`RecordOnly`), or dropped: the random bit goes on either way, the
 /// sampled bit is the spans', and a key the sampler deleted is gone while the members the SDK
 /// could not hold stay.
@@ -463,7 +449,7 @@ async fn record_only_and_dropped_spans_keep_the_random_bit_and_a_samplers_deleti
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
-            .with_sampler(DeletesRojo(decision.clone()))
+            .with_sampler(EditsState(decision.clone(), deletes_rojo))
             .build();
         for given in ALL_GIVEN {
             let (front, seen) = chain(&provider, given).await;
