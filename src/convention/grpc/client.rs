@@ -67,7 +67,7 @@ pub(crate) fn start(config: &Arc<Config<Client>>, parts: &mut Parts) -> Start<Cl
     });
     let span = cx.is_some();
     inject(config, cx.as_ref(), propagate, &parent, &mut parts.headers);
-    let begin = grpc.begin(
+    let begin = Box::new(grpc).begin(
         config.clone(),
         clock,
         cx,

@@ -304,7 +304,7 @@ impl Grpc {
     /// The record of this call on either side: no route or template, the body as it comes,
     /// `rpc.system.name` for a label.
     pub(crate) fn begin<S: Rules>(
-        self,
+        self: Box<Self>,
         config: Arc<Config<S>>,
         clock: Clock,
         cx: Option<Context>,
@@ -315,7 +315,7 @@ impl Grpc {
         Begin {
             config,
             clock,
-            conv: Conv::Grpc(Box::new(self)),
+            conv: Conv::Grpc(self),
             cx,
             span,
             #[cfg(feature = "tracing")]

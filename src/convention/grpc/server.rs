@@ -93,7 +93,7 @@ pub(crate) fn start(config: &Arc<Config<Server>>, parts: &mut Parts) -> Start<Se
     );
     // inner instances pass the call through; no route slot (a gRPC call has no `http.route`)
     stack::mark(&mut parts.extensions, true);
-    let begin = grpc.begin(
+    let begin = Box::new(grpc).begin(
         config.clone(),
         clock,
         cx,
